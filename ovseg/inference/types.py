@@ -1,0 +1,57 @@
+"""Structured results of open-vocabulary inference."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ovseg.text.vocabulary import Vocabulary
+
+
+@dataclass
+class Instances:
+    """Instance predictions at the input image's resolution.
+
+    Attributes:
+        masks: (N, H, W) bool.
+        scores: (N,) float, class probability x mean mask probability (FC-CLIP).
+        labels: (N,) int64 index into the vocabulary.
+    """
+
+    masks: torch.Tensor
+    scores: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.scores.numel())
+
+
+@dataclass
+class Prediction:
+    """What :meth:`ovseg.Segmenter.predict` returns; fields the task did not compute are None.
+
+    Attributes:
+        vocabulary: the classes that ``category_id`` / ``labels`` index into.
+        image_size: (H, W) of the input image.
+        sem_seg: (C, H, W) float per-class scores (not probabilities summing to one).
+        panoptic_seg: (H, W) int32 segment ids, 0 = void.
+        segments_info: one dict per panoptic segment: id, category_id (vocabulary index),
+            isthing, score, label (canonical class name), area.
+        instances: instance masks, scores and labels.
+    """
+
+    vocabulary: Vocabulary
+    image_size: tuple[int, int]
+    sem_seg: torch.Tensor | None = None
+    panoptic_seg: torch.Tensor | None = None
+    segments_info: list[dict[str, Any]] | None = None
+    instances: Instances | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def semantic_map(self) -> torch.Tensor:
+        """(H, W) int64 argmax class index of ``sem_seg``."""
+        if self.sem_seg is None:
+            raise ValueError("this prediction has no semantic output; predict with task='semantic' or 'all'")
+        return self.sem_seg.argmax(0)

@@ -1,0 +1,55 @@
+"""Packaging for ovseg. Kept declarative: no torch import, no version checks at install time."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+
+setup(
+    name="ovseg",
+    version="0.1.0",
+    description="Open-vocabulary semantic, instance and panoptic segmentation (FC-CLIP design) in pure PyTorch",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.9",
+    packages=find_packages(include=["ovseg", "ovseg.*"]),
+    package_data={
+        "ovseg": [
+            "text/builtin/*.txt",
+            "text/builtin/*.json",
+            "text/builtin/LICENSE-*",
+            "zoo/*.yaml",
+            "configs/**/*.yaml",
+        ]
+    },
+    include_package_data=True,
+    install_requires=[
+        "torch>=2.1",
+        "open_clip_torch>=2.24",
+        "timm>=0.9",
+        # albumentations depends on the headless OpenCV build; depending on opencv-python as well
+        # would install two copies of cv2 that overwrite each other.
+        "opencv-python-headless>=4.8",
+        "albumentations>=1.4",
+        "pycocotools>=2.0.7",
+        "numpy",
+        "scipy",
+        "pillow",
+        "omegaconf>=2.3",
+        "pyyaml",
+        "tqdm",
+        "tensorboard",
+    ],
+    extras_require={
+        "dev": ["pytest>=7", "pytest-timeout", "ruff"],
+    },
+    entry_points={
+        "console_scripts": [
+            "ovseg-demo=ovseg.cli.demo:main",
+            "ovseg-train=ovseg.cli.train:main",
+            "ovseg-test=ovseg.cli.test:main",
+        ]
+    },
+)
