@@ -1,0 +1,223 @@
+"""Image input and label-map output.
+
+:func:`load_image` turns a path, a PIL image or an array into the one format the model takes:
+(H, W, 3) uint8 RGB. Files are read the way detectron2's ``read_image(path, format="RGB")`` reads
+them (what FC-CLIP's evaluation does): ``PIL.Image.open`` -> EXIF orientation applied ->
+``convert("RGB")``. Modes that ``convert("RGB")`` would mangle are handled explicitly:
+
+* 16-bit grey ("I;16*", "I"): scaled to 8 bit by ``round(v / 257)`` (65535 -> 255), where
+  ``convert`` would clip every value above 255 to white.
+* 32-bit float ("F"): the array rule below.
+
+Array rule (also for ``ndarray`` inputs): shapes (H, W), (H, W, 1), (H, W, 3) RGB or (H, W, 4) RGBA
+(alpha dropped, as ``convert("RGB")`` does); dtypes uint8 (as is), uint16 (/257), bool (x255), other
+integers (must lie in [0, 255]) and floats (must lie in [0, 1]; x255 and rounded). Anything else
+raises :class:`ImageLoadError` with the reason and what to pass instead.
+
+The label-map writers (:func:`save_label_png`, :func:`id2rgb`) write what the demo hands back:
+class-index, COCO panoptic (``rgb2id``) and instance-index PNGs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+ImageInput = str | os.PathLike | Image.Image | np.ndarray
+
+IMAGE_EXTENSIONS = (
+    ".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm",
+)  # fmt: skip
+
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+class ImageLoadError(ValueError):
+    """An image that cannot be read or converted; the message names the source and the reason."""
+
+
+def load_image(src: ImageInput) -> np.ndarray:
+    """Read an image as an (H, W, 3) uint8 RGB array.
+
+    Args:
+        src: a file path, a ``PIL.Image.Image`` or a numpy array (see the module docstring for the
+            accepted shapes, dtypes and how each is converted).
+
+    Returns:
+        (H, W, 3) uint8 RGB, C-contiguous, a new array the caller may modify.
+
+    Raises:
+        ImageLoadError: missing, empty, unreadable or corrupt file; an unsupported array shape,
+            dtype or value range. The message names the path (or the array) and the reason.
+    """
+    if isinstance(src, (str, os.PathLike)):
+        return _load_path(Path(src))
+    if isinstance(src, Image.Image):
+        return _from_pil(src, "PIL image")
+    if isinstance(src, np.ndarray):
+        return _from_array(src, "image array")
+    raise ImageLoadError(
+        f"cannot read an image from {type(src).__name__}: pass a file path, a PIL.Image or an "
+        "(H, W, 3) uint8 RGB numpy array"
+    )
+
+
+def _load_path(path: Path) -> np.ndarray:
+    name = str(path)
+    if not path.exists():
+        raise ImageLoadError(f"cannot read image {name}: file not found")
+    if path.is_dir():
+        raise ImageLoadError(f"cannot read image {name}: it is a directory, not an image file")
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise ImageLoadError(f"cannot read image {name}: {e.strerror or e}") from None
+    if size == 0:
+        raise ImageLoadError(f"cannot read image {name}: the file is empty (0 bytes)")
+    try:
+        with Image.open(path) as im:
+            im.load()  # decode now, inside the try: PIL decodes lazily
+            return _from_pil(im, name)
+    except ImageLoadError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageLoadError(
+            f"cannot read image {name}: not an image format Pillow recognises (corrupt file?)"
+        ) from None
+    except Image.DecompressionBombError as e:
+        raise ImageLoadError(f"cannot read image {name}: {e}") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        # Truncated or corrupt image data surfaces as OSError ("image file is truncated"),
+        # SyntaxError (broken headers in some plugins) or ValueError.
+        reason = str(e) or type(e).__name__
+        raise ImageLoadError(
+            f"cannot read image {name}: corrupt or truncated data ({reason})"
+        ) from None
+
+
+def _exif_transpose(im: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation tag, as detectron2's ``_apply_exif_orientation`` does.
+
+    A malformed EXIF block is ignored (the image is kept as stored), like detectron2.
+    """
+    try:
+        out = ImageOps.exif_transpose(im)
+    except Exception:  # noqa: BLE001 - bad EXIF must not make a readable image unreadable
+        return im
+    return out if out is not None else im
+
+
+def _from_pil(im: Image.Image, name: str) -> np.ndarray:
+    im = _exif_transpose(im)
+    if im.mode in _SIXTEEN_BIT_MODES:
+        arr = np.asarray(im)
+        # "I" is 32-bit signed; 16-bit PNGs/TIFFs open as "I;16*" (or "I" in older Pillow).
+        arr = np.clip(arr.astype(np.int64), 0, 65535).astype(np.uint16)
+        return _from_array(arr, name)
+    if im.mode == "F":
+        return _from_array(np.asarray(im), name)
+    if im.mode != "RGB":
+        try:
+            im = im.convert("RGB")
+        except (ValueError, OSError) as e:
+            raise ImageLoadError(
+                f"cannot convert image {name} from mode {im.mode!r} to RGB: {e}"
+            ) from None
+    return np.array(im, dtype=np.uint8, copy=True)
+
+
+def _from_array(arr: np.ndarray, name: str) -> np.ndarray:
+    if arr.ndim == 3 and arr.shape[-1] not in (1, 3, 4) and arr.shape[0] in (1, 3, 4):
+        raise ImageLoadError(
+            f"{name} has shape {arr.shape}, which looks channel-first: pass (H, W, 3), e.g. "
+            "arr.transpose(1, 2, 0)"
+        )
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (1, 3, 4)):
+        raise ImageLoadError(
+            f"{name} has shape {arr.shape}: expected (H, W), (H, W, 1), (H, W, 3) RGB or (H, W, 4) RGBA"
+        )
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ImageLoadError(f"{name} is empty: shape {arr.shape}")
+    arr = _to_uint8(arr, name)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.shape[-1] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    elif arr.shape[-1] == 4:
+        arr = arr[:, :, :3]  # drop alpha without compositing, as PIL's convert("RGB") does
+    return np.array(arr, dtype=np.uint8, order="C", copy=True)
+
+
+def _to_uint8(arr: np.ndarray, name: str) -> np.ndarray:
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8) * 255
+    if arr.dtype == np.uint16:
+        return np.round(arr.astype(np.float32) / 257.0).astype(np.uint8)
+    if np.issubdtype(arr.dtype, np.integer):
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < 0 or hi > 255:
+            raise ImageLoadError(
+                f"{name} is {arr.dtype} with values in [{lo}, {hi}]: integer images must lie in "
+                "[0, 255] (or be uint16, scaled by 1/257)"
+            )
+        return arr.astype(np.uint8)
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.isfinite(arr).all():
+            raise ImageLoadError(f"{name} contains NaN or infinite values")
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo < 0.0 or hi > 1.0:
+            raise ImageLoadError(
+                f"{name} is {arr.dtype} with values in [{lo:g}, {hi:g}]: float images must lie in "
+                "[0, 1]; divide by 255 or pass uint8"
+            )
+        return np.round(arr.astype(np.float64) * 255.0).astype(np.uint8)
+    raise ImageLoadError(f"{name} has unsupported dtype {arr.dtype}: pass uint8 RGB")
+
+
+# --------------------------------------------------------------------------- label maps
+def id2rgb(ids: np.ndarray) -> np.ndarray:
+    """COCO panoptic encoding: segment id -> RGB with ``id = R + 256 * G + 256**2 * B``.
+
+    Args:
+        ids: (H, W) non-negative integer segment ids (< 2**24).
+
+    Returns:
+        (H, W, 3) uint8.
+    """
+    ids = np.asarray(ids).astype(np.int64)
+    if ids.size and (ids.min() < 0 or ids.max() >= 256**3):
+        raise ValueError(f"segment ids must lie in [0, 2**24), got [{ids.min()}, {ids.max()}]")
+    return np.stack([ids % 256, ids // 256 % 256, ids // 256**2 % 256], axis=-1).astype(np.uint8)
+
+
+def rgb2id(rgb: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`id2rgb`: (H, W, 3) uint8 -> (H, W) int64 segment ids."""
+    rgb = np.asarray(rgb).astype(np.int64)
+    return rgb[..., 0] + 256 * rgb[..., 1] + 256**2 * rgb[..., 2]
+
+
+def save_label_png(path: str | os.PathLike, labels: np.ndarray) -> None:
+    """Write a label map losslessly as PNG: 8-bit grey when every value fits, else 16-bit grey.
+
+    Args:
+        path: destination ``.png``.
+        labels: (H, W) non-negative integers < 65536, or (H, W, 3) uint8 (written as RGB).
+    """
+    labels = np.asarray(labels)
+    if labels.ndim == 3 and labels.shape[-1] == 3 and labels.dtype == np.uint8:
+        Image.fromarray(labels).save(path, format="PNG")
+        return
+    if labels.ndim != 2:
+        raise ValueError(f"label map must be (H, W), got shape {labels.shape}")
+    lo, hi = (int(labels.min()), int(labels.max())) if labels.size else (0, 0)
+    if lo < 0 or hi > 65535:
+        raise ValueError(f"label values must lie in [0, 65535] for a PNG, got [{lo}, {hi}]")
+    if hi <= 255:
+        Image.fromarray(labels.astype(np.uint8)).save(path, format="PNG")
+    else:
+        Image.fromarray(labels.astype(np.uint16)).save(path, format="PNG")
