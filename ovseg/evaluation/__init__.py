@@ -1,0 +1,35 @@
+"""Streaming, distributed-aware evaluators that reproduce the official tools' numbers.
+
+* :class:`SemSegEvaluator` — mIoU / mAcc / aAcc / fwIoU (mmseg or detectron2 conventions);
+* :class:`PanopticEvaluator` — PQ / SQ / RQ (panopticapi);
+* :class:`InstanceEvaluator` — COCO mask AP (pycocotools).
+
+Each has ``reset()``, ``process(...)`` per image and ``evaluate() -> dict``; under
+``torch.distributed`` the per-rank statistics are combined in ``evaluate``.
+``python -m ovseg.evaluation`` evaluates predictions saved on disk.
+"""
+
+from ovseg.evaluation.errors import EvaluationError
+from ovseg.evaluation.instance import InstanceEvaluator, evaluate_instance_files
+from ovseg.evaluation.panoptic import (
+    PanopticEvaluator,
+    evaluate_panoptic_files,
+    id2rgb,
+    read_panoptic_png,
+    rgb2id,
+)
+from ovseg.evaluation.sem_seg import SemSegEvaluator, evaluate_semantic_dirs, read_label_png
+
+__all__ = [
+    "EvaluationError",
+    "InstanceEvaluator",
+    "PanopticEvaluator",
+    "SemSegEvaluator",
+    "evaluate_instance_files",
+    "evaluate_panoptic_files",
+    "evaluate_semantic_dirs",
+    "id2rgb",
+    "read_label_png",
+    "read_panoptic_png",
+    "rgb2id",
+]
