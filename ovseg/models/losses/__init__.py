@@ -1,0 +1,24 @@
+"""Mask2Former matching and losses: Hungarian matcher, set criterion, point sampling."""
+
+from .config import LossConfig
+from .criterion import SetCriterion, build_criterion, dice_loss, sigmoid_ce_loss
+from .matcher import HungarianMatcher, batch_dice_cost, batch_sigmoid_ce_cost
+from .point_sample import (
+    calculate_uncertainty,
+    get_uncertain_point_coords_with_randomness,
+    point_sample,
+)
+
+__all__ = [
+    "HungarianMatcher",
+    "LossConfig",
+    "SetCriterion",
+    "batch_dice_cost",
+    "batch_sigmoid_ce_cost",
+    "build_criterion",
+    "calculate_uncertainty",
+    "dice_loss",
+    "get_uncertain_point_coords_with_randomness",
+    "point_sample",
+    "sigmoid_ce_loss",
+]

@@ -1,0 +1,314 @@
+"""Mask2Former's set criterion: classification + point-sampled BCE and dice mask losses."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from .config import LossConfig
+from .matcher import HungarianMatcher
+from .point_sample import (
+    calculate_uncertainty,
+    get_uncertain_point_coords_with_randomness,
+    point_sample,
+)
+
+Indices = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+def dice_loss(
+    inputs: torch.Tensor, targets: torch.Tensor, num_masks: float
+) -> torch.Tensor:
+    """Dice loss summed over masks and divided by ``num_masks``.
+
+    Args:
+        inputs: (M, P) float mask logits.
+        targets: (M, P) float binary targets.
+        num_masks: normaliser (the number of target masks in the global batch).
+
+    Returns:
+        scalar float: ``sum_m (1 - (2 sum(x*y) + 1) / (sum(x) + sum(y) + 1)) / num_masks`` with
+        x = sigmoid(inputs).
+    """
+    inputs = inputs.sigmoid().flatten(1)
+    targets = targets.flatten(1)
+    numerator = 2 * (inputs * targets).sum(-1)
+    denominator = inputs.sum(-1) + targets.sum(-1)
+    loss = 1 - (numerator + 1) / (denominator + 1)
+    return loss.sum() / num_masks
+
+
+def sigmoid_ce_loss(
+    inputs: torch.Tensor, targets: torch.Tensor, num_masks: float
+) -> torch.Tensor:
+    """Binary cross-entropy averaged over points, summed over masks, divided by ``num_masks``.
+
+    Args:
+        inputs: (M, P) float mask logits.
+        targets: (M, P) float binary targets.
+        num_masks: normaliser.
+
+    Returns:
+        scalar float.
+    """
+    loss = F.binary_cross_entropy_with_logits(inputs, targets, reduction="none")
+    return loss.mean(1).sum() / num_masks
+
+
+class SetCriterion(nn.Module):
+    """Hungarian-matched losses of Mask2Former (and FC-CLIP).
+
+    1. Match the queries of each image (and of each auxiliary decoder layer) to the targets.
+    2. Cross-entropy over ``num_classes + 1`` classes; unmatched queries must predict the last
+       ("no object") class, down-weighted by ``eos_coef``.
+    3. Sigmoid BCE and dice of the matched masks at ``num_points`` points per mask, 75 % of them
+       (``importance_sample_ratio``) chosen where the prediction is most uncertain.
+
+    All mask losses are divided by the number of target masks in the global batch (all-reduced
+    over ranks when :mod:`torch.distributed` is initialised, at least 1).
+
+    Args:
+        num_classes: number of real classes C (the logits have C + 1 entries).
+        matcher: the query-to-target matcher.
+        weight_dict: loss name (``loss_ce``, ``loss_mask``, ``loss_dice``) → weight; the
+            auxiliary copies ``loss_ce_0`` ... use the same weight as their base loss unless given.
+        eos_coef: cross-entropy weight of the no-object class.
+        losses: which loss groups to compute, from ``("labels", "masks")``.
+        num_points: points per mask for the mask losses.
+        oversample_ratio: PointRend oversampling factor.
+        importance_sample_ratio: share of points chosen by uncertainty.
+        deep_supervision: apply the losses to ``aux_outputs`` too; when False they are ignored.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        matcher: HungarianMatcher,
+        weight_dict: dict[str, float],
+        eos_coef: float = 0.1,
+        losses: Sequence[str] = ("labels", "masks"),
+        num_points: int = 12544,
+        oversample_ratio: float = 3.0,
+        importance_sample_ratio: float = 0.75,
+        deep_supervision: bool = True,
+    ) -> None:
+        super().__init__()
+        unknown = set(losses) - {"labels", "masks"}
+        if unknown:
+            raise ValueError(
+                f"unknown loss groups {sorted(unknown)}; choose from 'labels', 'masks'"
+            )
+        self.num_classes = num_classes
+        self.matcher = matcher
+        self.weight_dict = dict(weight_dict)
+        self.eos_coef = eos_coef
+        self.losses = tuple(losses)
+        self.num_points = num_points
+        self.oversample_ratio = oversample_ratio
+        self.importance_sample_ratio = importance_sample_ratio
+        self.deep_supervision = deep_supervision
+        empty_weight = torch.ones(num_classes + 1)
+        empty_weight[-1] = eos_coef
+        # Not persistent: checkpoints hold trainable weights only; this buffer is derived.
+        self.register_buffer("empty_weight", empty_weight, persistent=False)
+
+    # ----------------------------------------------------------------- losses
+    def loss_labels(
+        self, outputs: dict, targets: list[dict], indices: Indices, num_masks: float
+    ) -> dict[str, torch.Tensor]:
+        """Cross-entropy of (B, Q, C + 1) ``pred_logits``; unmatched queries target class C."""
+        src_logits = outputs["pred_logits"].float()
+        if src_logits.shape[-1] != self.num_classes + 1:
+            raise ValueError(
+                f"pred_logits has {src_logits.shape[-1]} classes, expected num_classes + 1 = "
+                f"{self.num_classes + 1} (the last one is 'no object')"
+            )
+        batch_idx, src_idx = _src_permutation_idx(indices)
+        target_classes_o = torch.cat(
+            [t["labels"][j] for t, (_, j) in zip(targets, indices)]
+        ).to(src_logits.device, torch.int64)
+        target_classes = torch.full(
+            src_logits.shape[:2],
+            self.num_classes,
+            dtype=torch.int64,
+            device=src_logits.device,
+        )
+        target_classes[
+            batch_idx.to(src_logits.device), src_idx.to(src_logits.device)
+        ] = target_classes_o
+        loss_ce = F.cross_entropy(
+            src_logits.transpose(1, 2),
+            target_classes,
+            self.empty_weight.to(src_logits.device),
+        )
+        return {"loss_ce": loss_ce}
+
+    def loss_masks(
+        self, outputs: dict, targets: list[dict], indices: Indices, num_masks: float
+    ) -> dict[str, torch.Tensor]:
+        """BCE and dice of the matched (B, Q, h, w) ``pred_masks`` at importance-sampled points."""
+        pred_masks = outputs["pred_masks"]
+        batch_idx, src_idx = _src_permutation_idx(indices)
+        device = pred_masks.device
+        src_masks = pred_masks[
+            batch_idx.to(device), src_idx.to(device)
+        ].float()  # (M, h, w)
+        if src_masks.shape[0] == 0:
+            # No target anywhere in the batch: keep the graph connected so DDP sees every param.
+            zero = pred_masks.sum() * 0.0
+            return {"loss_mask": zero, "loss_dice": zero.clone()}
+        per_image = [
+            t["masks"][j.to(t["masks"].device)] for t, (_, j) in zip(targets, indices)
+        ]
+        height = max(m.shape[-2] for m in per_image)
+        width = max(m.shape[-1] for m in per_image)
+        # Targets normally share the padded batch size; pad at the bottom/right if they do not
+        # (Mask2Former's nested tensors do the same).
+        target_masks = torch.cat(
+            [
+                F.pad(
+                    m.to(device).to(src_masks.dtype),
+                    (0, width - m.shape[-1], 0, height - m.shape[-2]),
+                )
+                for m in per_image
+            ]
+        )  # (M, H, W)
+        src_masks = src_masks[:, None]
+        target_masks = target_masks[:, None]
+        with torch.no_grad():
+            point_coords = get_uncertain_point_coords_with_randomness(
+                src_masks,
+                calculate_uncertainty,
+                self.num_points,
+                self.oversample_ratio,
+                self.importance_sample_ratio,
+            )
+            point_labels = point_sample(
+                target_masks, point_coords, align_corners=False
+            ).squeeze(1)
+        point_logits = point_sample(
+            src_masks, point_coords, align_corners=False
+        ).squeeze(1)
+        return {
+            "loss_mask": sigmoid_ce_loss(point_logits, point_labels, num_masks),
+            "loss_dice": dice_loss(point_logits, point_labels, num_masks),
+        }
+
+    # ----------------------------------------------------------------- forward
+    def get_num_masks(self, targets: list[dict], device: torch.device) -> float:
+        """Average number of target masks per rank over the global batch, at least 1."""
+        num_masks = torch.as_tensor(
+            float(sum(len(t["labels"]) for t in targets)),
+            dtype=torch.float,
+            device=device,
+        )
+        world_size = 1
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(num_masks)
+            world_size = dist.get_world_size()
+        return torch.clamp(num_masks / world_size, min=1).item()
+
+    def forward(self, outputs: dict, targets: list[dict]) -> dict[str, torch.Tensor]:
+        """Compute the weighted losses.
+
+        Args:
+            outputs: ``pred_logits`` (B, Q, C + 1) float, ``pred_masks`` (B, Q, H/4, W/4) float
+                and optionally ``aux_outputs``: a list of L dicts with the same two keys, one per
+                intermediate decoder layer.
+            targets: B dicts with ``labels`` (N,) int64 in [0, C) and ``masks`` (N, H, W)
+                bool/float at the padded input resolution.
+
+        Returns:
+            ``loss_ce``, ``loss_mask``, ``loss_dice`` and ``loss_ce_i``, ``loss_mask_i``,
+            ``loss_dice_i`` for i in [0, L), each a scalar float already multiplied by its weight.
+        """
+        if len(targets) != outputs["pred_logits"].shape[0]:
+            raise ValueError(
+                f"{len(targets)} targets for a batch of {outputs['pred_logits'].shape[0]} images"
+            )
+        num_masks = self.get_num_masks(targets, outputs["pred_logits"].device)
+        main = {k: v for k, v in outputs.items() if k != "aux_outputs"}
+        losses = self._compute(main, targets, num_masks, suffix="")
+        aux_outputs = (
+            (outputs.get("aux_outputs") or []) if self.deep_supervision else []
+        )
+        for i, aux in enumerate(aux_outputs):
+            losses.update(self._compute(aux, targets, num_masks, suffix=f"_{i}"))
+        return losses
+
+    def _compute(
+        self, outputs: dict, targets: list[dict], num_masks: float, suffix: str
+    ) -> dict:
+        indices = self.matcher(outputs, targets)
+        out: dict[str, torch.Tensor] = {}
+        for group in self.losses:
+            fn = self.loss_labels if group == "labels" else self.loss_masks
+            for name, value in fn(outputs, targets, indices, num_masks).items():
+                out[name + suffix] = value * self.weight_dict.get(
+                    name + suffix, self.weight_dict[name]
+                )
+        return out
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_classes={self.num_classes}, eos_coef={self.eos_coef}, losses={self.losses}, "
+            f"weight_dict={self.weight_dict}, num_points={self.num_points}, "
+            f"oversample_ratio={self.oversample_ratio}, "
+            f"importance_sample_ratio={self.importance_sample_ratio}, "
+            f"deep_supervision={self.deep_supervision}"
+        )
+
+
+def _src_permutation_idx(indices: Indices) -> tuple[torch.Tensor, torch.Tensor]:
+    batch_idx = torch.cat(
+        [torch.full_like(src, i) for i, (src, _) in enumerate(indices)]
+    )
+    src_idx = torch.cat([src for src, _ in indices])
+    return batch_idx, src_idx
+
+
+def build_criterion(
+    cfg: LossConfig, num_classes: int, num_decoder_layers: int = 0
+) -> SetCriterion:
+    """Build the matcher and criterion from a :class:`LossConfig`.
+
+    Args:
+        cfg: loss settings.
+        num_classes: number of real classes C of the training vocabulary.
+        num_decoder_layers: number L of auxiliary outputs, used only to list the aux weights in
+            ``weight_dict`` (the criterion accepts any number of ``aux_outputs``).
+
+    Returns:
+        the :class:`SetCriterion`; its ``weight_dict`` names every loss it returns.
+    """
+    matcher = HungarianMatcher(
+        cost_class=cfg.class_weight,
+        cost_mask=cfg.mask_weight,
+        cost_dice=cfg.dice_weight,
+        num_points=cfg.train_num_points,
+    )
+    weight_dict = {
+        "loss_ce": cfg.class_weight,
+        "loss_mask": cfg.mask_weight,
+        "loss_dice": cfg.dice_weight,
+    }
+    if cfg.deep_supervision:
+        for i in range(num_decoder_layers):
+            weight_dict.update(
+                {f"{k}_{i}": v for k, v in list(weight_dict.items())[:3]}
+            )
+    return SetCriterion(
+        num_classes=num_classes,
+        matcher=matcher,
+        weight_dict=weight_dict,
+        eos_coef=cfg.no_object_weight,
+        losses=("labels", "masks"),
+        num_points=cfg.train_num_points,
+        oversample_ratio=cfg.oversample_ratio,
+        importance_sample_ratio=cfg.importance_sample_ratio,
+        deep_supervision=cfg.deep_supervision,
+    )

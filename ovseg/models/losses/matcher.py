@@ -1,0 +1,150 @@
+"""Hungarian matching of predicted queries to ground-truth segments (Mask2Former)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+from torch import nn
+
+from .point_sample import point_sample
+
+
+def batch_dice_cost(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Pairwise dice loss between every prediction and every target.
+
+    Args:
+        inputs: (Q, P) float mask logits at P points.
+        targets: (N, P) float binary targets at the same points.
+
+    Returns:
+        (Q, N) float cost ``1 - (2|x∩y| + 1) / (|x| + |y| + 1)`` with x = sigmoid(inputs).
+    """
+    inputs = inputs.sigmoid()
+    numerator = 2 * inputs @ targets.T
+    denominator = inputs.sum(-1)[:, None] + targets.sum(-1)[None, :]
+    return 1 - (numerator + 1) / (denominator + 1)
+
+
+def batch_sigmoid_ce_cost(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Pairwise mean binary cross-entropy between every prediction and every target.
+
+    Args:
+        inputs: (Q, P) float mask logits at P points.
+        targets: (N, P) float binary targets at the same points.
+
+    Returns:
+        (Q, N) float: ``mean_p BCE(inputs[q, p], targets[n, p])``.
+    """
+    num_points = inputs.shape[1]
+    pos = F.binary_cross_entropy_with_logits(
+        inputs, torch.ones_like(inputs), reduction="none"
+    )
+    neg = F.binary_cross_entropy_with_logits(
+        inputs, torch.zeros_like(inputs), reduction="none"
+    )
+    return (pos @ targets.T + neg @ (1 - targets).T) / num_points
+
+
+class HungarianMatcher(nn.Module):
+    """One-to-one assignment of queries to targets minimising class + BCE + dice costs.
+
+    The class cost is ``-p(target class)``; the mask costs are computed on ``num_points`` points
+    drawn uniformly at random (shared by all queries and targets of an image), as Mask2Former does.
+    The assignment itself runs on CPU with :func:`scipy.optimize.linear_sum_assignment`.
+
+    Args:
+        cost_class: weight of the classification cost.
+        cost_mask: weight of the sigmoid BCE cost.
+        cost_dice: weight of the dice cost.
+        num_points: points sampled per image for the mask costs.
+    """
+
+    def __init__(
+        self,
+        cost_class: float = 2.0,
+        cost_mask: float = 5.0,
+        cost_dice: float = 5.0,
+        num_points: int = 12544,
+    ) -> None:
+        super().__init__()
+        if cost_class == 0 and cost_mask == 0 and cost_dice == 0:
+            raise ValueError(
+                "all matcher costs are 0: set at least one of cost_class/mask/dice"
+            )
+        self.cost_class = cost_class
+        self.cost_mask = cost_mask
+        self.cost_dice = cost_dice
+        self.num_points = num_points
+
+    @torch.no_grad()
+    def forward(
+        self, outputs: dict[str, torch.Tensor], targets: list[dict[str, torch.Tensor]]
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Match each image's queries to its targets.
+
+        Args:
+            outputs: ``pred_logits`` (B, Q, C + 1) float class logits (last = no object) and
+                ``pred_masks`` (B, Q, h, w) float mask logits.
+            targets: B dicts with ``labels`` (N,) int64 contiguous class indices and ``masks``
+                (N, H, W) bool/float, covering the same (padded) extent as ``pred_masks``.
+
+        Returns:
+            B tuples ``(query_idx, target_idx)`` of (min(Q, N),) int64 CPU tensors; query
+            ``query_idx[k]`` is matched to target ``target_idx[k]``.
+        """
+        pred_logits = outputs["pred_logits"]
+        pred_masks = outputs["pred_masks"]
+        num_queries = pred_logits.shape[1]
+        indices = []
+        for b, target in enumerate(targets):
+            labels = target["labels"]
+            if labels.numel() == 0:
+                empty = torch.empty(0, dtype=torch.int64)
+                indices.append((empty, empty.clone()))
+                continue
+            # The costs are computed in float32 even under autocast: BCE of fp16 logits overflows.
+            with torch.autocast(device_type=pred_logits.device.type, enabled=False):
+                prob = pred_logits[b].float().softmax(-1)  # (Q, C + 1)
+                cost_class = -prob[:, labels.to(prob.device)]  # (Q, N)
+
+                out_mask = pred_masks[b].float()[:, None]  # (Q, 1, h, w)
+                tgt_mask = target["masks"].to(out_mask)[:, None]  # (N, 1, H, W)
+                coords = torch.rand(1, self.num_points, 2, device=out_mask.device)
+                tgt_points = point_sample(
+                    tgt_mask,
+                    coords.expand(tgt_mask.shape[0], -1, -1),
+                    align_corners=False,
+                ).squeeze(1)
+                out_points = point_sample(
+                    out_mask,
+                    coords.expand(out_mask.shape[0], -1, -1),
+                    align_corners=False,
+                ).squeeze(1)
+                cost_mask = batch_sigmoid_ce_cost(out_points, tgt_points)
+                cost_dice = batch_dice_cost(out_points, tgt_points)
+                cost = (
+                    self.cost_mask * cost_mask
+                    + self.cost_class * cost_class
+                    + self.cost_dice * cost_dice
+                )
+            cost = cost.reshape(num_queries, -1).cpu()
+            if not torch.isfinite(cost).all():
+                raise FloatingPointError(
+                    f"the matching cost of image {b} in the batch has NaN/inf entries: the model's "
+                    "predictions diverged (lower the learning rate or enable gradient clipping)"
+                )
+            q_idx, t_idx = linear_sum_assignment(cost.numpy())
+            indices.append(
+                (
+                    torch.as_tensor(q_idx, dtype=torch.int64),
+                    torch.as_tensor(t_idx, dtype=torch.int64),
+                )
+            )
+        return indices
+
+    def extra_repr(self) -> str:
+        return (
+            f"cost_class={self.cost_class}, cost_mask={self.cost_mask}, "
+            f"cost_dice={self.cost_dice}, num_points={self.num_points}"
+        )
