@@ -47,7 +47,7 @@ def test_perfect_prediction_has_near_zero_losses():
     wrong["pred_logits"] = wrong["pred_logits"].roll(1, dims=-1)
     torch.manual_seed(0)
     wrong_losses = criterion(wrong, _targets())
-    assert wrong_losses["loss_ce"] > 100
+    assert wrong_losses["loss_ce"] > 10
     # Importance sampling puts 75 % of the points on the edges, where the two blurs differ.
     assert losses["loss_mask"] < 0.1 * wrong_losses["loss_mask"]
     assert losses["loss_dice"] < 0.25 * wrong_losses["loss_dice"]
