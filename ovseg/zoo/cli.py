@@ -1,0 +1,206 @@
+"""``python -m ovseg.zoo list | info NAME | download NAME`` and ``tools/publish_model.py``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ovseg.zoo.downloader import (
+    DownloadError,
+    cached_path,
+    check_cached,
+    download,
+    is_offline,
+    partial_path,
+    read_sidecar,
+)
+from ovseg.zoo.lock import LockTimeout
+from ovseg.zoo.registry import (
+    ZooEntry,
+    ZooFileError,
+    format_metrics,
+    format_size,
+    get_entry,
+    list_entries,
+    markdown_table,
+    zoo_files,
+)
+
+EPILOG = """examples:
+  python -m ovseg.zoo list
+  python -m ovseg.zoo list --markdown            # the README's table
+  python -m ovseg.zoo info fcclip-convnext-large-coco
+  python -m ovseg.zoo download fcclip-convnext-large-coco
+  python -m ovseg.zoo download my-model --zoo-file my_zoo.yaml
+  OVSEG_OFFLINE=1 python -m ovseg.zoo download NAME   # only checks the cache
+
+environment:
+  OVSEG_HOME     cache root (default ~/.cache/ovseg; weights go to $OVSEG_HOME/checkpoints)
+  OVSEG_ZOO      extra zoo files, separated by the OS path separator
+  OVSEG_OFFLINE  1 = never download, use the cache only
+"""
+
+
+def _table(entries: Sequence[ZooEntry], cache_dir: str | None) -> str:
+    rows = [("name", "task / dataset", "size", "sha256", "cached", "metrics")]
+    for e in entries:
+        cached = "yes" if cached_path(e, cache_dir).is_file() else "no"
+        verified = "verified" if e.verified else "unverified"
+        task = " / ".join(t for t in (e.task, e.dataset) if t)
+        metrics = format_metrics(e.metrics, datasets=("ade20k", "coco")) or format_metrics(e.metrics)
+        rows.append((e.name, task, format_size(e.size), verified, cached, metrics))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    lines = []
+    for r in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1])
+    lines.insert(1, "  ".join("-" * w for w in widths) + "  " + "-" * len(rows[0][-1]))
+    return "\n".join(lines)
+
+
+def describe(entry: ZooEntry, cache_dir: str | Path | None = None, clip_info: bool = True) -> str:
+    """The ``info`` text of an entry: fields, cache state, verification and CLIP source."""
+    path = cached_path(entry, cache_dir)
+    lines = [f"name:      {entry.name}"]
+    if entry.description:
+        lines.append(f"about:     {entry.description}")
+    lines.append(f"config:    {entry.config or '(held in the checkpoint)'}")
+    fmt = {"fcclip": "official FC-CLIP detectron2 checkpoint", "ovseg": "ovseg checkpoint"}
+    lines.append(f"format:    {entry.format} ({fmt.get(entry.format, '')})")
+    for key in ("contents", "task", "dataset", "license", "source"):
+        value = getattr(entry, key)
+        if value:
+            lines.append(f"{key + ':':<10} {value}")
+    for i, url in enumerate(entry.urls):
+        lines.append(f"{'urls:' if i == 0 else '':<10} {i + 1}. {url}")
+    lines.append(f"size:      {format_size(entry.size)}" + (f" ({entry.size} bytes)" if entry.size else ""))
+    if entry.sha256:
+        lines.append(f"sha256:    {entry.sha256} (verified: checked on every use)")
+    else:
+        recorded = read_sidecar(path)
+        got = f"; the download recorded {recorded}" if recorded else ""
+        lines.append(f"sha256:    not known - UNVERIFIED{got}")
+    if path.is_file():
+        state, actual = check_cached(entry, path)
+        what = "matches" if state == "ok" else f"DOES NOT MATCH (sha256 {actual}); will re-download"
+        lines.append(f"cache:     {path} ({format_size(path.stat().st_size)}, {what})")
+    else:
+        part = partial_path(path)
+        resume = f"; {part.stat().st_size} bytes downloaded, will resume" if part.is_file() else ""
+        lines.append(f"cache:     {path} (not downloaded{resume})")
+    if entry.clip:
+        if clip_info:
+            from ovseg.zoo.clip_cache import clip_cache_info
+
+            text = clip_cache_info(entry.clip["model"], entry.clip["pretrained"]).describe()
+        else:
+            text = f"{entry.clip['model']} / {entry.clip['pretrained']} via open_clip"
+        lines.append(f"clip:      {text}")
+    if entry.metrics:
+        lines.append(f"metrics:   {format_metrics(entry.metrics)}")
+    lines.append(f"zoo file:  {entry.zoo_file}")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--zoo-file",
+        action="append",
+        default=None,
+        metavar="F",
+        help="extra zoo YAML file (repeatable; also $OVSEG_ZOO)",
+    )
+    common.add_argument("--cache-dir", default=None, help="default: $OVSEG_HOME/checkpoints")
+    parser = argparse.ArgumentParser(
+        prog="python -m ovseg.zoo",
+        description="Named ovseg models: list them, describe one, download its weights.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{list,info,download}")
+    p = sub.add_parser("list", parents=[common], help="table of all models")
+    p.add_argument("--markdown", action="store_true", help="print the README's Markdown table")
+    p = sub.add_parser("info", parents=[common], help="everything about one model")
+    p.add_argument("name")
+    p.add_argument("--no-clip", action="store_true", help="skip resolving the CLIP cache (fast)")
+    p = sub.add_parser("download", parents=[common], help="download (or check) a model's weights")
+    p.add_argument("name")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the zoo CLI; returns the exit status (errors are one line on stderr)."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "list":
+            if args.markdown:
+                print(markdown_table(args.zoo_file), end="")
+            else:
+                print(_table(list_entries(args.zoo_file), args.cache_dir))
+                files = ", ".join(str(f) for f in zoo_files(args.zoo_file))
+                print(f"\nzoo files: {files}")
+        elif args.command == "info":
+            entry = get_entry(args.name, args.zoo_file)
+            print(describe(entry, args.cache_dir, clip_info=not args.no_clip))
+        elif args.command == "download":
+            entry = get_entry(args.name, args.zoo_file)
+            path = download(entry, cache_dir=args.cache_dir, progress=not args.quiet)
+            if not entry.verified:
+                print(
+                    f"warning: {entry.name} has no sha256 in the zoo; recorded "
+                    f"{read_sidecar(path)} (unverified)",
+                    file=sys.stderr,
+                )
+            if is_offline():
+                print(f"({entry.name} found in the cache; OVSEG_OFFLINE=1)", file=sys.stderr)
+            print(path)
+    except KeyError as e:  # UnknownModelError
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (ZooFileError, DownloadError, LockTimeout) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def publish_main(argv: list[str] | None = None) -> int:
+    """``tools/publish_model.py CKPT --name NAME [--out DIR] [--url-prefix URL]``."""
+    parser = argparse.ArgumentParser(
+        prog="tools/publish_model.py",
+        description=(
+            "Strip optimizer/scheduler/RNG state from an ovseg checkpoint, write "
+            "NAME-<sha256[:8]>.pth atomically and print the zoo entry to paste."
+        ),
+        epilog=(
+            "example:\n  python tools/publish_model.py work_dirs/run/last.pth --name my-fcclip "
+            "--out release/ --url-prefix https://example.org/ovseg\n"
+            "  then paste the printed entry into a zoo file and use it with --zoo-file or $OVSEG_ZOO"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("checkpoint", help="an ovseg checkpoint (training or model-only)")
+    parser.add_argument("--name", required=True, help="model name, also the file name's stem")
+    parser.add_argument("--out", default=None, help="output directory (default: the checkpoint's)")
+    parser.add_argument("--url-prefix", default=None, help="where the file will be hosted")
+    parser.add_argument("--config", default=None, help="config path relative to configs/ (optional)")
+    parser.add_argument("--clip-model", default=None, help="open_clip model (default: meta['clip'])")
+    parser.add_argument("--clip-pretrained", default=None, help="open_clip pretrained tag")
+    args = parser.parse_args(argv)
+    from ovseg.zoo.publish import publish_model
+
+    clip = {"model": args.clip_model, "pretrained": args.clip_pretrained} if args.clip_model else None
+    try:
+        result = publish_model(
+            args.checkpoint, args.name, args.out, args.url_prefix, clip=clip, config=args.config
+        )
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if result.stripped:
+        print(f"stripped: {', '.join(result.stripped)}", file=sys.stderr)
+    print(f"wrote {result.path} ({format_size(result.size)}, sha256 {result.sha256})", file=sys.stderr)
+    print(result.entry_yaml, end="")
+    return 0
