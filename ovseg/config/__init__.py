@@ -1,0 +1,42 @@
+"""Config schema and loading: ``load_config(path, overrides)`` returns a typed :class:`Config`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from ovseg.config.loader import (
+    ConfigError,
+    apply_overrides,
+    build_config,
+    find_config,
+    load_yaml_with_bases,
+    to_yaml,
+)
+from ovseg.config.schema import Config, ModelConfig
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
+    """Load a YAML config (with ``_base_``), apply ``key=value`` overrides, validate strictly."""
+    data = load_yaml_with_bases(path) if path is not None else {}
+    data = apply_overrides(data, overrides)
+    return build_config(Config, data)
+
+
+def config_from_yaml_string(text: str, overrides: Sequence[str] = ()) -> Config:
+    """Rebuild a config stored in a checkpoint."""
+    import yaml
+
+    data = apply_overrides(yaml.safe_load(text) or {}, overrides)
+    return build_config(Config, data)
+
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "ModelConfig",
+    "config_from_yaml_string",
+    "find_config",
+    "load_config",
+    "to_yaml",
+]

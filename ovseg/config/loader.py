@@ -1,0 +1,137 @@
+"""Load YAML configs with ``_base_`` inheritance and ``key.sub=value`` overrides, strictly.
+
+The merged mapping is checked against the typed dataclass schema *before* OmegaConf sees it, so
+an unknown or misspelt key fails with the closest valid name ("did you mean") and a wrong type
+fails naming the key and the expected type. mmengine silently accepts typos; we don't.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import typing
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+REPO_CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the key and what to do."""
+
+
+def find_config(path: str | Path) -> Path:
+    """Resolve a config path: as given, else relative to the repository's ``configs/`` folder."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    alt = REPO_CONFIG_DIR / p
+    if alt.is_file():
+        return alt
+    raise ConfigError(f"config file not found: {path} (also looked in {REPO_CONFIG_DIR})")
+
+
+def load_yaml_with_bases(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict:
+    """Read a YAML file and merge it onto its ``_base_`` file(s) (paths relative to the file)."""
+    path = find_config(path).resolve()
+    if path in _chain:
+        raise ConfigError(f"_base_ cycle: {' -> '.join(str(p) for p in (*_chain, path))}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML ({e})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    bases = data.pop("_base_", [])
+    bases = [bases] if isinstance(bases, str) else list(bases)
+    merged: dict = {}
+    for base in bases:
+        base_path = (path.parent / base) if not Path(base).is_absolute() else Path(base)
+        merged = merge_dicts(merged, load_yaml_with_bases(base_path, (*_chain, path)))
+    return merge_dicts(merged, data)
+
+
+def merge_dicts(base: dict, update: dict) -> dict:
+    """Recursive merge; ``update`` wins. A mapping with ``_delete_: true`` replaces instead."""
+    out = copy.deepcopy(base)
+    for k, v in update.items():
+        if isinstance(v, dict) and v.get("_delete_"):
+            out[k] = {kk: vv for kk, vv in v.items() if kk != "_delete_"}
+        elif isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge_dicts(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
+    """Apply ``a.b.c=value`` overrides (values parsed as YAML: ``null``, ``[1, 2]``, ``1e-4``)."""
+    data = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key.sub=value")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        parts = key.split(".")
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                node[p] = {}
+            node = node[p]
+        node[parts[-1]] = value
+    return data
+
+
+def _strip_optional(tp: Any) -> Any:
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) is typing.Union and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return rest[0] if len(rest) == 1 else tp
+    return tp
+
+
+def check_keys(data: Any, schema: type, prefix: str = "") -> None:
+    """Raise ConfigError for the first key in ``data`` that ``schema`` (a dataclass) lacks."""
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{prefix or 'config'}: expected a mapping for {schema.__name__}, got {data!r}"
+        )
+    hints = typing.get_type_hints(schema)
+    fields = {f.name for f in dataclasses.fields(schema)}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), sorted(fields), n=1, cutoff=0.5)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
+            raise ConfigError(
+                f"unknown config key '{full}'{hint} (valid keys here: {', '.join(sorted(fields))})"
+            )
+        tp = _strip_optional(hints[key])
+        if dataclasses.is_dataclass(tp) and value is not None:
+            check_keys(value, tp, prefix=f"{full}.")
+
+
+def build_config(schema: type, data: dict) -> Any:
+    """Validate ``data`` against ``schema`` and return a dataclass instance."""
+    check_keys(data, schema)
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.create(data))
+        return OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "config"
+        msg = str(e).split("\n")[0]
+        raise ConfigError(f"bad value for '{key}': {msg}") from None
+
+
+def to_yaml(cfg: Any) -> str:
+    """The resolved config as YAML (written to work dirs and stored in checkpoints)."""
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))

@@ -1,0 +1,107 @@
+"""Typed config schema. YAML files are merged onto these dataclasses (see loader.py).
+
+Field names follow FC-CLIP/Mask2Former where a user of those would look for them; the docstring
+of each field's module says what the field means.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+CLIP_MEAN_255 = [122.7709383, 116.7460125, 104.09373615]
+CLIP_STD_255 = [68.5005327, 66.6321579, 70.32316305]
+
+
+@dataclass
+class BackboneConfig:
+    """Frozen open_clip model.
+
+    ``pretrained``: an open_clip pretrained tag (e.g. ``laion2b_s29b_b131k_ft_soup``, downloaded
+    by open_clip into its own cache), a local weights file, or null (random init, for tests).
+    """
+
+    name: str = "convnext_large_d_320"
+    pretrained: Optional[str] = "laion2b_s29b_b131k_ft_soup"
+    force_quick_gelu: bool = False
+    cache_dir: Optional[str] = None
+
+
+@dataclass
+class PixelDecoderConfig:
+    """Multi-scale deformable-attention pixel decoder (Mask2Former)."""
+
+    conv_dim: int = 256
+    mask_dim: int = 256
+    norm: str = "GN"
+    in_features: List[str] = field(default_factory=lambda: ["res2", "res3", "res4", "res5"])
+    transformer_in_features: List[str] = field(default_factory=lambda: ["res3", "res4", "res5"])
+    num_layers: int = 6
+    num_heads: int = 8
+    num_points: int = 4
+    dim_feedforward: int = 1024
+    dropout: float = 0.0
+    common_stride: int = 4
+
+
+@dataclass
+class TransformerDecoderConfig:
+    """Masked-attention transformer decoder. ``num_layers`` = FC-CLIP's DEC_LAYERS - 1."""
+
+    hidden_dim: int = 256
+    num_queries: int = 250
+    num_heads: int = 8
+    dim_feedforward: int = 2048
+    num_layers: int = 9
+    pre_norm: bool = False
+    enforce_input_proj: bool = False
+
+
+@dataclass
+class TextConfig:
+    """Text classifier: prompt templates x synonyms through the frozen text tower."""
+
+    templates: Any = "vild"  # a built-in template set name or a list of "... {} ..." strings
+    batch_size: int = 256
+    disk_cache: bool = True  # cache embeddings under $OVSEG_HOME/text_embeddings
+    train_vocabulary: Optional[str] = "coco-panoptic"  # classes sharing a synonym are "seen"
+
+
+@dataclass
+class TestConfig:
+    """Inference: resize, ensemble and post-processing (FC-CLIP defaults)."""
+
+    min_size: int = 800
+    max_size: int = 1333
+    size_divisibility: int = 32
+    vocabulary: Optional[str] = "ade20k-150"  # default vocabulary (built-in name or file)
+    geometric_ensemble_alpha: float = 0.4
+    geometric_ensemble_beta: float = 0.8
+    ensemble_on_valid_mask: bool = False
+    object_mask_threshold: float = 0.0
+    overlap_threshold: float = 0.8
+    detections_per_image: int = 100
+    task: str = "panoptic"
+
+
+@dataclass
+class ModelConfig:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    pixel_decoder: PixelDecoderConfig = field(default_factory=PixelDecoderConfig)
+    decoder: TransformerDecoderConfig = field(default_factory=TransformerDecoderConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    test: TestConfig = field(default_factory=TestConfig)
+    pixel_mean: List[float] = field(default_factory=lambda: list(CLIP_MEAN_255))
+    pixel_std: List[float] = field(default_factory=lambda: list(CLIP_STD_255))
+    loss: Any = None
+
+
+@dataclass
+class Config:
+    """The whole experiment: model, data, optimisation, schedule, runtime."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: Any = None
+    optim: Any = None
+    schedule: Any = None
+    runtime: Any = None

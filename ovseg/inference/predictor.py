@@ -1,0 +1,199 @@
+"""``Segmenter``: the Python API. Free of CLI concerns so scripts, web demos and dataset tools
+can rely on it.
+
+    from ovseg import Segmenter, Vocabulary
+    seg = Segmenter.from_config("configs/tests/fcclip_tiny.yaml")
+    pred = seg.predict("image.jpg", Vocabulary.parse("zebra; dry grass, hay [stuff]"), task="panoptic")
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from ovseg.config import Config, config_from_yaml_string, load_config, to_yaml
+from ovseg.inference.io import load_image
+from ovseg.inference.preprocess import resize_shortest_edge
+from ovseg.inference.types import Instances, Prediction
+from ovseg.models.builder import build_model, resolve_vocabulary
+from ovseg.models.segmentors.fcclip import FCCLIP, TASKS
+from ovseg.models.weights import (
+    CheckpointError,
+    checkpoint_kind,
+    convert_fcclip_state_dict,
+    load_weights,
+    read_checkpoint,
+)
+from ovseg.text.classifier import TextClassifier
+from ovseg.text.vocabulary import Vocabulary
+
+logger = logging.getLogger(__name__)
+
+VocabularyLike = Union[Vocabulary, str, Sequence[str], None]
+
+
+class Segmenter:
+    """An open-vocabulary segmenter: a model, its config, and a device.
+
+    Use :meth:`from_config` or :meth:`from_pretrained` to build one.
+    """
+
+    def __init__(self, model: FCCLIP, config: Config, device: str | torch.device = "cpu"):
+        self.config = config
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self._default_vocab: Optional[Vocabulary] = None
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_config(
+        cls,
+        config: str | Path | Config,
+        weights: str | Path | None = None,
+        overrides: Sequence[str] = (),
+        device: str | torch.device = "cpu",
+    ) -> "Segmenter":
+        """Build any config; without ``weights`` the trainable part is randomly initialised."""
+        cfg = config if isinstance(config, Config) else load_config(config, overrides)
+        model = build_model(cfg.model)
+        seg = cls(model, cfg, device)
+        if weights is not None:
+            seg.load_weights(weights)
+        return seg
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_name: str | Path,
+        config: str | Path | Config | None = None,
+        device: str | torch.device = "cpu",
+        overrides: Sequence[str] = (),
+        zoo_file: str | Path | None = None,
+    ) -> "Segmenter":
+        """Load an ovseg checkpoint, an official FC-CLIP checkpoint (needs ``config``), or a model
+        zoo name (downloaded and cached on first use)."""
+        path = Path(path_or_name)
+        if not path.is_file():
+            from ovseg import zoo
+
+            entry = zoo.get_entry(str(path_or_name), zoo_file=zoo_file)
+            path = zoo.download(entry, zoo_file=zoo_file)
+            if config is None and entry.config:
+                config = entry.config
+        ckpt = read_checkpoint(path)
+        kind = checkpoint_kind(ckpt)
+        if isinstance(config, (str, Path)):
+            cfg = load_config(config, overrides)
+        elif isinstance(config, Config):
+            cfg = config
+        elif kind == "ovseg":
+            cfg = config_from_yaml_string(ckpt["config"], overrides)
+        else:
+            raise CheckpointError(
+                f"{path} is an official FC-CLIP checkpoint without a config: pass config=... "
+                "(e.g. configs/fcclip/fcclip_convnext_large_eval_ade20k.yaml)"
+            )
+        model = build_model(cfg.model)
+        seg = cls(model, cfg, device)
+        seg._load_state(ckpt, kind, str(path))
+        return seg
+
+    def load_weights(self, path: str | Path) -> None:
+        """Load an ovseg or FC-CLIP checkpoint's weights into this model."""
+        ckpt = read_checkpoint(path)
+        self._load_state(ckpt, checkpoint_kind(ckpt), str(path))
+
+    def _load_state(self, ckpt: dict, kind: str, source: str) -> None:
+        sd = ckpt["model"] if "model" in ckpt else ckpt
+        if kind == "fcclip":
+            sd = convert_fcclip_state_dict(sd)
+        load_weights(self.model, sd, source=source)
+        self.model.to(self.device)
+
+    def save(self, path: str | Path, include_clip: bool | None = None) -> Path:
+        """Write an ovseg checkpoint: resolved config + trainable weights (+ the frozen CLIP when
+        no named pretrained source provides it). Written atomically."""
+        from ovseg.models.checkpoint_io import save_model_checkpoint
+
+        return save_model_checkpoint(path, self.model, to_yaml(self.config), include_clip=include_clip)
+
+    # ------------------------------------------------------------------ inference
+    def vocabulary(self, vocab: VocabularyLike = None) -> Vocabulary:
+        """Normalise ``vocab`` (Vocabulary, built-in name, file, ';'-string, list of names);
+        None gives the config's default (``model.test.vocabulary``)."""
+        if vocab is None:
+            if self._default_vocab is None:
+                name = self.config.model.test.vocabulary
+                if not name:
+                    raise ValueError("no vocabulary given and model.test.vocabulary is not set")
+                self._default_vocab = resolve_vocabulary(name)
+            return self._default_vocab
+        if isinstance(vocab, Vocabulary):
+            return vocab
+        if isinstance(vocab, str):
+            return resolve_vocabulary(vocab)
+        return Vocabulary(list(vocab))
+
+    def encode_vocabulary(self, vocab: VocabularyLike = None) -> TextClassifier:
+        """The text classifier of ``vocab``: computed once, then cached (memory and disk)."""
+        return self.model.encode_vocabulary(self.vocabulary(vocab))
+
+    @torch.inference_mode()
+    def predict(
+        self,
+        image: Any,
+        vocab: VocabularyLike = None,
+        task: str = "panoptic",
+        return_intermediates: bool = False,
+    ) -> Prediction:
+        """Segment one image into ``vocab``.
+
+        Args:
+            image: a path, a PIL image, or an (H, W, 3) uint8 RGB array.
+            vocab: the classes (see :meth:`vocabulary`).
+            task: "semantic", "instance", "panoptic" or "all"; only that is computed.
+            return_intermediates: keep the model's intermediate tensors in ``extras``.
+
+        Returns:
+            A :class:`Prediction` at the input image's resolution.
+        """
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+        vocabulary = self.vocabulary(vocab)
+        text = self.encode_vocabulary(vocabulary)
+        rgb = load_image(image)
+        h0, w0 = rgb.shape[:2]
+        t = self.config.model.test
+        resized = resize_shortest_edge(rgb, t.min_size, t.max_size)
+        chw = torch.from_numpy(np.array(resized, copy=True)).permute(2, 0, 1)
+        m = self.model
+        x = m.normalize_and_pad([chw])
+        classifier = m.classifier_with_void(text)
+        outputs, features, pixel = m.forward_features(x, classifier, text.num_synonyms, aux_outputs=return_intermediates)
+        cls = m.classify(outputs, features, text, classifier)
+        res = m.postprocess(
+            cls["mask_cls"][0], outputs["pred_masks"][0], tuple(x.shape[-2:]), resized.shape[:2],
+            (h0, w0), vocabulary.isthing, task,
+        )
+        pred = Prediction(vocabulary=vocabulary, image_size=(h0, w0), sem_seg=res.get("sem_seg"))
+        if "panoptic_seg" in res:
+            pred.panoptic_seg = res["panoptic_seg"]
+            pred.segments_info = [
+                {**s, "label": vocabulary[s["category_id"]].name} for s in res["segments_info"]
+            ]
+        if "instances" in res:
+            inst = res["instances"]
+            pred.instances = Instances(masks=inst["masks"], scores=inst["scores"], labels=inst["labels"])
+            pred.extras["instance_query_index"] = inst["query_index"]
+        pred.extras["input_size"] = tuple(resized.shape[:2])
+        if return_intermediates:
+            pred.extras.update(
+                {"input_image": chw, "outputs": outputs, "features": features, "pixel_decoder": pixel,
+                 "text_classifier": classifier, **cls}
+            )
+        return pred

@@ -1,0 +1,243 @@
+"""FC-CLIP's masked-attention transformer decoder (Mask2Former with a CLIP-space classifier).
+
+Each query's class embedding is ``class_embed(proj(mask-pooled pixel features) + query)``,
+compared by cosine similarity with the text classifier; parameter names match FC-CLIP's
+``sem_seg_head.predictor`` so official checkpoints load by a prefix rename.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ovseg.models.layers import MLP, c2_xavier_fill
+from ovseg.models.position_encoding import PositionEmbeddingSine
+
+
+def classification_logits(
+    x: torch.Tensor, text_classifier: torch.Tensor, logit_scale: torch.Tensor, num_synonyms: Sequence[int]
+) -> torch.Tensor:
+    """Cosine logits against every synonym, max over each class's synonyms, void column last.
+
+    Args:
+        x: (B, Q, D) embeddings (any norm).
+        text_classifier: (S + 1, D) L2-normalised synonym embeddings, void embedding last.
+        logit_scale: scalar log-scale; ``exp`` is clamped at 100 (CLIP / FC-CLIP).
+        num_synonyms: synonyms per class, summing to S.
+
+    Returns:
+        (B, Q, C + 1) logits.
+    """
+    x = F.normalize(x, dim=-1)
+    logits = torch.clamp(logit_scale.exp(), max=100) * x @ text_classifier.T
+    return synonym_max(logits, num_synonyms)
+
+
+def synonym_max(logits: torch.Tensor, num_synonyms: Sequence[int]) -> torch.Tensor:
+    """(..., S + 1) -> (..., C + 1): max over each class's synonyms; last column passes through."""
+    syn, void = logits[..., :-1], logits[..., -1:]
+    if all(n == 1 for n in num_synonyms):
+        return logits
+    index = torch.repeat_interleave(
+        torch.arange(len(num_synonyms), device=logits.device),
+        torch.as_tensor(list(num_synonyms), device=logits.device),
+    )
+    shape = (*syn.shape[:-1], len(num_synonyms))
+    out = torch.full(shape, float("-inf"), dtype=syn.dtype, device=syn.device)
+    out = out.scatter_reduce(-1, index.expand_as(syn), syn, reduce="amax", include_self=True)
+    return torch.cat([out, void], dim=-1)
+
+
+def mask_pooling(features: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Average ``features`` (B, C, H, W) inside each binarised mask (B, Q, H, W) -> (B, Q, C).
+
+    Masks are logits; a pixel belongs to a mask where the logit is > 0 (FC-CLIP / ODISE). The
+    1e-8 in the denominator makes an empty mask pool to zeros.
+    """
+    if masks.shape[-2:] != features.shape[-2:]:
+        masks = F.interpolate(masks, size=features.shape[-2:], mode="bilinear", align_corners=False)
+    with torch.no_grad():
+        binary = (masks.detach() > 0).to(features.dtype)
+        denom = binary.sum(dim=(-1, -2), keepdim=True) + 1e-8
+    return torch.einsum("bchw,bqhw->bqc", features, binary / denom)
+
+
+class SelfAttentionLayer(nn.Module):
+    def __init__(self, d_model: int, nhead: int, normalize_before: bool = False):
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=0.0)
+        self.norm = nn.LayerNorm(d_model)
+        self.normalize_before = normalize_before
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+
+    def forward(self, tgt: torch.Tensor, query_pos: torch.Tensor) -> torch.Tensor:
+        if self.normalize_before:
+            t = self.norm(tgt)
+            q = t + query_pos
+            return tgt + self.self_attn(q, q, value=t, need_weights=False)[0]
+        q = tgt + query_pos
+        return self.norm(tgt + self.self_attn(q, q, value=tgt, need_weights=False)[0])
+
+
+class CrossAttentionLayer(nn.Module):
+    def __init__(self, d_model: int, nhead: int, normalize_before: bool = False):
+        super().__init__()
+        self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=0.0)
+        self.norm = nn.LayerNorm(d_model)
+        self.normalize_before = normalize_before
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+
+    def forward(self, tgt, memory, memory_mask, pos, query_pos):
+        t = self.norm(tgt) if self.normalize_before else tgt
+        out = self.multihead_attn(
+            query=t + query_pos, key=memory + pos, value=memory, attn_mask=memory_mask, need_weights=False
+        )[0]
+        return tgt + out if self.normalize_before else self.norm(tgt + out)
+
+
+class FFNLayer(nn.Module):
+    def __init__(self, d_model: int, dim_feedforward: int, normalize_before: bool = False):
+        super().__init__()
+        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.norm = nn.LayerNorm(d_model)
+        self.normalize_before = normalize_before
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+
+    def forward(self, tgt: torch.Tensor) -> torch.Tensor:
+        if self.normalize_before:
+            return tgt + self.linear2(F.relu(self.linear1(self.norm(tgt))))
+        return self.norm(tgt + self.linear2(F.relu(self.linear1(tgt))))
+
+
+class MaskedTransformerDecoder(nn.Module):
+    """Mask2Former decoder with FC-CLIP's CLIP-space class head.
+
+    Args:
+        in_channels: channels of the pixel decoder's multi-scale features.
+        hidden_dim, num_queries, num_heads, dim_feedforward: transformer sizes.
+        num_layers: decoder layers (prediction heads run ``num_layers + 1`` times).
+        mask_dim: channels of the mask features.
+        clip_embedding_dim: text-embedding dimension the class head projects to.
+    """
+
+    num_feature_levels = 3
+
+    def __init__(
+        self,
+        in_channels: int,
+        *,
+        hidden_dim: int = 256,
+        num_queries: int = 250,
+        num_heads: int = 8,
+        dim_feedforward: int = 2048,
+        num_layers: int = 9,
+        pre_norm: bool = False,
+        mask_dim: int = 256,
+        enforce_input_proj: bool = False,
+        clip_embedding_dim: int = 768,
+    ):
+        super().__init__()
+        self.num_heads = num_heads
+        self.num_layers = num_layers
+        self.num_queries = num_queries
+        self.pe_layer = PositionEmbeddingSine(hidden_dim // 2, normalize=True)
+        self.transformer_self_attention_layers = nn.ModuleList(
+            SelfAttentionLayer(hidden_dim, num_heads, pre_norm) for _ in range(num_layers)
+        )
+        self.transformer_cross_attention_layers = nn.ModuleList(
+            CrossAttentionLayer(hidden_dim, num_heads, pre_norm) for _ in range(num_layers)
+        )
+        self.transformer_ffn_layers = nn.ModuleList(
+            FFNLayer(hidden_dim, dim_feedforward, pre_norm) for _ in range(num_layers)
+        )
+        self.decoder_norm = nn.LayerNorm(hidden_dim)
+        self.query_feat = nn.Embedding(num_queries, hidden_dim)
+        self.query_embed = nn.Embedding(num_queries, hidden_dim)
+        self.level_embed = nn.Embedding(self.num_feature_levels, hidden_dim)
+        self.input_proj = nn.ModuleList()
+        for _ in range(self.num_feature_levels):
+            if in_channels != hidden_dim or enforce_input_proj:
+                conv = nn.Conv2d(in_channels, hidden_dim, kernel_size=1)
+                c2_xavier_fill(conv)
+                self.input_proj.append(conv)
+            else:
+                self.input_proj.append(nn.Sequential())
+        self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, 3)
+        self._mask_pooling_proj = nn.Sequential(nn.LayerNorm(hidden_dim), nn.Linear(hidden_dim, hidden_dim))
+        self.class_embed = MLP(hidden_dim, hidden_dim, clip_embedding_dim, 3)
+        self.logit_scale = nn.Parameter(torch.ones([]) * math.log(1 / 0.07))
+
+    def forward(
+        self,
+        features: Sequence[torch.Tensor],
+        mask_features: torch.Tensor,
+        text_classifier: torch.Tensor,
+        num_synonyms: Sequence[int],
+        aux_outputs: bool = True,
+    ) -> dict:
+        """
+        Args:
+            features: three (B, C, h, w) memories at strides 32, 16, 8.
+            mask_features: (B, mask_dim, H/4, W/4).
+            text_classifier: (S + 1, D) normalised synonym embeddings + void.
+            num_synonyms: synonyms per class.
+            aux_outputs: also return the intermediate predictions (training needs them).
+
+        Returns:
+            ``pred_logits`` (B, Q, C + 1), ``pred_masks`` (B, Q, H/4, W/4) and, if asked,
+            ``aux_outputs``: a list of ``num_layers`` dicts with the same keys.
+        """
+        if len(features) != self.num_feature_levels:
+            raise ValueError(f"expected {self.num_feature_levels} feature levels, got {len(features)}")
+        src, pos, sizes = [], [], []
+        for i, x in enumerate(features):
+            sizes.append(x.shape[-2:])
+            pos.append(self.pe_layer(x).flatten(2).permute(2, 0, 1))
+            src.append((self.input_proj[i](x).flatten(2) + self.level_embed.weight[i][None, :, None]).permute(2, 0, 1))
+        bs = src[0].shape[1]
+        query_embed = self.query_embed.weight.unsqueeze(1).repeat(1, bs, 1)
+        output = self.query_feat.weight.unsqueeze(1).repeat(1, bs, 1)
+
+        predictions = []
+        cls, mask, attn_mask = self._heads(output, mask_features, sizes[0], text_classifier, num_synonyms)
+        predictions.append((cls, mask))
+        for i in range(self.num_layers):
+            level = i % self.num_feature_levels
+            # A query whose mask covers nothing would attend to nothing: let it see everything.
+            attn_mask[torch.where(attn_mask.sum(-1) == attn_mask.shape[-1])] = False
+            output = self.transformer_cross_attention_layers[i](
+                output, src[level], memory_mask=attn_mask, pos=pos[level], query_pos=query_embed
+            )
+            output = self.transformer_self_attention_layers[i](output, query_pos=query_embed)
+            output = self.transformer_ffn_layers[i](output)
+            cls, mask, attn_mask = self._heads(
+                output, mask_features, sizes[(i + 1) % self.num_feature_levels], text_classifier, num_synonyms
+            )
+            predictions.append((cls, mask))
+        out = {"pred_logits": predictions[-1][0], "pred_masks": predictions[-1][1]}
+        if aux_outputs:
+            out["aux_outputs"] = [{"pred_logits": c, "pred_masks": m} for c, m in predictions[:-1]]
+        return out
+
+    def _heads(self, output, mask_features, attn_size, text_classifier, num_synonyms):
+        decoder_output = self.decoder_norm(output).transpose(0, 1)
+        mask_embed = self.mask_embed(decoder_output)
+        outputs_mask = torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
+        pooled = self._mask_pooling_proj(mask_pooling(mask_features, outputs_mask))
+        class_embed = self.class_embed(pooled + decoder_output)
+        outputs_class = classification_logits(class_embed, text_classifier, self.logit_scale, num_synonyms)
+        attn = F.interpolate(outputs_mask, size=attn_size, mode="bilinear", align_corners=False)
+        attn = (attn.sigmoid().flatten(2) < 0.5).detach()
+        attn = attn.unsqueeze(1).repeat(1, self.num_heads, 1, 1).flatten(0, 1)
+        return outputs_class, outputs_mask, attn

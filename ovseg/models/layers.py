@@ -1,0 +1,70 @@
+"""Small building blocks shared by the decoders."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ConvNorm(nn.Conv2d):
+    """Conv2d followed by an optional norm and activation.
+
+    The norm is a child named ``norm`` so that state-dict keys match detectron2's ``Conv2d``
+    (``adapter_1.weight``, ``adapter_1.norm.weight``), which official checkpoints use.
+    """
+
+    def __init__(
+        self,
+        *args,
+        norm: Optional[nn.Module] = None,
+        activation: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+        **kwargs,
+    ):
+        super().__init__(*args, **kwargs)
+        self.norm = norm
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = super().forward(x)
+        if self.norm is not None:
+            x = self.norm(x)
+        if self.activation is not None:
+            x = self.activation(x)
+        return x
+
+
+def build_norm(kind: str, channels: int) -> Optional[nn.Module]:
+    """"GN" (32 groups, as Mask2Former), "LN"-free variants are not used; "" means none."""
+    if kind in ("", None):
+        return None
+    if kind == "GN":
+        return nn.GroupNorm(32, channels)
+    raise ValueError(f"unknown norm {kind!r}: use 'GN' or ''")
+
+
+def c2_xavier_fill(module: nn.Module) -> None:
+    """Caffe2's XavierFill (kaiming_uniform with a=1), zero bias — Mask2Former's conv init."""
+    nn.init.kaiming_uniform_(module.weight, a=1)
+    if module.bias is not None:
+        nn.init.constant_(module.bias, 0)
+
+
+class MLP(nn.Module):
+    """``num_layers`` linear layers with ReLU between them (parameter names ``layers.i``)."""
+
+    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int):
+        super().__init__()
+        dims = [hidden_dim] * (num_layers - 1)
+        self.layers = nn.ModuleList(
+            nn.Linear(n, k) for n, k in zip([input_dim, *dims], [*dims, output_dim])
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < len(self.layers) - 1:
+                x = F.relu(x)
+        return x

@@ -1,0 +1,125 @@
+"""Multi-scale deformable attention (Deformable DETR) in pure PyTorch.
+
+No compiled kernel: sampling is ``F.grid_sample`` (bilinear, zero padding, align_corners=False on
+``2 * loc - 1``), which is exactly the reference "pytorch core" that Deformable DETR and FC-CLIP
+fall back to on CPU. Runs unchanged on CPU and GPU.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def ms_deform_attn_core(
+    value: torch.Tensor,
+    spatial_shapes: Sequence[tuple[int, int]],
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> torch.Tensor:
+    """Sample every level at the given locations and take the attention-weighted sum.
+
+    Args:
+        value: (N, S, M, D) per-head values of all levels, flattened row-major level by level.
+        spatial_shapes: (H_l, W_l) of each of the L levels; sum of H_l * W_l = S.
+        sampling_locations: (N, Lq, M, L, P, 2) in [0, 1], (x, y) order.
+        attention_weights: (N, Lq, M, L, P), softmax-normalised over L * P.
+
+    Returns:
+        (N, Lq, M * D).
+    """
+    n, _, m, d = value.shape
+    _, lq, _, num_levels, p, _ = sampling_locations.shape
+    value_list = value.split([h * w for h, w in spatial_shapes], dim=1)
+    grids = 2 * sampling_locations - 1
+    sampled = []
+    for lvl, (h, w) in enumerate(spatial_shapes):
+        # (N, H*W, M, D) -> (N*M, D, H, W)
+        v = value_list[lvl].flatten(2).transpose(1, 2).reshape(n * m, d, h, w)
+        # (N, Lq, M, P, 2) -> (N*M, Lq, P, 2)
+        g = grids[:, :, :, lvl].transpose(1, 2).flatten(0, 1)
+        sampled.append(
+            F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False)
+        )
+    # (N, Lq, M, L, P) -> (N*M, 1, Lq, L*P)
+    weights = attention_weights.transpose(1, 2).reshape(n * m, 1, lq, num_levels * p)
+    out = (torch.stack(sampled, dim=-2).flatten(-2) * weights).sum(-1).view(n, m * d, lq)
+    return out.transpose(1, 2).contiguous()
+
+
+class MSDeformAttn(nn.Module):
+    """Multi-scale deformable attention module (parameter names as in Deformable DETR).
+
+    Args:
+        d_model: channels of queries and values.
+        n_levels: number of feature levels.
+        n_heads: attention heads; ``d_model`` must divide evenly.
+        n_points: sampling points per head and level.
+    """
+
+    def __init__(self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4):
+        super().__init__()
+        if d_model % n_heads != 0:
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        self.d_model, self.n_levels, self.n_heads, self.n_points = d_model, n_levels, n_heads, n_points
+        self.sampling_offsets = nn.Linear(d_model, n_heads * n_levels * n_points * 2)
+        self.attention_weights = nn.Linear(d_model, n_heads * n_levels * n_points)
+        self.value_proj = nn.Linear(d_model, d_model)
+        self.output_proj = nn.Linear(d_model, d_model)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.constant_(self.sampling_offsets.weight, 0.0)
+        thetas = torch.arange(self.n_heads, dtype=torch.float32) * (2.0 * math.pi / self.n_heads)
+        grid = torch.stack([thetas.cos(), thetas.sin()], -1)
+        grid = (grid / grid.abs().max(-1, keepdim=True)[0]).view(self.n_heads, 1, 1, 2)
+        grid = grid.repeat(1, self.n_levels, self.n_points, 1)
+        for i in range(self.n_points):
+            grid[:, :, i, :] *= i + 1
+        with torch.no_grad():
+            self.sampling_offsets.bias.copy_(grid.view(-1))
+        nn.init.constant_(self.attention_weights.weight, 0.0)
+        nn.init.constant_(self.attention_weights.bias, 0.0)
+        nn.init.xavier_uniform_(self.value_proj.weight)
+        nn.init.constant_(self.value_proj.bias, 0.0)
+        nn.init.xavier_uniform_(self.output_proj.weight)
+        nn.init.constant_(self.output_proj.bias, 0.0)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        reference_points: torch.Tensor,
+        input_flatten: torch.Tensor,
+        spatial_shapes: Sequence[tuple[int, int]],
+    ) -> torch.Tensor:
+        """
+        Args:
+            query: (N, Lq, C).
+            reference_points: (N, Lq, L, 2) normalised (x, y) in [0, 1].
+            input_flatten: (N, S, C) all levels flattened.
+            spatial_shapes: (H_l, W_l) per level.
+
+        Returns:
+            (N, Lq, C).
+        """
+        n, lq, _ = query.shape
+        s = input_flatten.shape[1]
+        value = self.value_proj(input_flatten).view(n, s, self.n_heads, self.d_model // self.n_heads)
+        offsets = self.sampling_offsets(query).view(
+            n, lq, self.n_heads, self.n_levels, self.n_points, 2
+        )
+        weights = self.attention_weights(query).view(n, lq, self.n_heads, self.n_levels * self.n_points)
+        weights = weights.softmax(-1).view(n, lq, self.n_heads, self.n_levels, self.n_points)
+        normalizer = torch.tensor(
+            [[w, h] for h, w in spatial_shapes], dtype=query.dtype, device=query.device
+        )
+        locations = (
+            reference_points[:, :, None, :, None, :]
+            + offsets / normalizer[None, None, None, :, None, :]
+        )
+        out = ms_deform_attn_core(value, spatial_shapes, locations, weights)
+        return self.output_proj(out)

@@ -1,0 +1,234 @@
+"""FC-CLIP: frozen CLIP + mask transformer, classified against text embeddings, ensembled with
+mask-pooled frozen CLIP features for out-of-vocabulary classes (Yu et al., NeurIPS 2023).
+
+The image is encoded once: the same frozen features feed the trainable decoders and the
+out-of-vocabulary classifier.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ovseg.models import postprocess
+from ovseg.models.backbones.clip import CLIPBackbone
+from ovseg.models.heads.transformer_decoder import MaskedTransformerDecoder, classification_logits
+from ovseg.models.pixel_decoders.msdeform import MSDeformAttnPixelDecoder
+from ovseg.text.classifier import TextClassifier, TextEncoder
+from ovseg.text.vocabulary import Vocabulary
+
+TASKS = ("semantic", "instance", "panoptic", "all")
+CLIP_PREFIX = "backbone.clip_model."
+
+
+class FCCLIP(nn.Module):
+    """The FC-CLIP segmentor.
+
+    Args:
+        backbone: frozen CLIP wrapper.
+        pixel_decoder, predictor: the trainable decoders.
+        text_encoder: encodes vocabularies (cached).
+        pixel_mean, pixel_std: RGB normalisation on the 0-255 scale.
+        size_divisibility: inputs are padded (with 0 after normalisation) to a multiple of this.
+        geometric_ensemble_alpha / beta: weight of the out-of-vocabulary branch for seen / unseen
+            classes.
+        ensemble_on_valid_mask: drop the out-of-vocabulary branch for queries whose mask is empty
+            on the CLIP grid (needed by ResNet CLIPs).
+        train_vocabulary: classes seen in training (decides alpha vs beta per test class).
+        criterion: the training loss (a callable on outputs and targets), optional.
+    """
+
+    def __init__(
+        self,
+        *,
+        backbone: CLIPBackbone,
+        pixel_decoder: MSDeformAttnPixelDecoder,
+        predictor: MaskedTransformerDecoder,
+        text_encoder: TextEncoder,
+        pixel_mean: Sequence[float],
+        pixel_std: Sequence[float],
+        size_divisibility: int = 32,
+        geometric_ensemble_alpha: float = 0.4,
+        geometric_ensemble_beta: float = 0.8,
+        ensemble_on_valid_mask: bool = False,
+        object_mask_threshold: float = 0.0,
+        overlap_threshold: float = 0.8,
+        detections_per_image: int = 100,
+        train_vocabulary: Optional[Vocabulary] = None,
+        criterion: Optional[nn.Module] = None,
+    ):
+        super().__init__()
+        self.backbone = backbone
+        self.pixel_decoder = pixel_decoder
+        self.predictor = predictor
+        self.text_encoder = text_encoder
+        self.void_embedding = nn.Embedding(1, backbone.embed_dim)
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), persistent=False)
+        self.size_divisibility = size_divisibility
+        self.alpha = geometric_ensemble_alpha
+        self.beta = geometric_ensemble_beta
+        self.ensemble_on_valid_mask = ensemble_on_valid_mask
+        self.object_mask_threshold = object_mask_threshold
+        self.overlap_threshold = overlap_threshold
+        self.detections_per_image = detections_per_image
+        self.train_vocabulary = train_vocabulary
+        self.criterion = criterion
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    # ------------------------------------------------------------------ parameters
+    def trainable_state_dict(self, include_clip: bool = False) -> dict[str, torch.Tensor]:
+        """State dict without the frozen CLIP (unless asked): what ovseg checkpoints store."""
+        return {
+            k: v for k, v in self.state_dict().items()
+            if include_clip or not k.startswith(CLIP_PREFIX)
+        }
+
+    # ------------------------------------------------------------------ text
+    def encode_vocabulary(self, vocabulary: Vocabulary) -> TextClassifier:
+        """Text classifier of ``vocabulary`` (cached per CLIP weights, templates, vocabulary)."""
+        return self.text_encoder(vocabulary, device=self.device)
+
+    def classifier_with_void(self, text: TextClassifier) -> torch.Tensor:
+        """(S + 1, D): synonym embeddings with the normalised learned void embedding last."""
+        return torch.cat([text.embeddings.to(self.device), F.normalize(self.void_embedding.weight, dim=-1)], 0)
+
+    # ------------------------------------------------------------------ image path
+    def normalize_and_pad(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Normalise (3, h, w) 0-255 RGB images, then pad bottom/right with 0 to a common size
+        divisible by ``size_divisibility`` (detectron2 ImageList; FC-CLIP normalises first)."""
+        hs = max(int(im.shape[-2]) for im in images)
+        ws = max(int(im.shape[-1]) for im in images)
+        d = self.size_divisibility
+        if d > 1:
+            hs, ws = (hs + d - 1) // d * d, (ws + d - 1) // d * d
+        batch = torch.zeros((len(images), 3, hs, ws), dtype=torch.float32, device=self.device)
+        for i, im in enumerate(images):
+            im = im.to(self.device, torch.float32)
+            batch[i, :, : im.shape[-2], : im.shape[-1]] = (im - self.pixel_mean) / self.pixel_std
+        return batch
+
+    def forward_features(
+        self, x: torch.Tensor, classifier: torch.Tensor, num_synonyms: Sequence[int], aux_outputs: bool = True
+    ) -> tuple[dict, dict[str, torch.Tensor], dict[str, Any]]:
+        """Backbone -> pixel decoder -> transformer decoder on a normalised padded batch.
+
+        Returns (decoder outputs, backbone features, pixel decoder outputs).
+        """
+        features = self.backbone(x)
+        mask_features, multi_scale = self.pixel_decoder(features)
+        outputs = self.predictor(multi_scale, mask_features, classifier, num_synonyms, aux_outputs=aux_outputs)
+        return outputs, features, {"mask_features": mask_features, "multi_scale_features": multi_scale}
+
+    # ------------------------------------------------------------------ training
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Training forward: ``batch`` has ``images`` (B, 3, H, W) uint8 RGB (already padded to a
+        common size) and ``targets`` (per image ``labels`` (N,) int64 and ``masks`` (N, H, W)),
+        and optionally ``vocabulary``; returns the weighted loss terms."""
+        if self.criterion is None:
+            raise RuntimeError("this model was built without a criterion (model.loss in the config)")
+        vocab = batch.get("vocabulary") or self.train_vocabulary
+        if vocab is None:
+            raise ValueError("training needs a vocabulary: the dataset's classes or model.text.train_vocabulary")
+        text = self.encode_vocabulary(vocab)
+        images = batch["images"]
+        x = self.normalize_and_pad(list(images))
+        outputs, _, _ = self.forward_features(x, self.classifier_with_void(text), text.num_synonyms)
+        hp, wp = x.shape[-2:]
+        targets = []
+        for t in batch["targets"]:
+            masks = t["masks"].to(self.device)
+            padded = torch.zeros((masks.shape[0], hp, wp), dtype=masks.dtype, device=self.device)
+            padded[:, : masks.shape[1], : masks.shape[2]] = masks
+            targets.append({"labels": t["labels"].to(self.device), "masks": padded})
+        return self.criterion(outputs, targets)
+
+    # ------------------------------------------------------------------ inference
+    def classify(
+        self, outputs: dict, features: dict[str, torch.Tensor], text: TextClassifier, classifier: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Geometric ensemble of in-vocabulary and out-of-vocabulary probabilities.
+
+        Returns a dict with ``mask_cls`` (B, Q, C + 1) log-probabilities (void last), which the
+        post-processing consumes, and the intermediate tensors (for tests and analysis).
+        """
+        pred_logits, pred_masks = outputs["pred_logits"], outputs["pred_masks"]
+        dense = features["clip_vis_dense"]
+        mask_for_pooling = F.interpolate(pred_masks, size=dense.shape[-2:], mode="bilinear", align_corners=False)
+        pooled = self.backbone.pool_masks(dense, mask_for_pooling)
+        out_logits = classification_logits(pooled, classifier, self.backbone.logit_scale, text.num_synonyms)
+        in_probs = pred_logits[..., :-1].softmax(-1)
+        out_probs = out_logits[..., :-1].softmax(-1)
+        seen = torch.tensor(
+            text.vocabulary.seen_mask(self.train_vocabulary) if self.train_vocabulary is not None
+            else [False] * len(text.vocabulary),
+            dtype=in_probs.dtype, device=in_probs.device,
+        )
+        alpha = torch.full_like(in_probs, self.alpha)
+        beta = torch.full_like(in_probs, self.beta)
+        if self.ensemble_on_valid_mask:
+            valid = ((mask_for_pooling > 0).flatten(2).sum(-1) > 0).to(in_probs.dtype).unsqueeze(-1)
+            alpha, beta = alpha * valid, beta * valid
+        seen_logits = (in_probs ** (1 - alpha) * out_probs**alpha).log() * seen
+        unseen_logits = (in_probs ** (1 - beta) * out_probs**beta).log() * (1 - seen)
+        ensembled = seen_logits + unseen_logits
+        void = F.softmax(pred_logits, dim=-1)[..., -1:]
+        final_probs = torch.cat([ensembled.softmax(-1) * (1.0 - void), void], dim=-1)
+        return {
+            "mask_cls": torch.log(final_probs + 1e-8),
+            "final_probs": final_probs,
+            "ensembled_logits": ensembled,
+            "out_vocab_logits": out_logits,
+            "pooled_clip_feature": pooled,
+            "mask_for_pooling": mask_for_pooling,
+            "in_vocab_probs": in_probs,
+            "out_vocab_probs": out_probs,
+            "void_prob": void,
+        }
+
+    def postprocess(
+        self,
+        mask_cls: torch.Tensor,
+        mask_logits: torch.Tensor,
+        padded_size: tuple[int, int],
+        image_size: tuple[int, int],
+        output_size: tuple[int, int],
+        isthing: Sequence[bool],
+        task: str,
+    ) -> dict[str, Any]:
+        """Post-process one image's queries.
+
+        Args:
+            mask_cls: (Q, C + 1) log-probabilities.
+            mask_logits: (Q, Hp/4, Wp/4) mask logits.
+            padded_size: (Hp, Wp) of the model input; image_size: (h, w) before padding;
+            output_size: (H, W) of the original image.
+            task: "semantic", "instance", "panoptic" or "all".
+        """
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
+
+        def resize(m: torch.Tensor) -> torch.Tensor:
+            # FC-CLIP: upsample to the padded input, crop the padding, resize to the original size.
+            m = F.interpolate(m[None], size=padded_size, mode="bilinear", align_corners=False)
+            m = m[:, :, : image_size[0], : image_size[1]]
+            return F.interpolate(m, size=output_size, mode="bilinear", align_corners=False)[0]
+
+        result: dict[str, Any] = {}
+        if task in ("semantic", "all"):
+            result["sem_seg"] = postprocess.semantic_inference(mask_cls, mask_logits, resize)
+        if task in ("panoptic", "all"):
+            result["panoptic_seg"], result["segments_info"] = postprocess.panoptic_inference(
+                mask_cls, mask_logits, resize, isthing, self.object_mask_threshold, self.overlap_threshold
+            )
+        if task in ("instance", "all"):
+            result["instances"] = postprocess.instance_inference(
+                mask_cls, mask_logits, resize, isthing, self.detections_per_image
+            )
+        return result

@@ -1,0 +1,148 @@
+"""The text classifier: one normalised embedding per class synonym, computed once and cached.
+
+Per synonym: every template is filled in, tokenised, encoded by the frozen text tower; each
+prompt feature is L2-normalised, averaged over templates and normalised again (FC-CLIP). Prompts
+are encoded in batches cut to the longest prompt of the batch (the causal tower makes the
+end-of-text feature independent of trailing padding), sorted by length so batches are tight.
+Results are cached in memory per (CLIP weights, templates, vocabulary) and optionally on disk
+under ``$OVSEG_HOME/text_embeddings``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ovseg.text.vocabulary import Vocabulary
+
+logger = logging.getLogger(__name__)
+
+
+def ovseg_home() -> Path:
+    return Path(os.environ.get("OVSEG_HOME", Path.home() / ".cache" / "ovseg")).expanduser()
+
+
+@dataclass
+class TextClassifier:
+    """Encoded vocabulary.
+
+    Attributes:
+        embeddings: (S, D) float, one L2-normalised row per synonym, class-major.
+        num_synonyms: synonyms per class (sums to S).
+        vocabulary: the classes, in order.
+    """
+
+    embeddings: torch.Tensor
+    num_synonyms: list[int]
+    vocabulary: Vocabulary
+
+    def to(self, device) -> "TextClassifier":
+        return TextClassifier(self.embeddings.to(device), self.num_synonyms, self.vocabulary)
+
+
+class TextEncoder:
+    """Encodes vocabularies with a CLIP text tower; caches results.
+
+    Args:
+        encode_tokens: maps int64 tokens (N, L) to un-normalised features (N, D).
+        tokenizer: open_clip tokenizer (returns (N, context_length) int64).
+        templates: prompt templates.
+        weights_id: identifies the CLIP weights (part of the cache key).
+        batch_size: prompts per forward pass.
+        disk_cache: also store embeddings under ``$OVSEG_HOME/text_embeddings``.
+    """
+
+    def __init__(
+        self,
+        encode_tokens: Callable[[torch.Tensor], torch.Tensor],
+        tokenizer: Callable[[Sequence[str]], torch.Tensor],
+        templates: Sequence[str],
+        weights_id: str,
+        context_length: int = 77,
+        batch_size: int = 256,
+        disk_cache: bool = False,
+    ):
+        self.encode_tokens = encode_tokens
+        self.tokenizer = tokenizer
+        self.templates = tuple(templates)
+        self.weights_id = weights_id
+        self.context_length = context_length
+        self.batch_size = batch_size
+        self.disk_cache = disk_cache
+        self._memory: dict[str, torch.Tensor] = {}
+
+    def cache_key(self, vocabulary: Vocabulary) -> str:
+        h = hashlib.sha256()
+        h.update(self.weights_id.encode())
+        h.update("\x00".join(self.templates).encode())
+        h.update("\x01".join(vocabulary.flat_synonyms()).encode())
+        return h.hexdigest()[:24]
+
+    def __call__(self, vocabulary: Vocabulary, device: torch.device | str = "cpu") -> TextClassifier:
+        key = self.cache_key(vocabulary)
+        emb = self._memory.get(key)
+        if emb is None and self.disk_cache and self.weights_id:
+            emb = self._load_disk(key)
+        if emb is None:
+            emb = self.encode_synonyms(vocabulary.flat_synonyms(), device)
+            if self.disk_cache and self.weights_id:
+                self._save_disk(key, emb)
+        self._memory[key] = emb
+        return TextClassifier(emb.to(device), vocabulary.num_synonyms, vocabulary)
+
+    def encode_synonyms(self, synonyms: Sequence[str], device: torch.device | str = "cpu") -> torch.Tensor:
+        """(S, D) normalised template-ensembled embeddings of ``synonyms``."""
+        prompts = [t.format(s) for s in synonyms for t in self.templates]
+        tokens = self.tokenizer(prompts)
+        lengths = tokens.argmax(dim=-1) + 1  # end-of-text is the largest token id
+        too_long = sorted({synonyms[i // len(self.templates)] for i in torch.nonzero(
+            (tokens[:, -1] != 0) & (lengths == tokens.shape[1])).flatten().tolist()})
+        if too_long:
+            warnings.warn(
+                f"{len(too_long)} class name(s) exceed the text context of {tokens.shape[1]} tokens "
+                f"and were truncated: {too_long[:3]}", stacklevel=3,
+            )
+        order = torch.argsort(lengths, descending=True, stable=True)
+        feats = torch.empty(len(prompts), 0)
+        out: Optional[torch.Tensor] = None
+        for start in range(0, len(prompts), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            length = int(lengths[idx].max())
+            f = self.encode_tokens(tokens[idx, :length].to(device)).float()
+            if out is None:
+                out = torch.empty(len(prompts), f.shape[-1], device=f.device)
+            out[idx.to(f.device)] = f
+        feats = F.normalize(out, dim=-1).view(len(synonyms), len(self.templates), -1)
+        return F.normalize(feats.mean(1), dim=-1).cpu()
+
+    # ------------------------------------------------------------------ disk cache
+    def _path(self, key: str) -> Path:
+        return ovseg_home() / "text_embeddings" / f"{key}.pt"
+
+    def _load_disk(self, key: str) -> Optional[torch.Tensor]:
+        path = self._path(key)
+        if not path.is_file():
+            return None
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # a broken cache file is rebuilt, never trusted
+            logger.warning("ignoring unreadable text-embedding cache %s (%s)", path, e)
+            return None
+
+    def _save_disk(self, key: str, emb: torch.Tensor) -> None:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            torch.save(emb.cpu(), tmp)
+            os.replace(tmp, path)
+        except OSError as e:
+            logger.warning("could not write text-embedding cache %s (%s)", path, e)
