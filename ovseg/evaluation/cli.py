@@ -20,10 +20,12 @@ from typing import Any
 from ovseg.evaluation.errors import EvaluationError
 
 EPILOG = """examples:
-  python -m ovseg.evaluation semantic --gt-dir data/ade/ADEChallengeData2016/annotations/validation \\
-      --pred-dir work/ade_pred --num-classes 150 --reduce-zero-label --convention detectron2
+  python -m ovseg.evaluation semantic \\
+      --gt-dir data/ade/ADEChallengeData2016/annotations/validation --pred-dir work/ade_pred \\
+      --num-classes 150 --reduce-zero-label --convention detectron2
   python -m ovseg.evaluation panoptic --gt-json data/coco/annotations/panoptic_val2017.json \\
-      --gt-dir data/coco/panoptic_val2017 --pred-json work/pan.json --pred-dir work/pan --out pq.json
+      --gt-dir data/coco/panoptic_val2017 --pred-json work/pan.json --pred-dir work/pan \\
+      --out pq.json
   python -m ovseg.evaluation instance --gt-json data/coco/annotations/instances_val2017.json \\
       --pred-json work/segm.json
 """
@@ -32,7 +34,8 @@ EPILOG = """examples:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m ovseg.evaluation",
-        description="Evaluate saved predictions: mIoU (semantic), PQ (panoptic), mask AP (instance).",
+        description="Evaluate saved predictions: mIoU (semantic), PQ (panoptic), mask AP "
+        "(instance).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -41,6 +41,15 @@ def encode_mask(mask: np.ndarray | torch.Tensor) -> dict[str, Any]:
     return rle
 
 
+def _to_rle(segmentation: Any, height: int, width: int) -> dict[str, Any]:
+    """Polygons, uncompressed or compressed RLE -> compressed RLE (as ``COCO.annToRLE``)."""
+    if isinstance(segmentation, list):
+        return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    if isinstance(segmentation.get("counts"), list):
+        return mask_utils.frPyObjects(segmentation, height, width)
+    return segmentation
+
+
 def load_coco_gt(gt: str | Path | Mapping[str, Any] | COCO) -> COCO:
     """A pycocotools ``COCO`` from a path, a dict or a ``COCO``; quietly (no prints).
 
@@ -72,10 +81,7 @@ def load_coco_gt(gt: str | Path | Mapping[str, Any] | COCO) -> COCO:
         ann.setdefault("iscrowd", 0)
         if "area" not in ann:
             h, w = sizes[ann["image_id"]]
-            seg = ann["segmentation"]
-            rle = mask_utils.frPyObjects(seg, h, w)
-            rle = mask_utils.merge(rle) if isinstance(rle, list) else rle
-            ann["area"] = float(mask_utils.area(rle))
+            ann["area"] = float(mask_utils.area(_to_rle(ann["segmentation"], h, w)))
     coco = COCO()
     coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):
@@ -114,7 +120,8 @@ class InstanceEvaluator:
         Args:
             image_id: a ground-truth image id.
             detections: ``{"category_id", "segmentation", "score"}`` each, with ``segmentation``
-                a COCO RLE (compressed or not) or an (H, W) bool mask; an optional ``bbox`` is
+                a COCO RLE (compressed or not), COCO polygons or an (H, W) bool mask (array or
+                tensor); an optional ``bbox`` is
                 kept (pycocotools then takes detection areas from the boxes, as it always does).
 
         Raises:
@@ -139,10 +146,13 @@ class InstanceEvaluator:
                     f"among the ground-truth categories {sorted(self.coco_gt.cats)}"
                 )
             seg = det["segmentation"]
-            if not isinstance(seg, Mapping):
+            if isinstance(seg, (Mapping, list)):
+                seg = dict(_to_rle(seg if isinstance(seg, list) else dict(seg), *hw))
+                if isinstance(seg["counts"], bytes):
+                    seg["counts"] = seg["counts"].decode("ascii")
+                seg["size"] = [int(v) for v in seg["size"]]
+            else:
                 seg = encode_mask(seg)
-            elif isinstance(seg.get("counts"), bytes):
-                seg = {"size": list(seg["size"]), "counts": seg["counts"].decode("ascii")}
             if list(seg["size"]) != hw:
                 raise EvaluationError(
                     f"image size mismatch in image {image_id}: detection {k} mask is "

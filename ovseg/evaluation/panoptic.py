@@ -37,7 +37,7 @@ def rgb2id(color: np.ndarray) -> np.ndarray:
 
 
 def id2rgb(ids: np.ndarray) -> np.ndarray:
-    """(H, W) integer segment ids (< 256^3) -> (H, W, 3) uint8 RGB, the inverse of :func:`rgb2id`."""
+    """(H, W) integer segment ids (< 256^3) -> (H, W, 3) uint8 RGB; inverse of :func:`rgb2id`."""
     ids = np.asarray(ids, dtype=np.int64)
     return np.stack([ids % 256, ids // 256 % 256, ids // 65536 % 256], axis=-1).astype(np.uint8)
 

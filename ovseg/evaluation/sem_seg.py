@@ -2,8 +2,9 @@
 
 Two conventions, because published numbers differ by them:
 
-* ``"mmseg"`` — mmsegmentation's ``IoUMetric``: a class absent from both ground truth and prediction
-  is NaN and left out of the means; a class that is only predicted counts as IoU 0 (Acc NaN).
+* ``"mmseg"`` — mmsegmentation's ``IoUMetric``: a class absent from both ground truth and
+  prediction is NaN and left out of the means; a class that is only predicted counts as IoU 0
+  (Acc NaN).
 * ``"detectron2"`` — detectron2's ``SemSegEvaluator`` (FC-CLIP's tables): a class without
   ground-truth pixels is NaN for IoU and Acc and left out, even if it was predicted.
 
