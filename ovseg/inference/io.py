@@ -201,12 +201,13 @@ def rgb2id(rgb: np.ndarray) -> np.ndarray:
     return rgb[..., 0] + 256 * rgb[..., 1] + 256**2 * rgb[..., 2]
 
 
-def save_label_png(path: str | os.PathLike, labels: np.ndarray) -> None:
-    """Write a label map losslessly as PNG: 8-bit grey when every value fits, else 16-bit grey.
+def save_label_png(path: str | os.PathLike, labels: np.ndarray, bits: int | None = None) -> None:
+    """Write a label map losslessly as a PNG.
 
     Args:
         path: destination ``.png``.
-        labels: (H, W) non-negative integers < 65536, or (H, W, 3) uint8 (written as RGB).
+        labels: (H, W) non-negative integers < 65536 (grey PNG), or (H, W, 3) uint8 (RGB PNG).
+        bits: 8 or 16 for a grey PNG of that depth; None picks 8 when every value fits, else 16.
     """
     labels = np.asarray(labels)
     if labels.ndim == 3 and labels.shape[-1] == 3 and labels.dtype == np.uint8:
@@ -214,10 +215,13 @@ def save_label_png(path: str | os.PathLike, labels: np.ndarray) -> None:
         return
     if labels.ndim != 2:
         raise ValueError(f"label map must be (H, W), got shape {labels.shape}")
+    if bits not in (None, 8, 16):
+        raise ValueError(f"bits must be 8, 16 or None, got {bits}")
     lo, hi = (int(labels.min()), int(labels.max())) if labels.size else (0, 0)
-    if lo < 0 or hi > 65535:
-        raise ValueError(f"label values must lie in [0, 65535] for a PNG, got [{lo}, {hi}]")
-    if hi <= 255:
+    limit = 255 if bits == 8 else 65535
+    if lo < 0 or hi > limit:
+        raise ValueError(f"label values must lie in [0, {limit}] for this PNG, got [{lo}, {hi}]")
+    if bits == 8 or (bits is None and hi <= 255):
         Image.fromarray(labels.astype(np.uint8)).save(path, format="PNG")
     else:
         Image.fromarray(labels.astype(np.uint16)).save(path, format="PNG")

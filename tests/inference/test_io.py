@@ -203,3 +203,12 @@ def test_save_label_png_bit_depth(tmp_path):
     np.testing.assert_array_equal(np.asarray(im), big)
     with pytest.raises(ValueError, match="65535"):
         save_label_png(tmp_path / "x.png", np.array([[70000]]))
+
+
+def test_save_label_png_forced_depth(tmp_path):
+    save_label_png(tmp_path / "i.png", np.array([[0, 1], [2, 3]]), bits=16)
+    im = Image.open(tmp_path / "i.png")
+    assert im.mode.startswith("I")
+    np.testing.assert_array_equal(np.asarray(im), [[0, 1], [2, 3]])
+    with pytest.raises(ValueError, match=r"\[0, 255\]"):
+        save_label_png(tmp_path / "x.png", np.array([[300]]), bits=8)

@@ -1,0 +1,13 @@
+"""Segment images with any vocabulary: ``python demo/demo.py --help`` (see ovseg/cli/demo.py)."""
+
+import sys
+from pathlib import Path
+
+try:
+    from ovseg.cli.demo import main
+except ModuleNotFoundError:  # running from a source checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from ovseg.cli.demo import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,322 @@
+"""Segment images with any vocabulary and write an overlay, a label map and a JSON per image.
+
+``python demo/demo.py`` and the ``ovseg-demo`` console script both call :func:`main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import sys
+from pathlib import Path
+
+from ovseg.inference.io import IMAGE_EXTENSIONS, ImageLoadError, load_image
+from ovseg.text.vocabulary import Vocabulary, builtin_names
+
+TASK_CHOICES = ("panoptic", "semantic", "instance")
+_OUTPUT_SUFFIXES = ("_overlay.png", *(f"_{t}.png" for t in TASK_CHOICES))
+
+EPILOG = """\
+examples:
+  # one image, your own classes (';' between classes, ',' between synonyms, [stuff] marks stuff)
+  python demo/demo.py --model fcclip_cocopan.pth --input demo/examples/chelsea.jpg \\
+      --vocab "cat, kitten; wooden table, table [stuff]; wall [stuff]" --output out/
+
+  # a folder of images with a built-in dataset vocabulary, semantic segmentation
+  python demo/demo.py --config configs/fcclip/fcclip_convnext_large_eval_ade20k.yaml \\
+      --weights fcclip_cocopan.pth --input demo/examples/ --dataset-vocab ade20k-150 \\
+      --task semantic --output out/
+
+  # a glob, classes from a file (.txt: one class per line; .json: [{"name", "isthing"}])
+  python demo/demo.py --model fcclip_cocopan.pth --input "photos/*.jpg" --vocab-file classes.txt \\
+      --task instance --score-threshold 0.3 --output out/
+
+  # the tiny random-weight test model (runs anywhere, output is noise)
+  python demo/demo.py --config configs/tests/fcclip_tiny.yaml --input demo/examples/ \\
+      --vocab "person; cat; cup" --output out/ --device cpu
+
+outputs, per input image <stem>:
+  <stem>_overlay.png   the image with each segment tinted and outlined, legend panel on the right
+  <stem>_<task>.png    raw labels: semantic = class index (8/16-bit grey), panoptic = segment id
+                       (COCO RGB encoding, id = R + 256 G + 256^2 B), instance = instance id (16-bit)
+  <stem>.json          image size, task, vocabulary and one row per segment:
+                       id, category_id, label, isthing, score, area, bbox [x0, y0, x1, y1)
+
+Images that cannot be read are reported on stderr with their path; the others are still
+processed, and the exit status is 1 if any image failed (2 for a usage or set-up error).
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="demo.py",
+        description="Open-vocabulary segmentation of images: name the classes, get an overlay PNG, "
+        "a raw label PNG and a JSON of segments per image.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    model = p.add_argument_group("model (one of)")
+    src = model.add_mutually_exclusive_group(required=True)
+    src.add_argument("--config", metavar="YAML", help="model config (with --weights, or random)")
+    src.add_argument(
+        "--model",
+        metavar="NAME_OR_PATH",
+        help="an ovseg or official FC-CLIP checkpoint, or a model-zoo name",
+    )
+    model.add_argument(
+        "--weights", metavar="CKPT", help="checkpoint for --config (omit: random init)"
+    )
+    model.add_argument(
+        "--opts",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config overrides, e.g. model.backbone.pretrained=null",
+    )
+    model.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)"
+    )
+
+    vocab = p.add_argument_group("vocabulary (one of)")
+    v = vocab.add_mutually_exclusive_group(required=True)
+    v.add_argument(
+        "--vocab",
+        metavar="TEXT",
+        help='classes separated by ";", synonyms by ",", "[stuff]" marks a stuff class: '
+        '"zebra; dry grass, hay [stuff]; sky [stuff]"',
+    )
+    v.add_argument("--vocab-file", metavar="FILE", help=".txt (one class per line) or .json")
+    v.add_argument(
+        "--dataset-vocab",
+        metavar="NAME",
+        help=f"a built-in dataset vocabulary: {', '.join(builtin_names())}",
+    )
+
+    io = p.add_argument_group("input and output")
+    io.add_argument(
+        "--input",
+        nargs="+",
+        required=True,
+        metavar="IMG|DIR|GLOB",
+        help="image files, folders (their images, not recursive) or quoted glob patterns",
+    )
+    io.add_argument("--output", required=True, metavar="DIR", help="output folder (created)")
+    io.add_argument("--task", choices=TASK_CHOICES, default="panoptic", help="default: panoptic")
+    io.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default: 0.5)")
+    io.add_argument(
+        "--score-threshold",
+        type=float,
+        default=0.5,
+        help="instance task: drop instances scoring below this (default: 0.5)",
+    )
+    return p
+
+
+def load_vocabulary(args: argparse.Namespace) -> Vocabulary:
+    """The vocabulary the flags name (exactly one of --vocab, --vocab-file, --dataset-vocab)."""
+    if args.vocab is not None:
+        return Vocabulary.parse(args.vocab)
+    if args.vocab_file is not None:
+        return Vocabulary.from_file(args.vocab_file)
+    return Vocabulary.from_name(args.dataset_vocab)
+
+
+def _is_pattern(spec: str) -> bool:
+    return any(ch in spec for ch in "*?[")
+
+
+def _is_output_file(path: Path) -> bool:
+    return path.name.endswith(_OUTPUT_SUFFIXES) or path.suffix.lower() == ".json"
+
+
+def collect_inputs(
+    specs: list[str], output_dir: str | os.PathLike | None = None
+) -> tuple[list[Path], list[str]]:
+    """Expand files, folders and glob patterns into an ordered, de-duplicated list of images.
+
+    Folders contribute their files with an image extension (sorted, not recursive); so do globs.
+    A file named explicitly is always kept, whatever its extension (it fails later if it is not
+    an image). In the output folder itself, the demo's own outputs are skipped, so that running
+    twice into the input folder does not segment the overlays.
+
+    Args:
+        specs: the ``--input`` values.
+        output_dir: the ``--output`` folder.
+
+    Returns:
+        (images, problems): the image paths, and one message per spec that matched nothing.
+    """
+    out = Path(output_dir).resolve() if output_dir is not None else None
+    images: list[Path] = []
+    problems: list[str] = []
+
+    def add_listed(candidates: list[Path]) -> int:
+        n = 0
+        for c in candidates:
+            if not c.is_file() or c.suffix.lower() not in IMAGE_EXTENSIONS:
+                continue
+            if out is not None and c.parent.resolve() == out and _is_output_file(c):
+                continue
+            images.append(c)
+            n += 1
+        return n
+
+    for spec in specs:
+        path = Path(spec)
+        if path.is_dir():
+            if add_listed(sorted(path.iterdir())) == 0:
+                problems.append(f"{spec}: no images in this folder ({', '.join(IMAGE_EXTENSIONS)})")
+        elif _is_pattern(spec) and not path.exists():
+            matches = [Path(m) for m in sorted(glob.glob(spec, recursive=True))]
+            if add_listed(matches) == 0:
+                problems.append(f"{spec}: no image matches this pattern")
+        else:
+            images.append(path)  # a missing file is reported when it is read, with the others
+    seen: set[Path] = set()
+    unique = []
+    for p in images:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique, problems
+
+
+def output_stems(paths: list[Path]) -> list[str]:
+    """A distinct output stem per input: the file stem, disambiguated only where stems collide.
+
+    ``a.jpg`` and ``a.png`` become ``a_jpg`` and ``a_png``; two ``x.jpg`` from different folders
+    become ``x_jpg`` and ``x_jpg_2``.
+    """
+    counts: dict[str, int] = {}
+    for p in paths:
+        counts[p.stem] = counts.get(p.stem, 0) + 1
+    stems: list[str] = []
+    used: set[str] = set()
+    for p in paths:
+        stem = p.stem if counts[p.stem] == 1 else f"{p.stem}_{p.suffix.lstrip('.').lower()}"
+        candidate, k = stem, 1
+        while candidate in used:
+            k += 1
+            candidate = f"{stem}_{k}"
+        used.add(candidate)
+        stems.append(candidate)
+    return stems
+
+
+def _error(message: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(f"error: {message}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the demo; returns the exit status (0 ok, 1 some images failed, 2 usage/set-up error)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.weights is not None and args.config is None:
+        parser.error("--weights goes with --config; with --model the checkpoint is the model")
+    if not 0.0 <= args.alpha <= 1.0:
+        parser.error(f"--alpha must lie in [0, 1], got {args.alpha}")
+
+    try:
+        vocab = load_vocabulary(args)
+    except (ValueError, KeyError, FileNotFoundError, TypeError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"error: bad vocabulary: {msg}", file=sys.stderr)
+        return 2
+
+    out_dir = Path(args.output)
+    if out_dir.exists() and not out_dir.is_dir():
+        print(f"error: --output {out_dir} exists and is not a folder", file=sys.stderr)
+        return 2
+    images, problems = collect_inputs(args.input, out_dir)
+    for msg in problems:
+        print(f"error: {msg}", file=sys.stderr)
+    if not images:
+        print("error: no input images", file=sys.stderr)
+        return 2
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    try:
+        seg = _build_segmenter(args)
+        seg.encode_vocabulary(vocab)  # once; predict() reuses the cached text classifier
+    except Exception as e:
+        if os.environ.get("OVSEG_DEBUG"):
+            raise
+        print(f"error: could not set up the model: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+
+    from tqdm import tqdm
+
+    from ovseg.visualization.export import output_paths, save_prediction
+
+    protected = {p.resolve() for p in images}
+    failures: list[Path] = []
+    stems = output_stems(images)
+    bar = tqdm(
+        list(zip(images, stems)),
+        desc="segmenting",
+        unit="img",
+        disable=len(images) < 2,
+        file=sys.stderr,
+    )
+    for path, stem in bar:
+        try:
+            targets = output_paths(out_dir, stem, args.task)
+            clash = [t for t in targets.values() if t.resolve() in protected]
+            if clash:
+                raise ValueError(f"its output {clash[0]} would overwrite an input image")
+            image = load_image(path)
+            pred = seg.predict(image, vocab, task=args.task)
+            save_prediction(
+                pred,
+                image,
+                out_dir,
+                stem,
+                args.task,
+                alpha=args.alpha,
+                score_threshold=args.score_threshold,
+                source=str(path),
+            )
+        except ImageLoadError as e:
+            failures.append(path)
+            _error(str(e))
+        except Exception as e:
+            if os.environ.get("OVSEG_DEBUG"):
+                raise
+            failures.append(path)
+            _error(f"{path}: {type(e).__name__}: {e}")
+    bar.close()
+
+    done = len(images) - len(failures)
+    print(f"wrote {done} of {len(images)} images to {out_dir}", file=sys.stderr)
+    if failures or problems:
+        print(
+            f"{len(failures)} image(s) failed: {', '.join(str(p) for p in failures)}"
+            if failures
+            else "some inputs matched no image",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _build_segmenter(args: argparse.Namespace):
+    import torch
+
+    from ovseg import Segmenter
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.config is not None:
+        return Segmenter.from_config(
+            args.config, weights=args.weights, overrides=list(args.opts), device=device
+        )
+    if args.opts:
+        return Segmenter.from_pretrained(args.model, overrides=list(args.opts), device=device)
+    return Segmenter.from_pretrained(args.model, device=device)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
