@@ -136,20 +136,22 @@ class SemSegEvaluator:
                 "ground-truth size"
             )
         C = self.num_classes
+        raw = gt
         if self.reduce_zero_label:
-            ignored = (gt == 0) | (gt == self.ignore_index)
-            gt = gt - 1
-            gt[ignored] = self.ignore_index
-        valid = gt != self.ignore_index
-        gt_v = gt[valid]
-        pred_v = pred[valid]
-        if gt_v.size and (gt_v.min() < 0 or gt_v.max() >= C):
-            bad = gt_v[(gt_v < 0) | (gt_v >= C)]
-            shift = " after reduce_zero_label" if self.reduce_zero_label else ""
+            ignored = (raw == 0) | (raw == self.ignore_index)
+            gt = raw - 1
+        else:
+            ignored = raw == self.ignore_index
+        # Masked full-array arithmetic (no boolean compaction): ignored pixels go to an extra bin.
+        gt = np.where(ignored, 0, gt)
+        if gt.size and (gt.min() < 0 or gt.max() >= C):
+            bad = raw[~ignored & ((gt < 0) | (gt >= C))]
+            valid_raw = f"1..{C}" if self.reduce_zero_label else f"0..{C - 1}"
             raise EvaluationError(
                 f"ground-truth label value(s) {_bad_values(bad)}{gt_where} outside the class range "
-                f"0..{C - 1}{shift} (ignore_index={self.ignore_index}); check --num-classes, "
-                "--ignore-index and --reduce-zero-label"
+                f"{valid_raw} (ignore_index={self.ignore_index}"
+                f"{', reduce_zero_label: 0 is ignored too' if self.reduce_zero_label else ''}); "
+                "check --num-classes, --ignore-index and --reduce-zero-label"
             )
         if pred.size and (pred.min() < 0 or pred.max() >= C):
             bad = pred[(pred < 0) | (pred >= C)]
@@ -157,7 +159,8 @@ class SemSegEvaluator:
                 f"predicted label value(s) {_bad_values(bad)}{where} outside the class range "
                 f"0..{C - 1}; predictions must be class indices of the evaluated vocabulary"
             )
-        self.conf += np.bincount(gt_v * C + pred_v, minlength=C * C).reshape(C, C)
+        index = np.where(ignored, C * C, gt * C + pred)
+        self.conf += np.bincount(index.ravel(), minlength=C * C + 1)[: C * C].reshape(C, C)
         self.num_images += 1
 
     def total_area(self) -> dict[str, list[int]]:
