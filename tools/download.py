@@ -1,4 +1,4 @@
-"""List, describe and download zoo models: ``python tools/download.py list | info NAME | download NAME``."""
+"""Zoo models: ``python tools/download.py list | info NAME | download NAME [--zoo-file F]``."""
 
 import sys
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Publish a checkpoint: ``python tools/publish_model.py CKPT --name NAME [--out DIR] [--url-prefix URL]``."""
+"""Publish a checkpoint: ``publish_model.py CKPT --name NAME [--out DIR] [--url-prefix URL]``."""
 
 import sys
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""``publish_model CKPT --name NAME [--out DIR] [--url-prefix URL]`` (see :mod:`ovseg.zoo.publish`)."""
+"""``publish_model CKPT --name NAME [--out DIR] [--url-prefix URL]``, see ovseg.zoo.publish."""
 
 from __future__ import annotations
 

@@ -49,12 +49,16 @@ def _table(entries: Sequence[ZooEntry], cache_dir: str | None) -> str:
         cached = "yes" if cached_path(e, cache_dir).is_file() else "no"
         verified = "verified" if e.verified else "unverified"
         task = " / ".join(t for t in (e.task, e.dataset) if t)
-        metrics = format_metrics(e.metrics, datasets=("ade20k", "coco")) or format_metrics(e.metrics)
+        metrics = format_metrics(e.metrics, datasets=("ade20k", "coco")) or format_metrics(
+            e.metrics
+        )
         rows.append((e.name, task, format_size(e.size), verified, cached, metrics))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = []
     for r in rows:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1])
+        lines.append(
+            "  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]
+        )
     lines.insert(1, "  ".join("-" * w for w in widths) + "  " + "-" * len(rows[0][-1]))
     return "\n".join(lines)
 
@@ -74,7 +78,9 @@ def describe(entry: ZooEntry, cache_dir: str | Path | None = None, clip_info: bo
             lines.append(f"{key + ':':<10} {value}")
     for i, url in enumerate(entry.urls):
         lines.append(f"{'urls:' if i == 0 else '':<10} {i + 1}. {url}")
-    lines.append(f"size:      {format_size(entry.size)}" + (f" ({entry.size} bytes)" if entry.size else ""))
+    lines.append(
+        f"size:      {format_size(entry.size)}" + (f" ({entry.size} bytes)" if entry.size else "")
+    )
     if entry.sha256:
         lines.append(f"sha256:    {entry.sha256} (verified: checked on every use)")
     else:
@@ -177,7 +183,7 @@ def publish_main(argv: list[str] | None = None) -> int:
         epilog=(
             "example:\n  python tools/publish_model.py work_dirs/run/last.pth --name my-fcclip "
             "--out release/ --url-prefix https://example.org/ovseg\n"
-            "  then paste the printed entry into a zoo file and use it with --zoo-file or $OVSEG_ZOO"
+            "  then paste the printed entry into a zoo file; use it with --zoo-file or $OVSEG_ZOO"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -185,13 +191,19 @@ def publish_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", required=True, help="model name, also the file name's stem")
     parser.add_argument("--out", default=None, help="output directory (default: the checkpoint's)")
     parser.add_argument("--url-prefix", default=None, help="where the file will be hosted")
-    parser.add_argument("--config", default=None, help="config path relative to configs/ (optional)")
-    parser.add_argument("--clip-model", default=None, help="open_clip model (default: meta['clip'])")
+    parser.add_argument(
+        "--config", default=None, help="config path relative to configs/ (optional)"
+    )
+    parser.add_argument(
+        "--clip-model", default=None, help="open_clip model (default: meta['clip'])"
+    )
     parser.add_argument("--clip-pretrained", default=None, help="open_clip pretrained tag")
     args = parser.parse_args(argv)
     from ovseg.zoo.publish import publish_model
 
-    clip = {"model": args.clip_model, "pretrained": args.clip_pretrained} if args.clip_model else None
+    clip = (
+        {"model": args.clip_model, "pretrained": args.clip_pretrained} if args.clip_model else None
+    )
     try:
         result = publish_model(
             args.checkpoint, args.name, args.out, args.url_prefix, clip=clip, config=args.config
@@ -201,6 +213,8 @@ def publish_main(argv: list[str] | None = None) -> int:
         return 1
     if result.stripped:
         print(f"stripped: {', '.join(result.stripped)}", file=sys.stderr)
-    print(f"wrote {result.path} ({format_size(result.size)}, sha256 {result.sha256})", file=sys.stderr)
+    print(
+        f"wrote {result.path} ({format_size(result.size)}, sha256 {result.sha256})", file=sys.stderr
+    )
     print(result.entry_yaml, end="")
     return 0

@@ -214,7 +214,7 @@ def _with_query(url: str, **params: str) -> str:
 
 
 def normalise_drive_url(url: str) -> str:
-    """``drive.google.com/file/d/ID/view`` and ``open?id=ID`` -> ``drive.google.com/uc?...id=ID``."""
+    """Drive share links (``/file/d/ID/view``, ``open?id=ID``) -> ``uc?export=download&id=ID``."""
     parts = urlsplit(url)
     if parts.netloc not in ("drive.google.com", "docs.google.com"):
         return url
@@ -281,7 +281,9 @@ def _open(url: str, start: int, timeout_s: float) -> tuple[Any, int]:
         except urllib.error.HTTPError as e:
             e.close()
             if e.code == 416 and start > 0:
-                raise _RangeNotSatisfiable(f"HTTP 416 (range not satisfiable) from {current}") from None
+                raise _RangeNotSatisfiable(
+                    f"HTTP 416 (range not satisfiable) from {current}"
+                ) from None
             message = f"HTTP {e.code} {e.reason} from {current}"
             if e.code in RETRY_HTTP_CODES:
                 raise _Retryable(message) from None
@@ -293,7 +295,7 @@ def _open(url: str, start: int, timeout_s: float) -> tuple[Any, int]:
             if isinstance(reason, (TimeoutError, socket.timeout)):
                 raise _Retryable(f"timed out connecting to {current}") from None
             raise _Unreachable(f"cannot reach {current} ({reason})") from None
-        except (TimeoutError, socket.timeout, ConnectionError, http.client.HTTPException) as e:
+        except (TimeoutError, ConnectionError, http.client.HTTPException) as e:
             raise _Retryable(f"{type(e).__name__} from {current}: {e}") from None
         scheme = urlsplit(current).scheme
         if scheme == "file":
@@ -415,7 +417,7 @@ def _fetch_once(
             while True:
                 try:
                     block = response.read(CHUNK_BYTES)
-                except (TimeoutError, socket.timeout, ConnectionError, http.client.HTTPException) as e:
+                except (TimeoutError, ConnectionError, http.client.HTTPException) as e:
                     raise _Retryable(
                         f"connection to {url} broke after {start + written} bytes "
                         f"({type(e).__name__}: {e})"
@@ -464,8 +466,14 @@ def _fetch(
             if after <= before or isinstance(e, _RangeNotSatisfiable):
                 failures += 1
             if failures > retries:
-                kept = f"; {after} bytes are kept in {partial} for the next run to resume" if after else ""
-                raise DownloadError(f"{e} (gave up after {failures} failed attempts){kept}") from None
+                kept = (
+                    f"; {after} bytes are kept in {partial} for the next run to resume"
+                    if after
+                    else ""
+                )
+                raise DownloadError(
+                    f"{e} (gave up after {failures} failed attempts){kept}"
+                ) from None
             logger.warning("%s; retrying", e)
             time.sleep(backoff_s * (2 ** max(0, failures - 1)))
 
@@ -506,7 +514,9 @@ def download(
         DiskFullError: the disk filled up; the partial file is kept for resume.
         DownloadError: every URL failed (each one's URL and reason in the message).
     """
-    entry = name_or_entry if isinstance(name_or_entry, ZooEntry) else get_entry(name_or_entry, zoo_file)
+    entry = (
+        name_or_entry if isinstance(name_or_entry, ZooEntry) else get_entry(name_or_entry, zoo_file)
+    )
     final = cached_path(entry, cache_dir)
     state, actual = check_cached(entry, final)
     if state == "ok":
@@ -619,7 +629,9 @@ def _download_locked(
         raise type(e)(message)
     lines = "\n".join(f"  - {e}" for e in errors)
     cls = ChecksumError if all(isinstance(e, ChecksumError) for e in errors) else DownloadError
-    message = f"{entry.name}: all {len(errors)} URLs failed{where}:\n{lines}\n{hint.strip()}".rstrip()
+    message = (
+        f"{entry.name}: all {len(errors)} URLs failed{where}:\n{lines}\n{hint.strip()}".rstrip()
+    )
     if cls is ChecksumError:
         raise ChecksumError(message, errors[-1].expected, errors[-1].actual)  # type: ignore[attr-defined]
     raise DownloadError(message)

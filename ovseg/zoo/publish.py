@@ -141,9 +141,8 @@ def publish_model(
     clip = clip or _clip_from(ckpt)
     if clip:
         fields["clip"] = {"model": clip["model"], "pretrained": clip.get("pretrained")}
-    fields["contents"] = (
-        "ovseg checkpoint: resolved config + trainable weights"
-        + ("; frozen CLIP from open_clip" if clip and clip.get("pretrained") else "")
+    fields["contents"] = "ovseg checkpoint: resolved config + trainable weights" + (
+        "; frozen CLIP from open_clip" if clip and clip.get("pretrained") else ""
     )
     fields["filename"] = final.name
     fields["license"] = ""

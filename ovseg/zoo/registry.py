@@ -26,7 +26,7 @@ MANIFEST = Path(__file__).with_name("manifest.yaml")
 ENV_ZOO = "OVSEG_ZOO"
 
 FORMATS = ("ovseg", "fcclip")
-"""``ovseg``: written by ovseg (config + trainable weights); ``fcclip``: official detectron2 file."""
+"""``ovseg``: ovseg's own checkpoint (config + trainable weights); ``fcclip``: official file."""
 
 _FIELDS = (
     "config",
@@ -49,7 +49,7 @@ _CLIP_FIELDS = ("model", "pretrained")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _WEIGHT_SUFFIXES = (".pth", ".pt", ".pkl", ".bin", ".ckpt", ".safetensors")
 
-ZooFiles = Union[str, Path, Sequence[Union[str, Path]], None]
+ZooFiles = Union[str, Path, Sequence[Union[str, Path]], None]  # noqa: UP007 - runtime alias, py3.9
 
 
 class ZooFileError(ValueError):
@@ -150,7 +150,9 @@ class ZooEntry:
             raise ZooFileError(f"{where}: field 'urls' must be a non-empty list of URL strings")
         for u in urls:
             if urlsplit(u).scheme not in ("http", "https", "file"):
-                raise ZooFileError(f"{where}: URL {u!r} must start with http://, https:// or file://")
+                raise ZooFileError(
+                    f"{where}: URL {u!r} must start with http://, https:// or file://"
+                )
         sha256 = data.get("sha256")
         if sha256 is not None:
             if not isinstance(sha256, str) or not _SHA256_RE.match(sha256.strip().lower()):
@@ -178,14 +180,18 @@ class ZooEntry:
                         f"{where}: unknown field 'clip.{key}'{_did_you_mean(key, _CLIP_FIELDS)}"
                     )
             if not isinstance(clip.get("model"), str):
-                raise ZooFileError(f"{where}: field 'clip.model' (an open_clip model name) is missing")
+                raise ZooFileError(
+                    f"{where}: field 'clip.model' (an open_clip model name) is missing"
+                )
             pretrained = clip.get("pretrained")
             if pretrained is not None and not isinstance(pretrained, str):
                 raise ZooFileError(f"{where}: field 'clip.pretrained' must be a string or null")
             clip = {"model": clip["model"], "pretrained": pretrained}
         metrics = data.get("metrics") or {}
         if not isinstance(metrics, dict):
-            raise ZooFileError(f"{where}: field 'metrics' must be a mapping {{dataset: {{metric: value}}}}")
+            raise ZooFileError(
+                f"{where}: field 'metrics' must be a mapping {{dataset: {{metric: value}}}}"
+            )
         config = data.get("config")
         if config is not None and not isinstance(config, str):
             raise ZooFileError(f"{where}: field 'config' must be a path string or null")
@@ -252,7 +258,9 @@ def load_zoo_file(path: str | Path) -> dict[str, ZooEntry]:
     entries = {}
     for name, fields in data.items():
         if not isinstance(name, str) or not name.strip():
-            raise ZooFileError(f"zoo file {path}: model names must be non-empty strings, got {name!r}")
+            raise ZooFileError(
+                f"zoo file {path}: model names must be non-empty strings, got {name!r}"
+            )
         entries[name] = ZooEntry.from_dict(name, fields, zoo_file=str(path))
     return entries
 
@@ -377,10 +385,17 @@ def markdown_table(zoo_file: ZooFiles = None, names: Sequence[str] | None = None
         names: only these models, in this order (default: all).
     """
     zoo = load_zoo(zoo_file)
-    entries = [zoo[n] if n in zoo else get_entry(n, zoo_file) for n in names] if names else list(zoo.values())
+    entries = (
+        [zoo[n] if n in zoo else get_entry(n, zoo_file) for n in names]
+        if names
+        else list(zoo.values())
+    )
     columns = _metric_columns(entries)
     header = ["Model", "CLIP (open_clip)", "Trained on"]
-    header += [f"{DATASET_LABELS.get(ds, ds)} {' / '.join(m for m in ms if m)}".strip() for ds, ms in columns]
+    header += [
+        f"{DATASET_LABELS.get(ds, ds)} {' / '.join(m for m in ms if m)}".strip()
+        for ds, ms in columns
+    ]
     header += ["Size", "sha256"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for e in entries:
