@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -66,7 +65,11 @@ class TrainingSampler(Sampler):
         return self.rank + position * self.world_size
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        start = self.global_position()
+        # The start is read now, not at the first next(): a resumed position set before
+        # iter() is what the new iterator streams from.
+        return self._stream(self.global_position())
+
+    def _stream(self, start: int) -> Iterator[tuple[int, int]]:
         epoch, offset = divmod(start, self.size)
         perm = self.permutation(epoch)
         g = start
@@ -78,20 +81,18 @@ class TrainingSampler(Sampler):
                 epoch = new_epoch
                 perm = self.permutation(epoch)
 
-    def state_dict(self, position: int | None = None) -> dict[str, Any]:
-        """Plain-int state; ``position`` overrides the consumed count (e.g. from the loader).
+    def state_dict(self) -> dict[str, Any]:
+        """Plain-int state: ``position`` is the number of samples this rank has consumed.
 
-        ``global_position`` is the number of global-stream samples consumed by all ranks
-        together, so a run may resume on another number of processes.
+        This is the engine's sampler protocol: the Trainer overwrites ``position`` with the
+        samples its loop consumed and rescales it when resuming on another number of processes.
         """
-        position = self.position if position is None else position
         return {
             "seed": self.seed,
             "size": self.size,
             "shuffle": self.shuffle,
             "world_size": self.world_size,
-            "position": int(position),
-            "global_position": int(position) * self.world_size,
+            "position": int(self.position),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -107,15 +108,10 @@ class TrainingSampler(Sampler):
                     f"this run has {getattr(self, key)!r} (same dataset and seed are needed for "
                     "an exact resume)"
                 )
-        global_position = int(state["global_position"])
-        if global_position % self.world_size:
-            warnings.warn(
-                f"resuming a stream at global position {global_position} on {self.world_size} "
-                "processes: not a multiple, rounding down (the run is no longer exactly the "
-                "uninterrupted one)",
-                stacklevel=2,
-            )
-        self.position = global_position // self.world_size
+        position = int(state["position"])
+        if position < 0:
+            raise ValueError(f"sampler position must be >= 0, got {position}")
+        self.position = position
 
 
 class InferenceSampler(Sampler):
