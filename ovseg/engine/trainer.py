@@ -31,12 +31,13 @@ How ``ovseg/cli/train.py`` is meant to wire it (``cfg`` is the resolved, typed c
         load_weights(model, args.load_from)               # weights only, fresh schedule
     trainer.train()                                       # -> WORK_DIR/model_final.pth
 
-Sampler protocol (for exact resume of the data order): the sampler (``sampler=`` or
-``data_loader.sampler``) may have ``state_dict() -> dict`` and ``load_state_dict(dict)``. If the
-dict has a ``"position"`` key it must mean *samples this rank has drawn since the start of the
-run*; because a DataLoader with workers prefetches (the sampler runs ahead of the loop), the
-Trainer overwrites it with the samples the loop actually consumed
-(``iterations * grad_accum_steps * batch_size``) when it saves.
+Sampler protocol (for exact resume of the data order): the sampler (``sampler=``, else the
+loader or ``data_loader.sampler``, whichever is resumable) may have ``state_dict()`` and ``load_state_dict(dict)``. A DataLoader
+with workers prefetches, so the sampler runs ahead of the loop; the Trainer therefore tells it
+how many samples this rank actually consumed (``iterations * grad_accum_steps * batch_size``):
+through ``state_dict(position=n)`` when the method takes that keyword
+(:class:`ovseg.data.samplers.TrainingSampler` does), else by overwriting a ``"position"`` key of
+the returned dict.
 
 Randomness in the data path must come from the sampler or the main process's RNGs (restored on
 resume), or be seeded per sample: DataLoader workers restart their RNG streams when a resumed run
@@ -46,6 +47,7 @@ creates a new iterator.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
@@ -107,12 +109,17 @@ class Trainer:
             training trajectory.
         eval_period: evaluate every this many steps and at the end (0 = never).
         config_yaml: the resolved config, stored in every checkpoint.
-        sampler: the resumable data sampler; default ``data_loader.sampler`` when it has a
-            ``state_dict``.
+        sampler: what holds the data position (``state_dict``/``load_state_dict``); default
+            ``data_loader`` itself when it has both, else ``data_loader.sampler`` when it has.
         batch_size: samples per micro-batch on this rank; default ``data_loader.batch_size``.
         tensorboard: write TensorBoard event files.
         progress: draw a tqdm bar (default: when stderr is a terminal).
         meta: extra primitives for the checkpoints' ``"meta"`` entry.
+        model_checkpoint_fn: builds the model-only checkpoint dict (``format``, ``version``,
+            ``config``, ``model``, ``meta``) from the unwrapped model, e.g.
+            ``lambda m: ovseg.models.checkpoint_io.model_checkpoint(m, yaml)``; the Trainer
+            adds its training entries and meta. Default: ``model_state_dict(model)`` (the
+            model's ``trainable_state_dict()``) with ``config_yaml``.
     """
 
     def __init__(
@@ -138,6 +145,7 @@ class Trainer:
         tensorboard: bool = True,
         progress: bool | None = None,
         meta: Mapping[str, Any] | None = None,
+        model_checkpoint_fn: Callable[[nn.Module], Mapping[str, Any]] | None = None,
     ) -> None:
         if amp not in _AMP_DTYPES:
             raise ValueError(f"amp must be 'none', 'bf16' or 'fp16'; got {amp!r}")
@@ -169,6 +177,7 @@ class Trainer:
         self.tensorboard = tensorboard
         self.progress = progress
         self.meta = dict(meta or {})
+        self.model_checkpoint_fn = model_checkpoint_fn
 
         first = next(iter(self.model.parameters()), None)
         self.device = first.device if first is not None else torch.device("cpu")
@@ -185,9 +194,14 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp == "fp16")
 
         if sampler is None:
-            candidate = getattr(data_loader, "sampler", None)
-            if callable(getattr(candidate, "state_dict", None)):
-                sampler = candidate
+            # The loader itself when it is resumable (ovseg.data.build.TrainLoader), else its
+            # sampler when that is.
+            for candidate in (data_loader, getattr(data_loader, "sampler", None)):
+                if callable(getattr(candidate, "state_dict", None)) and callable(
+                    getattr(candidate, "load_state_dict", None)
+                ):
+                    sampler = candidate
+                    break
         self.sampler = sampler
         if batch_size is None:
             batch_size = getattr(data_loader, "batch_size", None)
@@ -211,9 +225,15 @@ class Trainer:
     def _sampler_state(self) -> dict[str, Any] | None:
         if self.sampler is None or not callable(getattr(self.sampler, "state_dict", None)):
             return None
+        consumed = self._samples_consumed()
+        try:
+            accepts_position = "position" in inspect.signature(self.sampler.state_dict).parameters
+        except (TypeError, ValueError):
+            accepts_position = False
+        if accepts_position and consumed is not None:
+            return dict(self.sampler.state_dict(position=consumed))
         state = dict(self.sampler.state_dict())
         if "position" in state:
-            consumed = self._samples_consumed()
             if consumed is None:
                 raise ValueError(
                     "the sampler reports a 'position' but the Trainer does not know the batch "
@@ -233,6 +253,14 @@ class Trainer:
             "iteration": self.iteration,
         }
         meta.update(self.meta)
+        if self.model_checkpoint_fn is not None:
+            state = dict(self.model_checkpoint_fn(self.model))
+            for key in ("format", "version", "model"):
+                if key not in state:
+                    raise KeyError(f"model_checkpoint_fn returned no {key!r} entry")
+            state.setdefault("config", self.config_yaml)
+            state["meta"] = {**dict(state.get("meta") or {}), **meta}
+            return state
         return {
             "format": CHECKPOINT_FORMAT,
             "version": CHECKPOINT_VERSION,
@@ -379,7 +407,11 @@ class Trainer:
             return
         state = dict(states[self.rank % len(states)])
         saved_world = int(saved.get("world_size", 1))
-        if saved_world != self.world_size and "position" in state:
+        if (
+            saved_world != self.world_size
+            and "position" in state
+            and "global_position" not in state
+        ):
             # Keep the number of samples seen by the whole job when the world size changes.
             per_rank = int(saved.get("samples_per_rank") or state["position"])
             state["position"] = per_rank * saved_world // self.world_size

@@ -37,8 +37,10 @@ def test_structured_merge_and_to_object():
         (
             ScheduleConfig,
             {"policy": "cosine"},
-            r"schedule\.policy must be one of 'multistep', "
-            r"'poly'; got 'cosine'",
+            (
+                r"schedule\.policy must be one of 'multistep', "
+                r"'poly'; got 'cosine'"
+            ),
         ),
         (ScheduleConfig, {"steps": [80, 60]}, r"schedule\.steps must be ascending"),
         (ScheduleConfig, {"grad_accum_steps": 0}, r"schedule\.grad_accum_steps must be >= 1"),

@@ -44,11 +44,11 @@ def _kill_midway(work_dir: Path, kwargs: dict, kill_at_call: int) -> None:
 
 CASES = {
     # dropout + a random crop drawn from the global RNG in the main process, accumulation 2
-    "fp32-accum-randomcrop": dict(grad_accum_steps=2, num_workers=0, random_crop=True),
+    "fp32-accum-randomcrop": {"grad_accum_steps": 2, "num_workers": 0, "random_crop": True},
     # two DataLoader workers prefetch ahead of the loop: the saved position must not
-    "bf16-workers": dict(amp="bf16", num_workers=2, random_crop=False),
+    "bf16-workers": {"amp": "bf16", "num_workers": 2, "random_crop": False},
     # fp16 autocast with a GradScaler whose state must come back
-    "fp16-scaler": dict(amp="fp16", num_workers=0, random_crop=True),
+    "fp16-scaler": {"amp": "fp16", "num_workers": 0, "random_crop": True},
 }
 
 
