@@ -10,9 +10,13 @@ import glob
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ovseg.inference.io import IMAGE_EXTENSIONS, ImageLoadError, load_image
 from ovseg.text.vocabulary import Vocabulary, builtin_names
+
+if TYPE_CHECKING:
+    from ovseg.inference.predictor import Segmenter
 
 TASK_CHOICES = ("panoptic", "semantic", "instance")
 _OUTPUT_SUFFIXES = ("_overlay.png", *(f"_{t}.png" for t in TASK_CHOICES))
@@ -205,6 +209,26 @@ def output_stems(paths: list[Path]) -> list[str]:
     return stems
 
 
+def overwrite_clashes(
+    images: list[Path], stems: list[str], out_dir: str | os.PathLike, task: str
+) -> dict[Path, Path]:
+    """Inputs whose outputs would overwrite an input image: {input: the output in the way}.
+
+    The demo never writes over an input (e.g. ``a.jpg`` next to an input named ``a_overlay.png``
+    in the output folder); such inputs are reported as failures instead.
+    """
+    from ovseg.visualization.export import output_paths
+
+    protected = {p.resolve() for p in images}
+    clashes: dict[Path, Path] = {}
+    for path, stem in zip(images, stems):
+        for target in output_paths(out_dir, stem, task).values():
+            if target.resolve() in protected:
+                clashes[path] = target
+                break
+    return clashes
+
+
 def _error(message: str) -> None:
     from tqdm import tqdm
 
@@ -242,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         seg = _build_segmenter(args)
         seg.encode_vocabulary(vocab)  # once; predict() reuses the cached text classifier
-    except Exception as e:
+    except Exception as e:  # one line for the user; OVSEG_DEBUG=1 shows the traceback
         if os.environ.get("OVSEG_DEBUG"):
             raise
         print(f"error: could not set up the model: {type(e).__name__}: {e}", file=sys.stderr)
@@ -250,11 +274,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from tqdm import tqdm
 
-    from ovseg.visualization.export import output_paths, save_prediction
+    from ovseg.visualization.export import save_prediction
 
-    protected = {p.resolve() for p in images}
     failures: list[Path] = []
     stems = output_stems(images)
+    clashes = overwrite_clashes(images, stems, out_dir, args.task)
     bar = tqdm(
         list(zip(images, stems)),
         desc="segmenting",
@@ -264,10 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     for path, stem in bar:
         try:
-            targets = output_paths(out_dir, stem, args.task)
-            clash = [t for t in targets.values() if t.resolve() in protected]
-            if clash:
-                raise ValueError(f"its output {clash[0]} would overwrite an input image")
+            if path in clashes:
+                raise ValueError(f"its output {clashes[path]} would overwrite an input image")
             image = load_image(path)
             pred = seg.predict(image, vocab, task=args.task)
             save_prediction(
@@ -283,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         except ImageLoadError as e:
             failures.append(path)
             _error(str(e))
-        except Exception as e:
+        except Exception as e:  # keep going past one bad image; report it with its path
             if os.environ.get("OVSEG_DEBUG"):
                 raise
             failures.append(path)
@@ -292,18 +314,15 @@ def main(argv: list[str] | None = None) -> int:
 
     done = len(images) - len(failures)
     print(f"wrote {done} of {len(images)} images to {out_dir}", file=sys.stderr)
+    if failures:
+        failed = ", ".join(str(p) for p in failures)
+        print(f"{len(failures)} image(s) failed: {failed}", file=sys.stderr)
     if failures or problems:
-        print(
-            f"{len(failures)} image(s) failed: {', '.join(str(p) for p in failures)}"
-            if failures
-            else "some inputs matched no image",
-            file=sys.stderr,
-        )
         return 1
     return 0
 
 
-def _build_segmenter(args: argparse.Namespace):
+def _build_segmenter(args: argparse.Namespace) -> Segmenter:
     import torch
 
     from ovseg import Segmenter
@@ -313,9 +332,7 @@ def _build_segmenter(args: argparse.Namespace):
         return Segmenter.from_config(
             args.config, weights=args.weights, overrides=list(args.opts), device=device
         )
-    if args.opts:
-        return Segmenter.from_pretrained(args.model, overrides=list(args.opts), device=device)
-    return Segmenter.from_pretrained(args.model, device=device)
+    return Segmenter.from_pretrained(args.model, overrides=list(args.opts), device=device)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,15 @@ from PIL import Image, ImageDraw, ImageFont
 from ovseg.inference.io import ImageInput, load_image
 from ovseg.inference.types import Prediction
 from ovseg.visualization.palette import class_color, palette
-from ovseg.visualization.segments import _np, check_task, kept_instances, label_map, segments_table
+from ovseg.visualization.segments import (
+    _np,
+    check_task,
+    instance_masks,
+    kept_instances,
+    label_map,
+    mask_boxes,
+    segments_table,
+)
 
 _EDGE_SHADE = 0.45  # boundary colour = class colour x this (a darker outline, as detectron2 draws)
 _MAX_LABEL_CHARS = 48
@@ -101,14 +109,25 @@ def overlay(
     thickness = max(1, round(min(img.shape[:2]) / 400))
     edge_colors = np.round(colors * _EDGE_SHADE).astype(np.uint8)
     if task == "instance":
-        masks = _np(prediction.instances.masks).astype(bool)
+        masks = instance_masks(prediction)
+        boxes = mask_boxes(masks)
         cls = _np(prediction.instances.labels).astype(np.int64).reshape(-1)
+        h, w = labels.shape
         # Lowest score first, so the best instance's outline ends on top; each mask gets its own
-        # outline so that overlapping instances of one class stay apart.
+        # outline so that overlapping instances of one class stay apart. Work inside each box
+        # (grown by the thickness) rather than on the whole image.
         for i in kept_instances(prediction, score_threshold)[::-1]:
-            m = masks[i]
+            x0, y0, x1, y1 = boxes[i]
+            if x1 <= x0:
+                continue
+            x0, y0 = max(0, x0 - thickness), max(0, y0 - thickness)
+            x1, y1 = min(w, x1 + thickness), min(h, y1 + thickness)
+            m = masks[i, y0:y1, x0:x1]
+            # The window extends past the mask wherever the image does, so outlines match a
+            # whole-image computation.
             e = _thicken(_edges(m), thickness) & m
-            out[e] = edge_colors[cls[i]]
+            window = out[y0:y1, x0:x1]
+            window[e] = edge_colors[cls[i]]
     else:
         e = _thicken(_edges(labels), thickness) & painted
         out[e] = edge_colors[classes[e]]

@@ -73,13 +73,27 @@ def label_map(prediction: Prediction, task: str, score_threshold: float = 0.0) -
         return _np(prediction.sem_seg).argmax(0).astype(np.int64)
     if task == "panoptic":
         return _np(prediction.panoptic_seg).astype(np.int64)
-    masks = _np(prediction.instances.masks).astype(bool)
+    masks = instance_masks(prediction)
     out = np.zeros(masks.shape[1:], dtype=np.int64)
     order = kept_instances(prediction, score_threshold)
-    # Paint the lowest score first so that the highest-scoring instance ends on top.
+    boxes = mask_boxes(masks)
+    # Paint the lowest score first so that the highest-scoring instance ends on top; each mask
+    # only within its box (masks are usually small next to the image).
     for rank in range(len(order) - 1, -1, -1):
-        out[masks[order[rank]]] = rank + 1
+        x0, y0, x1, y1 = boxes[order[rank]]
+        window = out[y0:y1, x0:x1]
+        window[masks[order[rank], y0:y1, x0:x1]] = rank + 1
     return out
+
+
+def instance_masks(prediction: Prediction) -> np.ndarray:
+    """(N, H, W) bool instance masks as numpy (no copy for a CPU bool tensor)."""
+    return _np(prediction.instances.masks).astype(bool, copy=False)
+
+
+def mask_boxes(masks: np.ndarray) -> np.ndarray:
+    """(N, H, W) bool -> (N, 4) int64 ``[x0, y0, x1, y1]`` boxes, exclusive ends (0 if empty)."""
+    return _boxes_from_occupancy(masks.any(2), masks.any(1))
 
 
 def _boxes_from_label_map(labels: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -157,11 +171,11 @@ def segments_table(
     else:
         inst = prediction.instances
         order = kept_instances(prediction, score_threshold)
-        masks = _np(inst.masks).astype(bool)[order]
+        masks = instance_masks(prediction)
         scores = _np(inst.scores).astype(np.float64).reshape(-1)[order]
         classes = _np(inst.labels).astype(np.int64).reshape(-1)[order]
-        area = masks.sum((1, 2)).astype(np.int64)
-        boxes = _boxes_from_occupancy(masks.any(2), masks.any(1))
+        area = np.count_nonzero(masks.reshape(len(masks), -1), axis=1).astype(np.int64)[order]
+        boxes = mask_boxes(masks)[order]
         for rank, (c, sc, a, box) in enumerate(
             zip(classes.tolist(), scores.tolist(), area.tolist(), boxes.tolist())
         ):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ovseg.cli.demo import collect_inputs, main, output_stems
+from ovseg.cli.demo import collect_inputs, main, output_stems, overwrite_clashes
 from ovseg.inference.io import rgb2id
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -179,3 +179,12 @@ def test_collect_inputs(tmp_path):
 def test_output_stems_never_collide():
     paths = [Path("x/a.jpg"), Path("x/a.png"), Path("y/a.jpg"), Path("x/b.jpg")]
     assert output_stems(paths) == ["a_jpg", "a_png", "a_jpg_2", "b"]
+
+
+def test_outputs_never_overwrite_an_input(tmp_path):
+    images = [tmp_path / "a.jpg", tmp_path / "a_overlay.png", tmp_path / "b.jpg"]
+    stems = output_stems(images)
+    assert overwrite_clashes(images, stems, tmp_path, "panoptic") == {
+        images[0]: tmp_path / "a_overlay.png"
+    }
+    assert overwrite_clashes(images, stems, tmp_path / "out", "panoptic") == {}
