@@ -173,7 +173,10 @@ def check_cached(entry: ZooEntry, path: Path) -> tuple[str, str | None]:
     actual = sha256_file(path)
     expected = entry.sha256 or read_sidecar(path)
     if expected is None:
-        _write_sidecar(path, actual)
+        try:
+            _write_sidecar(path, actual)
+        except OSError:  # a read-only (shared) cache: nothing to record, the file is accepted
+            pass
         return "ok", actual
     return ("ok" if actual == expected else "mismatch"), actual
 
@@ -523,7 +526,13 @@ def download(
         return final
     if is_offline():
         _raise_offline(entry, final, state, actual)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DownloadError(
+            f"cannot create the cache directory {final.parent} ({e.strerror}); set ${ENV_HOME} "
+            "or pass cache_dir= to use a writable directory"
+        ) from None
 
     def waiting(lock: Path) -> None:
         print(f"ovseg.zoo: waiting for another download of {final.name} ({lock})", file=sys.stderr)

@@ -104,12 +104,10 @@ def test_publish_rejects_foreign_checkpoints(tmp_path, capsys):
 
 
 def test_tools_script_help():
-    for script in ("tools/publish_model.py", "tools/download.py"):
+    commands = [["tools/publish_model.py"], ["tools/download.py"], ["-m", "ovseg.zoo"]]
+    for cmd in commands:
         out = subprocess.run(
-            [sys.executable, str(REPO / script), "--help"],
-            capture_output=True,
-            text=True,
-            timeout=60,
+            [sys.executable, *cmd, "--help"], capture_output=True, text=True, timeout=60, cwd=REPO
         )
         assert out.returncode == 0, out.stderr
         assert "usage:" in out.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -139,3 +140,16 @@ def test_cli_list(capsys, make_zoo):
     assert "unverified" in rn50 and "ADE20K PQ 17.9 mAP 9.5 mIoU 23.3" in rn50
     assert zoo.main(["list", "--markdown"]) == 0
     assert capsys.readouterr().out == zoo.markdown_table()
+
+
+def test_builtin_configs_exist_and_name_the_same_clip():
+    from ovseg.config import load_config
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    for e in load_zoo_file(zoo.MANIFEST).values():
+        path = configs / e.config
+        assert path.is_file(), f"{e.name}: {path} is missing"
+        backbone = load_config(path).model.backbone
+        assert (backbone.name, backbone.pretrained) == (e.clip["model"], e.clip["pretrained"]), (
+            e.name
+        )
