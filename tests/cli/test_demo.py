@@ -188,3 +188,19 @@ def test_outputs_never_overwrite_an_input(tmp_path):
         images[0]: tmp_path / "a_overlay.png"
     }
     assert overwrite_clashes(images, stems, tmp_path / "out", "panoptic") == {}
+
+
+def test_vocabulary_flags(tmp_path):
+    from ovseg.cli.demo import build_parser, load_vocabulary
+
+    base = ["--config", str(TINY), "--input", "x.jpg", "--output", str(tmp_path)]
+    v = load_vocabulary(build_parser().parse_args([*base, "--vocab", VOCAB]))
+    assert v.names == ["person", "cat", "cup", "table", "wall", "sky"]
+    assert v.isthing == [True, True, True, False, False, False]
+    assert v.synonyms[2] == ("cup", "mug")
+    f = tmp_path / "classes.txt"
+    f.write_text("zebra, zebras\ndry grass [stuff]\n")
+    v = load_vocabulary(build_parser().parse_args([*base, "--vocab-file", str(f)]))
+    assert v.names == ["zebra", "dry grass"] and v.isthing == [True, False]
+    v = load_vocabulary(build_parser().parse_args([*base, "--dataset-vocab", "ade20k-150"]))
+    assert len(v) == 150
