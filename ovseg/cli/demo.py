@@ -23,20 +23,22 @@ _OUTPUT_SUFFIXES = ("_overlay.png", *(f"_{t}.png" for t in TASK_CHOICES))
 
 EPILOG = """\
 examples:
-  # one image, your own classes (';' between classes, ',' between synonyms, [stuff] marks stuff)
-  python demo/demo.py --model fcclip_cocopan.pth --input demo/examples/chelsea.jpg \\
+  # official FC-CLIP weights: the config that describes them + the checkpoint; your own classes
+  # (';' between classes, ',' between synonyms, [stuff] marks a stuff class)
+  python demo/demo.py --config configs/fcclip/fcclip_convnext_large_eval_ade20k.yaml \\
+      --weights fcclip_cocopan.pth --input demo/examples/chelsea.jpg \\
       --vocab "cat, kitten; wooden table, table [stuff]; wall [stuff]" --output out/
 
-  # a folder of images with a built-in dataset vocabulary, semantic segmentation
-  python demo/demo.py --config configs/fcclip/fcclip_convnext_large_eval_ade20k.yaml \\
-      --weights fcclip_cocopan.pth --input demo/examples/ --dataset-vocab ade20k-150 \\
-      --task semantic --output out/
+  # an ovseg checkpoint (it carries its config) or a model-zoo name; a folder of images,
+  # a built-in dataset vocabulary, semantic segmentation
+  python demo/demo.py --model my_ovseg_model.pth --input demo/examples/ \\
+      --dataset-vocab ade20k-150 --task semantic --output out/
 
   # a glob, classes from a file (.txt: one class per line; .json: [{"name", "isthing"}])
-  python demo/demo.py --model fcclip_cocopan.pth --input "photos/*.jpg" --vocab-file classes.txt \\
+  python demo/demo.py --model my_ovseg_model.pth --input "photos/*.jpg" --vocab-file classes.txt \\
       --task instance --score-threshold 0.3 --output out/
 
-  # the tiny random-weight test model (runs anywhere, output is noise)
+  # the tiny random-weight test model (runs anywhere in seconds; its output is noise)
   python demo/demo.py --config configs/tests/fcclip_tiny.yaml --input demo/examples/ \\
       --vocab "person; cat; cup" --output out/ --device cpu
 
@@ -66,10 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument(
         "--model",
         metavar="NAME_OR_PATH",
-        help="an ovseg or official FC-CLIP checkpoint, or a model-zoo name",
+        help="an ovseg checkpoint or a model-zoo name (official FC-CLIP weights: --config + --weights)",
     )
     model.add_argument(
-        "--weights", metavar="CKPT", help="checkpoint for --config (omit: random init)"
+        "--weights",
+        metavar="CKPT",
+        help="ovseg or official FC-CLIP checkpoint for --config (omit: random init)",
     )
     model.add_argument(
         "--opts",
