@@ -346,3 +346,37 @@ def test_cli_download_and_info(server, make_zoo, capsys, isolated_env):
     assert zoo.main(["download", "cli-modl", "--zoo-file", str(zoo_file)]) == 2
     _, err = capsys.readouterr()
     assert "did you mean 'cli-model'" in err
+
+
+def test_killed_downloader_leaves_no_stale_lock_and_is_resumed(server, make_zoo, tmp_path):
+    import signal
+    import time
+
+    data = payload(600_000, seed=18)
+    url = server.add("/killed.pth", data, delay_s=0.05)
+    zoo_file = make_zoo({"killed": {"url": url, "sha256": sha256(data), "size": len(data)}})
+    code = "import sys; from ovseg import zoo; zoo.download('killed', sys.argv[1], sys.argv[2])"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(zoo_file), str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    partial = tmp_path / "killed.pth.partial"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not partial.exists() or partial.stat().st_size == 0):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)  # no cleanup at all: lock file and partial stay behind
+    proc.wait(timeout=30)
+    have = partial.stat().st_size
+    assert 0 < have < len(data)
+    server.routes["/killed.pth"].delay_s = 0.0
+
+    path = zoo.download("killed", zoo_file=zoo_file, cache_dir=tmp_path, **FAST)
+
+    assert path.read_bytes() == data
+    last = server.hits("/killed.pth")[-1]
+    assert last.range is not None and last.range.startswith("bytes=")
+    assert int(last.range[6:-1]) == have  # resumed where the killed process stopped
+    assert _leftovers(tmp_path) == []
