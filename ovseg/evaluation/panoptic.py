@@ -89,15 +89,15 @@ class PanopticEvaluator:
 
     def __init__(self, categories: Sequence[Mapping[str, Any]]) -> None:
         if not categories:
-            raise ValueError("categories is empty: pass the ground truth's category list")
+            raise EvaluationError("categories is empty: pass the ground truth's category list")
         self.categories = [dict(c) for c in categories]
         self.cat_index: dict[int, int] = {}
         for i, c in enumerate(self.categories):
             for key in ("id", "isthing"):
                 if key not in c:
-                    raise ValueError(f"category {i} ({c!r}) has no {key!r}")
+                    raise EvaluationError(f"category {i} ({c!r}) has no {key!r}")
             if int(c["id"]) in self.cat_index:
-                raise ValueError(f"category id {c['id']} is listed twice")
+                raise EvaluationError(f"category id {c['id']} is listed twice")
             self.cat_index[int(c["id"])] = i
         self.isthing = np.array([bool(c["isthing"]) for c in self.categories])
         self.reset()
@@ -365,7 +365,15 @@ def evaluate_panoptic_files(
     pred_anns = pr.get("annotations") if isinstance(pr, dict) else pr
     if not isinstance(pred_anns, list):
         raise EvaluationError(f"{pred_json}: expected {{'annotations': [...]}} or a list")
-    evaluator = PanopticEvaluator(gt["categories"])
+    try:
+        evaluator = PanopticEvaluator(gt["categories"])
+    except EvaluationError as e:
+        raise EvaluationError(f"{gt_json}: {e}") from None
+    for path, anns in ((gt_json, gt["annotations"]), (pred_json, pred_anns)):
+        for k, a in enumerate(anns):
+            lacking = [f for f in ("image_id", "file_name", "segments_info") if f not in a]
+            if lacking:
+                raise EvaluationError(f"{path}: annotation {k} has no {', '.join(lacking)}")
     gt_by_id = {a["image_id"]: a for a in gt["annotations"]}
     pred_by_id: dict[Any, dict] = {}
     for a in pred_anns:

@@ -82,16 +82,16 @@ class SemSegEvaluator:
         class_names: Sequence[str] | None = None,
     ) -> None:
         if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+            raise EvaluationError(f"num_classes must be >= 1, got {num_classes}")
         if convention not in CONVENTIONS:
-            raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+            raise EvaluationError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
         if 0 <= ignore_index < num_classes:
-            raise ValueError(
+            raise EvaluationError(
                 f"ignore_index {ignore_index} is a valid class index (num_classes={num_classes}); "
                 "choose a value outside 0..num_classes-1, e.g. 255"
             )
         if class_names is not None and len(class_names) != num_classes:
-            raise ValueError(f"{len(class_names)} class names given for {num_classes} classes")
+            raise EvaluationError(f"{len(class_names)} class names given for {num_classes} classes")
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.reduce_zero_label = reduce_zero_label

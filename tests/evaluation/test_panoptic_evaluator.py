@@ -215,3 +215,14 @@ def test_files_missing_png_is_named(tmp_path):
         EvaluationError, match=f"panoptic PNG not found: {tmp_path / 'pred' / 'x.png'}"
     ):
         evaluate_panoptic_files(*files)
+
+
+def test_files_malformed_json_is_named(tmp_path):
+    files = _write_set(tmp_path, [{"image_id": 1, "segments_info": []}])
+    with pytest.raises(EvaluationError, match=r"pred\.json: annotation 0 has no file_name"):
+        evaluate_panoptic_files(*files)
+    gt = json.loads(files[0].read_text())
+    gt["categories"].append(dict(CATS[0]))
+    files[0].write_text(json.dumps(gt))
+    with pytest.raises(EvaluationError, match=r"gt\.json: category id 1 is listed twice"):
+        evaluate_panoptic_files(*files)
