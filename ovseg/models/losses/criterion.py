@@ -72,7 +72,8 @@ class SetCriterion(nn.Module):
     over ranks when :mod:`torch.distributed` is initialised, at least 1).
 
     Args:
-        num_classes: number of real classes C (the logits have C + 1 entries).
+        num_classes: number of real classes C (the logits have C + 1 entries); None takes C from
+            ``pred_logits`` at each call (open vocabulary: the classifier follows the vocabulary).
         matcher: the query-to-target matcher.
         weight_dict: loss name (``loss_ce``, ``loss_mask``, ``loss_dice``) → weight; the
             auxiliary copies ``loss_ce_0`` ... use the same weight as their base loss unless given.
@@ -86,7 +87,7 @@ class SetCriterion(nn.Module):
 
     def __init__(
         self,
-        num_classes: int,
+        num_classes: int | None,
         matcher: HungarianMatcher,
         weight_dict: dict[str, float],
         eos_coef: float = 0.1,
@@ -111,10 +112,18 @@ class SetCriterion(nn.Module):
         self.oversample_ratio = oversample_ratio
         self.importance_sample_ratio = importance_sample_ratio
         self.deep_supervision = deep_supervision
-        empty_weight = torch.ones(num_classes + 1)
-        empty_weight[-1] = eos_coef
-        # Not persistent: checkpoints hold trainable weights only; this buffer is derived.
-        self.register_buffer("empty_weight", empty_weight, persistent=False)
+        if num_classes is not None:
+            # Not persistent: checkpoints hold trainable weights only; this buffer is derived.
+            self.register_buffer(
+                "empty_weight", self._empty_weight(num_classes), persistent=False
+            )
+        else:
+            self.register_buffer("empty_weight", None, persistent=False)
+
+    def _empty_weight(self, num_classes: int) -> torch.Tensor:
+        weight = torch.ones(num_classes + 1)
+        weight[-1] = self.eos_coef
+        return weight
 
     # ----------------------------------------------------------------- losses
     def loss_labels(
@@ -122,18 +131,22 @@ class SetCriterion(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """Cross-entropy of (B, Q, C + 1) ``pred_logits``; unmatched queries target class C."""
         src_logits = outputs["pred_logits"].float()
-        if src_logits.shape[-1] != self.num_classes + 1:
+        num_classes = src_logits.shape[-1] - 1
+        if self.num_classes is not None and num_classes != self.num_classes:
             raise ValueError(
-                f"pred_logits has {src_logits.shape[-1]} classes, expected num_classes + 1 = "
+                f"pred_logits has {num_classes + 1} classes, expected num_classes + 1 = "
                 f"{self.num_classes + 1} (the last one is 'no object')"
             )
+        empty_weight = self.empty_weight
+        if empty_weight is None:
+            empty_weight = self._empty_weight(num_classes)
         batch_idx, src_idx = _src_permutation_idx(indices)
         target_classes_o = torch.cat(
             [t["labels"][j] for t, (_, j) in zip(targets, indices)]
         ).to(src_logits.device, torch.int64)
         target_classes = torch.full(
             src_logits.shape[:2],
-            self.num_classes,
+            num_classes,
             dtype=torch.int64,
             device=src_logits.device,
         )
@@ -143,7 +156,7 @@ class SetCriterion(nn.Module):
         loss_ce = F.cross_entropy(
             src_logits.transpose(1, 2),
             target_classes,
-            self.empty_weight.to(src_logits.device),
+            empty_weight.to(src_logits.device),
         )
         return {"loss_ce": loss_ce}
 
@@ -230,6 +243,13 @@ class SetCriterion(nn.Module):
             raise ValueError(
                 f"{len(targets)} targets for a batch of {outputs['pred_logits'].shape[0]} images"
             )
+        num_classes = outputs["pred_logits"].shape[-1] - 1
+        labels = torch.cat([t["labels"].reshape(-1) for t in targets])
+        if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
+            raise ValueError(
+                f"target labels {sorted(set(labels.tolist()))} fall outside the {num_classes} "
+                "classes of pred_logits: the dataset's classes and the training vocabulary differ"
+            )
         num_masks = self.get_num_masks(targets, outputs["pred_logits"].device)
         main = {k: v for k, v in outputs.items() if k != "aux_outputs"}
         losses = self._compute(main, targets, num_masks, suffix="")
@@ -272,13 +292,14 @@ def _src_permutation_idx(indices: Indices) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def build_criterion(
-    cfg: LossConfig, num_classes: int, num_decoder_layers: int = 0
+    cfg: LossConfig, num_classes: int | None = None, num_decoder_layers: int = 0
 ) -> SetCriterion:
     """Build the matcher and criterion from a :class:`LossConfig`.
 
     Args:
         cfg: loss settings.
-        num_classes: number of real classes C of the training vocabulary.
+        num_classes: number of real classes C of the training vocabulary; None (default) reads
+            it from ``pred_logits`` at each call.
         num_decoder_layers: number L of auxiliary outputs, used only to list the aux weights in
             ``weight_dict`` (the criterion accepts any number of ``aux_outputs``).
 

@@ -178,3 +178,25 @@ def test_wrong_class_count_is_named():
             },
             _targets(),
         )
+
+
+def test_open_vocabulary_criterion_takes_the_class_count_from_the_logits():
+    criterion = build_criterion(LossConfig(train_num_points=64))  # num_classes=None
+    for num_classes in (3, 7):
+        pred_logits = torch.randn(1, 4, num_classes + 1)
+        losses = criterion(
+            {"pred_logits": pred_logits, "pred_masks": torch.randn(1, 4, 8, 8)},
+            _targets(),
+        )
+        assert torch.isfinite(losses["loss_ce"])
+    with pytest.raises(
+        ValueError, match=r"target labels \[0, 1\] fall outside the 1 classes"
+    ):
+        criterion(
+            {
+                "pred_logits": torch.randn(1, 4, 2),
+                "pred_masks": torch.randn(1, 4, 8, 8),
+            },
+            _targets(),
+        )
+    assert "empty_weight" not in criterion.state_dict()
