@@ -110,8 +110,8 @@ class HungarianMatcher(nn.Module):
                 out_mask = pred_masks[b].float()[None]  # (1, Q, h, w)
                 tgt_mask = target["masks"].to(out_mask)[None]  # (1, N, H, W)
                 coords = torch.rand(1, self.num_points, 2, device=out_mask.device)
-                tgt_points = point_sample(tgt_mask, coords, align_corners=False)[0]  # (N, P)
-                out_points = point_sample(out_mask, coords, align_corners=False)[0]  # (Q, P)
+                tgt_points = point_sample(tgt_mask, coords)[0]  # (N, P)
+                out_points = point_sample(out_mask, coords)[0]  # (Q, P)
                 cost_mask = batch_sigmoid_ce_cost(out_points, tgt_points)
                 cost_dice = batch_dice_cost(out_points, tgt_points)
                 cost = (
