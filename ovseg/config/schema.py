@@ -9,6 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
+from ovseg.data.config import DataConfig
+from ovseg.engine.config import OptimConfig, RuntimeConfig, ScheduleConfig
+from ovseg.models.losses.config import LossConfig
+
 CLIP_MEAN_255 = [122.7709383, 116.7460125, 104.09373615]
 CLIP_STD_255 = [68.5005327, 66.6321579, 70.32316305]
 
@@ -93,7 +97,7 @@ class ModelConfig:
     test: TestConfig = field(default_factory=TestConfig)
     pixel_mean: List[float] = field(default_factory=lambda: list(CLIP_MEAN_255))
     pixel_std: List[float] = field(default_factory=lambda: list(CLIP_STD_255))
-    loss: Any = None
+    loss: LossConfig = field(default_factory=LossConfig)
 
 
 @dataclass
@@ -101,7 +105,7 @@ class Config:
     """The whole experiment: model, data, optimisation, schedule, runtime."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
-    data: Any = None
-    optim: Any = None
-    schedule: Any = None
-    runtime: Any = None
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)

@@ -78,6 +78,9 @@ class Segmenter:
         """Load an ovseg checkpoint, an official FC-CLIP checkpoint (needs ``config``), or a model
         zoo name (downloaded and cached on first use)."""
         path = Path(path_or_name)
+        looks_like_path = path.suffix in (".pth", ".pt", ".pkl", ".ckpt", ".bin") or len(path.parts) > 1
+        if looks_like_path and not path.is_file():
+            raise CheckpointError(f"checkpoint not found: {path}")
         if not path.is_file():
             from ovseg import zoo
 

@@ -64,8 +64,6 @@ def build_text_encoder(cfg: ModelConfig, backbone: CLIPBackbone) -> TextEncoder:
 
 
 def build_criterion(cfg: ModelConfig):
-    if cfg.loss is None:
-        return None
     from ovseg.models.losses import build_criterion as _build
 
     return _build(cfg.loss)

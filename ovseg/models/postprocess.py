@@ -125,8 +125,6 @@ def instance_inference(
     thing = torch.as_tensor(list(isthing), dtype=torch.bool, device=mask_cls.device)
     keep = thing[labels]
     top_scores, labels, queries = top_scores[keep], labels[keep], queries[keep]
-    order = torch.argsort(top_scores, descending=True, stable=True)
-    top_scores, labels, queries = top_scores[order], labels[order], queries[order]
     if queries.numel() == 0:
         h, w = resize(mask_logits[:1]).shape[-2:]
         empty = torch.zeros((0, h, w), dtype=torch.bool, device=mask_logits.device)
@@ -135,9 +133,11 @@ def instance_inference(
     logits = resize(mask_logits[uniq])
     binary = logits > 0
     mask_scores = (logits.sigmoid().flatten(1) * binary.flatten(1)).sum(1) / (binary.flatten(1).sum(1) + 1e-6)
+    scores = top_scores * mask_scores[inverse]
+    order = torch.argsort(scores, descending=True, stable=True)
     return {
-        "masks": binary[inverse],
-        "scores": top_scores * mask_scores[inverse],
-        "labels": labels,
-        "query_index": queries,
+        "masks": binary[inverse][order],
+        "scores": scores[order],
+        "labels": labels[order],
+        "query_index": queries[order],
     }

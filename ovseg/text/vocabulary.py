@@ -61,6 +61,8 @@ class Vocabulary:
         isthing: per-class thing flag (instances are counted); default all True.
         ids: optional dataset category ids, kept for evaluation output.
         name: optional label for logs and caches (e.g. "ade20k-150").
+        allow_duplicates: accept repeated canonical names (some dataset lists have them, e.g.
+            ADE20K-847's two "pot" classes); user vocabularies should not.
 
     Raises:
         ValueError: empty vocabulary, a blank class or synonym, a duplicated class, or flags whose
@@ -73,6 +75,7 @@ class Vocabulary:
         isthing: Sequence[bool] | None = None,
         ids: Sequence[int] | None = None,
         name: str | None = None,
+        allow_duplicates: bool = False,
     ) -> None:
         if isinstance(classes, str):
             raise TypeError(
@@ -98,7 +101,7 @@ class Vocabulary:
             if not all(synonyms):
                 raise ValueError(f"class {i} ({raw!r}) has an empty synonym: remove the stray comma")
             canonical = synonyms[0]
-            if canonical.lower() in seen:
+            if canonical.lower() in seen and not allow_duplicates:
                 raise ValueError(
                     f"class {i} ({canonical!r}) duplicates class {seen[canonical.lower()]}; "
                     "merge them into one class with synonyms instead"
@@ -177,7 +180,7 @@ class Vocabulary:
         names, _, ids = _parse_lines(lines)
         thing_ids = _builtin_thing_ids().get(key)
         flags = [i in thing_ids for i in ids] if thing_ids is not None else None
-        return cls(names, isthing=flags, ids=ids, name=key)
+        return cls(names, isthing=flags, ids=ids, name=key, allow_duplicates=True)
 
     @classmethod
     def _from_classes(cls, classes: Iterable[VocabClass], name: str | None = None) -> Vocabulary:
@@ -188,6 +191,7 @@ class Vocabulary:
             isthing=[c.isthing for c in classes],
             ids=ids if all(i is not None for i in ids) else None,
             name=name,
+            allow_duplicates=True,
         )
 
     # ----------------------------------------------------------------- accessors
