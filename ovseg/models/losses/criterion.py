@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -292,12 +294,15 @@ def _src_permutation_idx(indices: Indices) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def build_criterion(
-    cfg: LossConfig, num_classes: int | None = None, num_decoder_layers: int = 0
+    cfg: LossConfig | Mapping[str, Any] | None = None,
+    num_classes: int | None = None,
+    num_decoder_layers: int = 0,
 ) -> SetCriterion:
     """Build the matcher and criterion from a :class:`LossConfig`.
 
     Args:
-        cfg: loss settings.
+        cfg: loss settings; a mapping (e.g. an OmegaConf section) with LossConfig's keys, or
+            None for the defaults (FC-CLIP's recipe).
         num_classes: number of real classes C of the training vocabulary; None (default) reads
             it from ``pred_logits`` at each call.
         num_decoder_layers: number L of auxiliary outputs, used only to list the aux weights in
@@ -305,7 +310,20 @@ def build_criterion(
 
     Returns:
         the :class:`SetCriterion`; its ``weight_dict`` names every loss it returns.
+
+    Raises:
+        TypeError: a mapping with keys that LossConfig does not have (named).
     """
+    if cfg is None:
+        cfg = LossConfig()
+    elif not isinstance(cfg, LossConfig):
+        values = dict(cfg.items()) if hasattr(cfg, "items") else vars(cfg)
+        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(LossConfig)})
+        if unknown:
+            raise TypeError(
+                f"unknown loss setting(s) {unknown}; LossConfig has {list(vars(LossConfig()))}"
+            )
+        cfg = LossConfig(**values)
     matcher = HungarianMatcher(
         cost_class=cfg.class_weight,
         cost_mask=cfg.mask_weight,

@@ -200,3 +200,15 @@ def test_open_vocabulary_criterion_takes_the_class_count_from_the_logits():
             _targets(),
         )
     assert "empty_weight" not in criterion.state_dict()
+
+
+def test_build_criterion_from_a_mapping_or_nothing():
+    from omegaconf import OmegaConf
+
+    c = build_criterion(
+        OmegaConf.create({"class_weight": 3.0, "train_num_points": 100})
+    )
+    assert c.weight_dict["loss_ce"] == 3.0 and c.matcher.num_points == 100
+    assert build_criterion().matcher.num_points == 12544
+    with pytest.raises(TypeError, match=r"unknown loss setting\(s\) \['dice_wieght'\]"):
+        build_criterion({"dice_wieght": 1.0})
