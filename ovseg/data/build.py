@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset
 
+from ovseg.text.vocabulary import Vocabulary
+
 from .config import DATASET_TYPES, DataConfig, DatasetConfig, TrainAugConfig
 from .datasets import (
     CocoPanopticDataset,
@@ -81,19 +83,24 @@ def build_dataset(
 
 # ---------------------------------------------------------------------------------- collate
 def collate_train(
-    samples: Sequence[dict[str, Any]], pad_size: tuple[int, int] | None = None
+    samples: Sequence[dict[str, Any]],
+    pad_size: tuple[int, int] | None = None,
+    vocabulary: Vocabulary | None = None,
 ) -> dict[str, Any]:
     """Batch training samples, zero-padding at the bottom/right.
 
     Args:
         samples: dataset outputs (``image`` (h, w, 3) uint8, ``labels``, ``masks`` (N, h, w)).
         pad_size: pad at least to this (H, W) (the crop size), more if an image is larger.
+        vocabulary: the dataset's classes, passed on as ``batch["vocabulary"]`` (label k is
+            ``vocabulary[k]``) so the model classifies into exactly the dataset's classes.
 
     Returns:
         ``images``: (B, 3, H, W) uint8 RGB, zero outside each image's valid region;
         ``targets``: B dicts ``labels`` (N,) int64, ``masks`` (N, H, W) bool at the padded size;
         ``image_sizes``: B (h, w) valid sizes; ``indices``: dataset indices;
-        ``num_skipped``: corrupt samples skipped while loading this batch.
+        ``num_skipped``: corrupt samples skipped while loading this batch;
+        ``vocabulary``: when given.
     """
     height = max(s["image"].shape[0] for s in samples)
     width = max(s["image"].shape[1] for s in samples)
@@ -108,23 +115,29 @@ def collate_train(
         masks[:, :h, :w] = torch.from_numpy(s["masks"])
         targets.append({"labels": torch.from_numpy(s["labels"]).long(), "masks": masks})
         sizes.append((h, w))
-    return {
+    batch = {
         "images": images,
         "targets": targets,
         "image_sizes": sizes,
         "indices": [s["index"] for s in samples],
         "num_skipped": sum(s["num_skipped"] for s in samples),
     }
+    if vocabulary is not None:
+        batch["vocabulary"] = vocabulary
+    return batch
 
 
 class _PadCollate:
     """Picklable ``collate_train`` with a fixed pad size (for worker processes)."""
 
-    def __init__(self, pad_size: tuple[int, int] | None) -> None:
+    def __init__(
+        self, pad_size: tuple[int, int] | None, vocabulary: Vocabulary | None = None
+    ) -> None:
         self.pad_size = pad_size
+        self.vocabulary = vocabulary
 
     def __call__(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        return collate_train(samples, self.pad_size)
+        return collate_train(samples, self.pad_size, self.vocabulary)
 
 
 def collate_test(samples: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -189,7 +202,7 @@ class TrainLoader:
             dataset,
             batch_sampler=BatchSampler(sampler, batch_size, drop_last=True),
             num_workers=num_workers,
-            collate_fn=_PadCollate(pad_size),
+            collate_fn=_PadCollate(pad_size, getattr(dataset, "vocabulary", None)),
             pin_memory=pin_memory and torch.cuda.is_available(),
             worker_init_fn=seed_worker,
             generator=torch.Generator().manual_seed(generator_seed),

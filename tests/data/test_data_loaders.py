@@ -53,6 +53,14 @@ def test_train_batch_layout(cfg):
         assert not t["masks"][:, h:].any() and not t["masks"][:, :, w:].any()
         assert t["masks"][:, :h, :w].sum(0).max() <= 1
     assert batch["num_skipped"] == 0
+    assert batch["vocabulary"].names == [
+        "circle",
+        "square",
+        "triangle",
+        "sky",
+        "grass",
+        "water",
+    ]
 
 
 def test_exact_resume_matches_a_straight_run(cfg):
