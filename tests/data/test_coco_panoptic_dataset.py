@@ -206,3 +206,14 @@ def test_test_time_resize_and_no_targets(coco):
     s = ds[0]
     assert s["image"].shape == (56, 70, 3)  # 32x40 → short 64 → 64x80 → capped to 56x70
     assert (s["height"], s["width"]) == (32, 40) and "masks" not in s
+
+
+def test_records_are_serialized_for_fork_friendly_workers():
+    from ovseg.data.datasets.base import SerializedList
+
+    records = SerializedList([{"a": 1}, {"b": [2, 3]}, "x"])
+    assert len(records) == 3 and records[1] == {"b": [2, 3]} and records[-1] == "x"
+    assert list(records) == [{"a": 1}, {"b": [2, 3]}, "x"]
+    with pytest.raises(IndexError):
+        records[3]
+    assert len(SerializedList([])) == 0

@@ -17,6 +17,7 @@ from .base import (
     VOID,
     DatasetError,
     SegmentationDataset,
+    SerializedList,
     list_paths,
     read_image,
     read_png_array,
@@ -108,8 +109,11 @@ class CocoPanopticDataset(SegmentationDataset):
         self.category_id_to_contiguous = {
             c["id"]: i for i, c in enumerate(self.categories)
         }
-        self.records: list[dict[str, Any]] = self._parse_records(data)
-        self._check_files()
+        records = self._parse_records(data)
+        del data
+        self._check_files(records)
+        self.records = SerializedList(records)
+        del records
         json_names = [c["name"] for c in self.categories]
         isthing = [bool(c["isthing"]) for c in self.categories]
         ids = [c["id"] for c in self.categories]
@@ -233,13 +237,13 @@ class CocoPanopticDataset(SegmentationDataset):
             )
         return records
 
-    def _check_files(self) -> None:
+    def _check_files(self, records: list[dict[str, Any]]) -> None:
         missing_images = [
-            r["file_name"] for r in self.records if not os.path.isfile(r["file_name"])
+            r["file_name"] for r in records if not os.path.isfile(r["file_name"])
         ]
         missing_pngs = [
             r["pan_seg_file_name"]
-            for r in self.records
+            for r in records
             if not os.path.isfile(r["pan_seg_file_name"])
         ]
         parts = []
