@@ -1,0 +1,350 @@
+"""``tools/test.py``: evaluate a model on a test set or on FC-CLIP's whole zero-shot suite.
+
+Test data comes from the config's ``data.test`` (any dataset type), from ``--dataset NAME`` (a
+prepared benchmark under ``$OVSEG_DATA``) or from ``--suite fcclip`` (every benchmark of FC-CLIP's
+table that is prepared). Prints a table and writes ``metrics.json`` (one key per task, each the
+JSON ``python -m ovseg.evaluation`` writes, plus ``meta``). ``torchrun --nproc-per-node N`` shards
+the images over N processes with the single-process numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+EPILOG = """\
+examples:
+  # official FC-CLIP weights on ADE20K-150 (panoptic, instance and semantic), results in work/ade
+  python tools/test.py configs/fcclip/fcclip_convnext_large_eval_ade20k.yaml \\
+      --weights fcclip_cocopan.pth --dataset ade20k-150 --out work/ade
+
+  # the whole zero-shot table (prepared benchmarks under $OVSEG_DATA; missing ones are skipped)
+  OVSEG_DATA=/data python tools/test.py configs/fcclip/fcclip_convnext_large_eval_ade20k.yaml \\
+      --weights fcclip_cocopan.pth --suite fcclip --out work/suite
+
+  # the config's own data.test, semantic only, mmseg's NaN rules, 50 images, saved predictions
+  python tools/test.py my_config.yaml --weights work/run/model_final.pth --task semantic \\
+      --convention mmseg --limit 50 --save-predictions --out work/quick
+
+  # 4 processes (GPUs or CPU/gloo): each takes every 4th image; the numbers equal one process
+  torchrun --nproc-per-node 4 tools/test.py CONFIG --weights W --dataset cityscapes --out work/cs
+
+  # any config key on the command line (the benchmark's FC-CLIP test size is used otherwise)
+  python tools/test.py CONFIG --weights W --dataset coco-panoptic model.test.min_size=640
+
+outputs in --out: metrics.json (semantic / panoptic / instance / meta); with --suite one folder
+per benchmark plus suite.json and suite.md (FC-CLIP's README table); with --save-predictions
+predictions/ (semantic label PNGs, COCO panoptic PNGs + panoptic.json, COCO instance results);
+with --visualize visualizations/ (overlays). Exit status: 0 ok, 1 evaluation error, 2 bad usage
+or missing data/weights.
+"""
+
+SUITES = ("fcclip",)
+# FC-CLIP README table: (column label, benchmark, metrics) in order.
+SUITE_COLUMNS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("ADE20K", "ade20k-150", ("PQ", "AP", "mIoU")),
+    ("A-847", "ade20k-847", ("mIoU",)),
+    ("PC-459", "pascal-context-459", ("mIoU",)),
+    ("PC-59", "pascal-context-59", ("mIoU",)),
+    ("PAS-21", "pascal-voc-21", ("mIoU",)),
+    ("PAS-20", "pascal-voc-20", ("mIoU",)),
+    ("Cityscapes", "cityscapes", ("PQ", "AP", "mIoU")),
+    ("Mapillary", "mapillary-vistas", ("PQ", "mIoU")),
+    ("COCO", "coco-panoptic", ("PQ", "AP", "mIoU")),
+)
+
+
+class UsageError(Exception):
+    """Bad command line or missing input: printed as one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="test.py",
+        description="Evaluate an ovseg / FC-CLIP model: mIoU, PQ and mask AP on a test set or on "
+        "FC-CLIP's zero-shot benchmark suite.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("config", metavar="CONFIG", help="model config YAML")
+    p.add_argument(
+        "--weights",
+        metavar="W",
+        help="ovseg or official FC-CLIP checkpoint, or a model-zoo name (omit: RANDOM weights)",
+    )
+    src = p.add_mutually_exclusive_group()
+    src.add_argument(
+        "--dataset",
+        metavar="NAME",
+        help="a prepared benchmark under $OVSEG_DATA (ade20k-150, ade20k-847, pascal-context-59, "
+        "pascal-context-459, pascal-voc-20, pascal-voc-21, cityscapes, mapillary-vistas, "
+        "coco-panoptic); default: the config's data.test",
+    )
+    src.add_argument("--suite", choices=SUITES, help="every benchmark of FC-CLIP's table")
+    p.add_argument(
+        "--task",
+        choices=("semantic", "instance", "panoptic", "all"),
+        default="all",
+        help="what to score (default all: every task the ground truth supports)",
+    )
+    p.add_argument("--out", metavar="DIR", help="write metrics.json (and outputs) here")
+    p.add_argument(
+        "--save-predictions",
+        action="store_true",
+        help="export predictions in standard formats under DIR/predictions",
+    )
+    p.add_argument("--visualize", action="store_true", help="write overlays under DIR/visualizations")
+    p.add_argument("--limit", type=int, metavar="N", help="only the first N images of each set")
+    p.add_argument(
+        "--convention",
+        choices=("detectron2", "mmseg"),
+        default="detectron2",
+        help="semantic NaN rules (default detectron2, as FC-CLIP's table)",
+    )
+    p.add_argument("--data-root", metavar="DIR", help="benchmark data root (default $OVSEG_DATA)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("opts", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 evaluation error, 2 usage)."""
+    parser = build_parser()
+    args = parser.parse_intermixed_args(argv)
+    try:
+        return _run(args)
+    except UsageError as e:
+        print(f"test.py: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ovseg.config import ConfigError, load_config
+    from ovseg.data.datasets import DatasetError
+    from ovseg.engine.dist import destroy_distributed, init_distributed
+    from ovseg.evaluation.errors import EvaluationError
+
+    bad = [o for o in args.opts if "=" not in o]
+    if bad:
+        raise UsageError(f"unexpected argument(s) {bad}: config overrides look like key.sub=value")
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit must be >= 1, got {args.limit}")
+    if (args.save_predictions or args.visualize) and not args.out:
+        raise UsageError("--save-predictions / --visualize need --out DIR")
+    weights = _check_weights(args.weights)
+    try:
+        cfg = load_config(args.config, args.opts)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    info = init_distributed("cpu" if args.device == "cpu" else "auto")
+    rank = info.rank
+    try:
+        device = args.device or str(info.device)
+        if info.world_size > 1 and info.device.type == "cuda":
+            device = str(info.device)
+        segmenter = _build_segmenter(args.config, cfg, weights, args.opts, device, rank)
+        meta = {"weights": str(weights) if weights else None, "config": str(args.config)}
+        size_overridden = any(
+            o.split("=", 1)[0].strip() in ("model.test.min_size", "model.test.max_size")
+            for o in args.opts
+        )
+        try:
+            if args.suite:
+                return _run_suite(args, segmenter, meta, size_overridden, rank)
+            source = _single_source(args, cfg, rank)
+            result = _evaluate_one(args, segmenter, source, args.out, meta, size_overridden)
+        except (EvaluationError, DatasetError) as e:
+            print(f"test.py: error: {e}", file=sys.stderr)
+            return 1
+        if rank == 0:
+            from ovseg.evaluation.runner import format_summary
+
+            print(format_summary(result))
+            if args.out:
+                print(f"wrote {Path(args.out) / 'metrics.json'}")
+        return 0
+    finally:
+        destroy_distributed()
+
+
+def _check_weights(weights: str | None) -> str | None:
+    if weights is None:
+        if int(os.environ.get("RANK", "0")) == 0:
+            bar = "!" * 78
+            print(
+                f"{bar}\nWARNING: no --weights given: the model is RANDOMLY initialised and its "
+                f"metrics are\nmeaningless (fine for a smoke test only).\n{bar}",
+                file=sys.stderr,
+            )
+        return None
+    path = Path(weights).expanduser()
+    if path.is_file():
+        return str(path)
+    looks_like_path = path.suffix != "" or len(path.parts) > 1
+    if looks_like_path:
+        raise UsageError(f"weights file not found: {path}")
+    return weights  # a model-zoo name
+
+
+def _build_segmenter(config_path, cfg, weights, overrides, device, rank):
+    from ovseg.inference.predictor import Segmenter
+    from ovseg.models.weights import CheckpointError
+
+    try:
+        if weights is not None and not Path(weights).is_file():
+            return Segmenter.from_pretrained(
+                weights, config=cfg, device=device, overrides=overrides
+            )
+        return Segmenter.from_config(cfg, weights=weights, device=device)
+    except CheckpointError as e:
+        raise UsageError(str(e)) from None
+    except KeyError as e:  # unknown zoo name
+        raise UsageError(e.args[0] if e.args else str(e)) from None
+
+
+def _tasks_arg(task: str) -> list[str] | None:
+    return None if task == "all" else [task]
+
+
+def _load_benchmark(name: str, args: argparse.Namespace, tasks: Sequence[str] | None):
+    from ovseg.data.benchmarks import load_benchmark
+
+    try:
+        return load_benchmark(name, args.data_root, tasks)
+    except KeyError as e:
+        raise UsageError(e.args[0] if e.args else str(e)) from None
+
+
+def _single_source(args: argparse.Namespace, cfg: Any, rank: int) -> Any:
+    from ovseg.data import build_dataset
+    from ovseg.data.benchmarks import BENCHMARKS, BenchmarkNotFoundError
+
+    name = args.dataset
+    test = cfg.data.test
+    unset = not any((test.image_root, test.panoptic_json, test.image_dir, test.label_dir))
+    if name is None and unset:
+        vocab = (cfg.model.test.vocabulary or "").lower().replace("_", "-")
+        if vocab not in BENCHMARKS:
+            raise UsageError(
+                f"{args.config} has no data.test: set data.test.* (e.g. data.test.type="
+                "coco_panoptic data.test.image_root=...) or pass --dataset NAME / --suite fcclip"
+            )
+        name = vocab
+        if rank == 0:
+            print(f"no data.test in {args.config}: evaluating benchmark {name!r} "
+                  "(model.test.vocabulary)", file=sys.stderr)  # fmt: skip
+    if name is not None:
+        try:
+            return _load_benchmark(name, args, _tasks_arg(args.task))
+        except (BenchmarkNotFoundError, ValueError) as e:
+            raise UsageError(str(e)) from None
+    from ovseg.data.datasets import DatasetError
+
+    try:
+        return build_dataset(test, train=False)
+    except DatasetError as e:
+        raise UsageError(str(e)) from None
+
+
+def _evaluate_one(args, segmenter, source, out_dir, meta, size_overridden) -> dict[str, Any]:
+    from ovseg.data.benchmarks import Benchmark
+    from ovseg.evaluation.runner import evaluate
+
+    t = segmenter.config.model.test
+    saved = (t.min_size, t.max_size)
+    if isinstance(source, Benchmark) and not size_overridden:
+        t.min_size, t.max_size = source.min_size_test, source.max_size_test
+    try:
+        return evaluate(
+            segmenter,
+            source,
+            tasks=args.task,
+            convention=args.convention,
+            out_dir=out_dir,
+            save_predictions=args.save_predictions,
+            visualize=args.visualize,
+            limit=args.limit,
+            progress=not args.no_progress,
+            meta=meta,
+        )
+    finally:
+        t.min_size, t.max_size = saved
+
+
+# ---------------------------------------------------------------------------------- suite
+def _run_suite(args, segmenter, meta, size_overridden, rank) -> int:
+    from ovseg.data.benchmarks import FCCLIP_SUITE, BenchmarkNotFoundError, data_root
+    from ovseg.evaluation.runner import format_summary
+
+    results: dict[str, Any] = {}
+    missing: dict[str, str] = {}
+    for name, suite_tasks in FCCLIP_SUITE:
+        tasks = list(suite_tasks) if args.task == "all" else [args.task]
+        if args.task != "all" and args.task not in suite_tasks:
+            continue
+        try:
+            bench = _load_benchmark(name, args, tasks)
+        except (BenchmarkNotFoundError, ValueError) as e:
+            missing[name] = str(e)
+            if rank == 0:
+                print(f"skipping {name}: {e}", file=sys.stderr)
+            continue
+        out = Path(args.out) / name if args.out else None
+        results[name] = _evaluate_one(args, segmenter, bench, out, meta, size_overridden)
+        if rank == 0:
+            print(format_summary(results[name]))
+    if rank == 0:
+        table = suite_table(results)
+        print(format_suite_markdown(table, missing))
+        if args.out:
+            from ovseg.evaluation.cli import write_json
+
+            out = Path(args.out)
+            suite = {
+                "table": table,
+                "benchmarks": {k: _headline(v) for k, v in results.items()},
+                "missing": missing,
+                "meta": {**meta, "convention": args.convention},
+            }
+            write_json(suite, out / "suite.json")
+            (out / "suite.md").write_text(format_suite_markdown(table, missing) + "\n",
+                                          encoding="utf-8")  # fmt: skip
+            print(f"wrote {out / 'suite.json'} and {out / 'suite.md'}")
+    return 0 if results else 2
+
+
+def _headline(result: dict[str, Any]) -> dict[str, Any]:
+    from ovseg.evaluation.runner import summarize
+
+    return {"metrics": summarize(result), "meta": result.get("meta", {})}
+
+
+def suite_table(results: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+    """FC-CLIP's README row: ``"ADE20K PQ"`` ... ``"COCO mIoU"`` -> value in percent, or None
+    where the benchmark or task was not evaluated."""
+    from ovseg.evaluation.runner import summarize
+
+    row: dict[str, float | None] = {}
+    for label, bench, metrics in SUITE_COLUMNS:
+        s = summarize(results[bench]) if bench in results else {}
+        for m in metrics:
+            v = s.get(m)
+            row[f"{label} {m}"] = None if v is None or not math.isfinite(v) else float(v)
+    return row
+
+
+def format_suite_markdown(table: dict[str, float | None], missing: dict[str, str] | None = None) -> str:
+    """The suite row as a Markdown table in FC-CLIP's README column order (``-`` = not run)."""
+    head = "| " + " | ".join(table) + " |"
+    rule = "|" + "|".join(":---:" for _ in table) + "|"
+    row = "| " + " | ".join("-" if v is None else f"{v:.1f}" for v in table.values()) + " |"
+    lines = [head, rule, row]
+    if missing:
+        lines += ["", "Not evaluated (data missing): " + ", ".join(missing)]
+    return "\n".join(lines)
