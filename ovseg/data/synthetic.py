@@ -163,10 +163,7 @@ def render_synthetic_scene(
             r = rng.uniform(0.08, 0.18) * min(height, width)
             cx, cy = rng.uniform(r, width - r), rng.uniform(r, height - r)
             box = (cx - r - 2, cy - r - 2, cx + r + 2, cy + r + 2)
-            if all(
-                box[2] < b[0] or b[2] < box[0] or box[3] < b[1] or b[3] < box[1]
-                for b in boxes
-            ):
+            if all(box[2] < b[0] or b[2] < box[0] or box[3] < b[1] or b[3] < box[1] for b in boxes):
                 break
         else:
             continue
@@ -184,9 +181,7 @@ def render_synthetic_scene(
         ids[region] = sid
         crowd = int(rng.random() < crowd_prob)
         segments.append({"id": sid, "category_id": cat_id, "iscrowd": crowd})
-        colour = np.array(cats[cat_id]["color"], dtype=np.float32) + rng.uniform(
-            -15, 15, 3
-        )
+        colour = np.array(cats[cat_id]["color"], dtype=np.float32) + rng.uniform(-15, 15, 3)
         image[region] = colour + rng.normal(0, 4, (int(region.sum()), 3))
 
     out = []
@@ -205,9 +200,7 @@ def render_synthetic_scene(
 def id2rgb(ids: np.ndarray) -> np.ndarray:
     """(H, W) int segment ids (< 256^3) → (H, W, 3) uint8 RGB with id = R + 256 G + 256^2 B."""
     ids = np.asarray(ids, dtype=np.int64)
-    return np.stack([ids % 256, ids // 256 % 256, ids // 65536 % 256], axis=-1).astype(
-        np.uint8
-    )
+    return np.stack([ids % 256, ids // 256 % 256, ids // 65536 % 256], axis=-1).astype(np.uint8)
 
 
 def _save_image(image: np.ndarray, path: Path) -> None:
@@ -298,9 +291,7 @@ def make_synthetic_coco_panoptic(
         "".join(f"{c['id']}: {SYNONYMS[c['id']]}\n" for c in CATEGORIES),
         encoding="utf-8",
     )
-    return SyntheticCocoPanoptic(
-        image_root, panoptic_json, panoptic_root, vocabulary, num_images
-    )
+    return SyntheticCocoPanoptic(image_root, panoptic_json, panoptic_root, vocabulary, num_images)
 
 
 def make_synthetic_semantic_folder(
@@ -345,8 +336,7 @@ def make_synthetic_semantic_folder(
     classes = root / "classes.txt"
     classes.write_text(
         "".join(
-            SYNONYMS[c["id"]] + ("" if c["isthing"] else " [stuff]") + "\n"
-            for c in CATEGORIES
+            SYNONYMS[c["id"]] + ("" if c["isthing"] else " [stuff]") + "\n" for c in CATEGORIES
         ),
         encoding="utf-8",
     )
@@ -368,13 +358,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("root", help="output folder")
     parser.add_argument("-n", "--num-images", type=int, default=16)
-    parser.add_argument(
-        "--size", type=int, nargs=2, default=(128, 128), metavar=("H", "W")
-    )
+    parser.add_argument("--size", type=int, nargs=2, default=(128, 128), metavar=("H", "W"))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--split", default="train2017", help="COCO split name (coco_panoptic)"
-    )
+    parser.add_argument("--split", default="train2017", help="COCO split name (coco_panoptic)")
     parser.add_argument("--image-format", choices=("png", "jpg"), default="png")
     parser.add_argument("--max-things", type=int, default=3)
     parser.add_argument(

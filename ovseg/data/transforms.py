@@ -35,9 +35,7 @@ class ResizeScale(A.DualTransform):
     ) -> None:
         super().__init__(p=p)
         if not 0 < min_scale <= max_scale:
-            raise ValueError(
-                f"need 0 < min_scale <= max_scale, got {min_scale}, {max_scale}"
-            )
+            raise ValueError(f"need 0 < min_scale <= max_scale, got {min_scale}, {max_scale}")
         self.min_scale = min_scale
         self.max_scale = max_scale
         self.target_height = target_height
@@ -51,19 +49,13 @@ class ResizeScale(A.DualTransform):
         out_w = max(1, round(w * ratio))
         return {"out_size": (out_h, out_w)}
 
-    def apply(
-        self, img: np.ndarray, out_size: tuple[int, int], **params: Any
-    ) -> np.ndarray:
-        return cv2.resize(
-            img, (out_size[1], out_size[0]), interpolation=cv2.INTER_LINEAR
-        )
+    def apply(self, img: np.ndarray, out_size: tuple[int, int], **params: Any) -> np.ndarray:
+        return cv2.resize(img, (out_size[1], out_size[0]), interpolation=cv2.INTER_LINEAR)
 
     def apply_to_mask(
         self, mask: np.ndarray, out_size: tuple[int, int], **params: Any
     ) -> np.ndarray:
-        return cv2.resize(
-            mask, (out_size[1], out_size[0]), interpolation=cv2.INTER_NEAREST
-        )
+        return cv2.resize(mask, (out_size[1], out_size[0]), interpolation=cv2.INTER_NEAREST)
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ("min_scale", "max_scale", "target_height", "target_width")
@@ -125,9 +117,7 @@ def build_train_transform(cfg: TrainAugConfig) -> A.Compose:
     steps: list[A.BasicTransform] = []
     if cfg.hflip:
         steps.append(A.HorizontalFlip(p=0.5))
-    steps.append(
-        ResizeScale(cfg.min_scale, cfg.max_scale, cfg.crop_size, cfg.crop_size)
-    )
+    steps.append(ResizeScale(cfg.min_scale, cfg.max_scale, cfg.crop_size, cfg.crop_size))
     steps.append(FixedSizeCrop(cfg.crop_size, cfg.crop_size))
     return A.Compose(steps)
 
@@ -153,9 +143,7 @@ def apply_train_transform(
     return out["image"], out["mask"]
 
 
-def shortest_edge_size(
-    height: int, width: int, short: int, max_size: int = 0
-) -> tuple[int, int]:
+def shortest_edge_size(height: int, width: int, short: int, max_size: int = 0) -> tuple[int, int]:
     """Output (h, w) of detectron2's ``ResizeShortestEdge.get_output_shape``.
 
     Args:
@@ -175,9 +163,7 @@ def shortest_edge_size(
     return int(new_h + 0.5), int(new_w + 0.5)
 
 
-def resize_shortest_edge(
-    image: np.ndarray, short: int, max_size: int = 0
-) -> np.ndarray:
+def resize_shortest_edge(image: np.ndarray, short: int, max_size: int = 0) -> np.ndarray:
     """Resize an (H, W, 3) uint8 image as detectron2's ``ResizeShortestEdge`` (PIL bilinear).
 
     Returns:

@@ -20,15 +20,11 @@ from ovseg.data.synthetic import id2rgb, make_synthetic_coco_panoptic
 
 @pytest.fixture
 def coco(tmp_path):
-    return make_synthetic_coco_panoptic(
-        tmp_path / "coco", num_images=5, size=(32, 40), seed=1
-    )
+    return make_synthetic_coco_panoptic(tmp_path / "coco", num_images=5, size=(32, 40), seed=1)
 
 
 def _open(out, **kwargs):
-    return CocoPanopticDataset(
-        out.image_root, out.panoptic_json, out.panoptic_root, **kwargs
-    )
+    return CocoPanopticDataset(out.image_root, out.panoptic_json, out.panoptic_root, **kwargs)
 
 
 def _edit_json(out, fn):
@@ -41,13 +37,9 @@ def test_missing_paths_are_named(coco, tmp_path):
     missing = tmp_path / "nope.json"
     with pytest.raises(DatasetError, match=f"panoptic_json not found: {missing}"):
         CocoPanopticDataset(coco.image_root, missing, coco.panoptic_root)
-    with pytest.raises(
-        DatasetError, match=f"image_root folder not found: {tmp_path / 'imgs'}"
-    ):
+    with pytest.raises(DatasetError, match=f"image_root folder not found: {tmp_path / 'imgs'}"):
         CocoPanopticDataset(tmp_path / "imgs", coco.panoptic_json, coco.panoptic_root)
-    with pytest.raises(
-        DatasetError, match=f"panoptic_root folder not found: {tmp_path / 'p'}"
-    ):
+    with pytest.raises(DatasetError, match=f"panoptic_root folder not found: {tmp_path / 'p'}"):
         CocoPanopticDataset(coco.image_root, coco.panoptic_json, tmp_path / "p")
     with pytest.raises(DatasetError, match="image_root is not set"):
         CocoPanopticDataset("", coco.panoptic_json, coco.panoptic_root)
@@ -56,13 +48,9 @@ def test_missing_paths_are_named(coco, tmp_path):
 def test_build_dataset_prefixes_the_config_section(tmp_path):
     cfg = DatasetConfig(image_root=str(tmp_path), panoptic_json=str(tmp_path / "x.json"),
                         panoptic_root=str(tmp_path))  # fmt: skip
-    with pytest.raises(
-        DatasetError, match=r"^data\.train: coco_panoptic: panoptic_json not found"
-    ):
+    with pytest.raises(DatasetError, match=r"^data\.train: coco_panoptic: panoptic_json not found"):
         build_dataset(cfg, train=True)
-    with pytest.raises(
-        DatasetError, match=r"data\.test\.type: unknown dataset type 'coco'"
-    ):
+    with pytest.raises(DatasetError, match=r"data\.test\.type: unknown dataset type 'coco'"):
         build_dataset(DatasetConfig(type="coco"), train=False)
 
 
@@ -100,32 +88,22 @@ def test_png_ids_not_matching_segments_info(coco):
     assert str(path) in str(err.value) and "[777]" in str(err.value)
     # Large datasets skip the up-front pass: the same error then comes when the sample loads.
     ds = _open(coco, verify=False)
-    with pytest.raises(
-        DatasetError, match=r"ids \[777\] are in the PNG but not in segments_info"
-    ):
+    with pytest.raises(DatasetError, match=r"ids \[777\] are in the PNG but not in segments_info"):
         ds[2]
 
 
 def test_segments_info_id_absent_from_png(coco):
     def add_ghost(data):
-        data["annotations"][0]["segments_info"].append(
-            {"id": 4242, "category_id": 1, "iscrowd": 0}
-        )
+        data["annotations"][0]["segments_info"].append({"id": 4242, "category_id": 1, "iscrowd": 0})
 
     _edit_json(coco, add_ghost)
-    with pytest.raises(
-        DatasetError, match=r"000000000001\.png.*ids \[4242\] are in segments_info"
-    ):
+    with pytest.raises(DatasetError, match=r"000000000001\.png.*ids \[4242\] are in segments_info"):
         _open(coco)
 
 
 def test_unknown_category_and_empty_dataset(coco):
-    _edit_json(
-        coco, lambda d: d["annotations"][1]["segments_info"][0].update(category_id=99)
-    )
-    with pytest.raises(
-        DatasetError, match=r"000000000002\.png: unknown category_id\(s\) \[99\]"
-    ):
+    _edit_json(coco, lambda d: d["annotations"][1]["segments_info"][0].update(category_id=99))
+    with pytest.raises(DatasetError, match=r"000000000002\.png: unknown category_id\(s\) \[99\]"):
         _open(coco)
     _edit_json(coco, lambda d: d.update(annotations=[]))
     with pytest.raises(DatasetError, match="no annotated images: the dataset is empty"):
@@ -157,9 +135,7 @@ def test_vocabulary_by_id_by_order_and_mismatch(coco, tmp_path):
         DatasetError, match=r"no class for category id\(s\) \[23\]; unknown .*\[99\]"
     ):
         _open(coco, vocabulary=str(wrong_ids))
-    with pytest.raises(
-        DatasetError, match="neither a file nor a built-in vocabulary name"
-    ):
+    with pytest.raises(DatasetError, match="neither a file nor a built-in vocabulary name"):
         _open(coco, vocabulary=str(tmp_path / "missing.txt"))
 
 
@@ -169,9 +145,7 @@ def test_corrupt_image_skipped_in_training_or_raised_when_strict(coco, caplog):
     train = _open(coco, train=True)
     with caplog.at_level(logging.WARNING):
         sample = train[1]
-    assert (
-        sample["index"] == 2 and sample["num_skipped"] == 1
-    )  # the next sample instead
+    assert sample["index"] == 2 and sample["num_skipped"] == 1  # the next sample instead
     assert train.num_skipped == 1
     assert "000000000002.png" in caplog.text
     with pytest.raises(CorruptSampleError, match=f"cannot read image {bad}"):
@@ -183,9 +157,7 @@ def test_corrupt_image_skipped_in_training_or_raised_when_strict(coco, caplog):
 def test_eval_record_and_semantic_gt(coco):
     ds = _open(coco)
     rec = ds.get_eval_record(0)
-    assert rec["image_id"] == 1 and rec["file_name"].endswith(
-        "train2017/000000000001.png"
-    )
+    assert rec["image_id"] == 1 and rec["file_name"].endswith("train2017/000000000001.png")
     assert rec["pan_seg_file_name"].endswith("panoptic_train2017/000000000001.png")
     assert (rec["height"], rec["width"]) == (32, 40)
     assert {"id", "category_id"} <= set(rec["segments_info"][0])

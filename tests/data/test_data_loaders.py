@@ -17,9 +17,7 @@ from ovseg.data.synthetic import make_synthetic_coco_panoptic
 
 @pytest.fixture(scope="module")
 def cfg(tmp_path_factory):
-    out = make_synthetic_coco_panoptic(
-        tmp_path_factory.mktemp("synth"), 10, (48, 64), seed=2
-    )
+    out = make_synthetic_coco_panoptic(tmp_path_factory.mktemp("synth"), 10, (48, 64), seed=2)
     ds = DatasetConfig(image_root=str(out.image_root), panoptic_json=str(out.panoptic_json),
                        panoptic_root=str(out.panoptic_root))  # fmt: skip
     return DataConfig(train=ds, test=ds, batch_size=3, num_workers=0, pin_memory=False,
@@ -34,9 +32,7 @@ def _same(a, b):
     assert a["indices"] == b["indices"] and a["image_sizes"] == b["image_sizes"]
     assert torch.equal(a["images"], b["images"])
     for ta, tb in zip(a["targets"], b["targets"]):
-        assert torch.equal(ta["labels"], tb["labels"]) and torch.equal(
-            ta["masks"], tb["masks"]
-        )
+        assert torch.equal(ta["labels"], tb["labels"]) and torch.equal(ta["masks"], tb["masks"])
 
 
 def test_train_batch_layout(cfg):
@@ -46,9 +42,7 @@ def test_train_batch_layout(cfg):
     for img, t, (h, w) in zip(images, batch["targets"], batch["image_sizes"]):
         assert t["labels"].dtype == torch.int64 and t["masks"].dtype == torch.bool
         assert t["masks"].shape == (len(t["labels"]), 56, 56)
-        assert (
-            len(t["labels"]) > 0 and t["masks"].flatten(1).any(1).all()
-        )  # no empty mask
+        assert len(t["labels"]) > 0 and t["masks"].flatten(1).any(1).all()  # no empty mask
         assert not img[:, h:].any() and not img[:, :, w:].any()  # zero padding
         assert not t["masks"][:, h:].any() and not t["masks"][:, :, w:].any()
         assert t["masks"][:, :h, :w].sum(0).max() <= 1
@@ -90,10 +84,7 @@ def test_two_ranks_equal_one_process_with_the_same_global_batch(cfg):
         build_train_loader(DataConfig(**{**cfg.__dict__, "batch_size": 4}), seed=3), 2
     )
     half = DataConfig(**{**cfg.__dict__, "batch_size": 2})
-    ranks = [
-        _batches(build_train_loader(half, seed=3, rank=r, world_size=2), 2)
-        for r in range(2)
-    ]
+    ranks = [_batches(build_train_loader(half, seed=3, rank=r, world_size=2), 2) for r in range(2)]
     for step in range(2):
         got = {i: (img, t["masks"]) for r in range(2) for i, img, t in
                zip(ranks[r][step]["indices"], ranks[r][step]["images"], ranks[r][step]["targets"])}  # fmt: skip
@@ -108,10 +99,7 @@ def test_test_loader_shards_and_records(cfg):
     seen = []
     for rank in range(3):
         for (sample,) in build_test_loader(cfg, rank=rank, world_size=3):
-            assert (
-                sample["image"].shape == (3, 48, 64)
-                and sample["image"].dtype == torch.uint8
-            )
+            assert sample["image"].shape == (3, 48, 64) and sample["image"].dtype == torch.uint8
             assert sample["record"]["image_id"] == sample["index"] + 1
             seen.append(sample["index"])
     assert seen == list(range(10))

@@ -36,9 +36,7 @@ def test_exact_resume_of_the_position():
     first = _take(sampler, 9)
     sampler.position += 9  # what the loader does as it hands out samples
     state = sampler.state_dict()
-    assert state["position"] == 9 and all(
-        isinstance(v, (int, bool)) for v in state.values()
-    )
+    assert state["position"] == 9 and all(isinstance(v, (int, bool)) for v in state.values())
     resumed = TrainingSampler(7, seed=1)
     resumed.load_state_dict(state)
     assert first + _take(resumed, 16) == straight
@@ -53,9 +51,7 @@ def test_two_ranks_take_disjoint_shards_that_interleave_to_one_stream():
     assert not epoch0[0] & epoch0[1] and epoch0[0] | epoch0[1] == set(range(12))
     # Resume of rank 1 at position 5.
     s = TrainingSampler(12, seed=0, rank=1, world_size=2)
-    s.load_state_dict(
-        {"seed": 0, "size": 12, "shuffle": True, "world_size": 2, "position": 5}
-    )
+    s.load_state_dict({"seed": 0, "size": 12, "shuffle": True, "world_size": 2, "position": 5})
     assert _take(s, 7) == r1[5:]
 
 

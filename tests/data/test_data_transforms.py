@@ -6,9 +6,7 @@ import pytest
 from ovseg.data import TrainAugConfig, build_train_transform, shortest_edge_size
 from ovseg.data.transforms import apply_train_transform
 
-COLOURS = np.array(
-    [[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0]], dtype=np.uint8
-)
+COLOURS = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0]], dtype=np.uint8)
 
 
 def _scene(h=90, w=120):
@@ -23,9 +21,7 @@ def _scene(h=90, w=120):
 @pytest.mark.parametrize("seed", range(8))
 def test_masks_stay_aligned_with_the_image(seed):
     image, seg = _scene()
-    transform = build_train_transform(
-        TrainAugConfig(crop_size=64, min_scale=0.3, max_scale=2.5)
-    )
+    transform = build_train_transform(TrainAugConfig(crop_size=64, min_scale=0.3, max_scale=2.5))
     out_img, out_seg = apply_train_transform(transform, image, seg, seed=seed)
     assert out_img.shape[:2] == out_seg.shape and max(out_seg.shape) <= 64
     assert out_img.dtype == np.uint8 and out_seg.dtype == np.uint16
@@ -42,9 +38,7 @@ def test_masks_stay_aligned_with_the_image(seed):
 
 def test_scale_is_random_and_seeded():
     image, seg = _scene(64, 64)
-    transform = build_train_transform(
-        TrainAugConfig(crop_size=64, min_scale=0.5, max_scale=1.5)
-    )
+    transform = build_train_transform(TrainAugConfig(crop_size=64, min_scale=0.5, max_scale=1.5))
     outs = [apply_train_transform(transform, image, seg, seed=s) for s in range(16)]
     sizes = {o[1].shape for o in outs}
     assert len(sizes) > 4  # random scales
@@ -73,9 +67,7 @@ def test_lsj_output_size_follows_detectron2():
     # scale fixed at 0.5 of a 100 crop: the long side becomes 50, the crop keeps all of it.
     image, seg = _scene(80, 40)
     cfg = TrainAugConfig(crop_size=100, min_scale=0.5, max_scale=0.5, hflip=False)
-    _out_img, out_seg = apply_train_transform(
-        build_train_transform(cfg), image, seg, seed=0
-    )
+    _out_img, out_seg = apply_train_transform(build_train_transform(cfg), image, seg, seed=0)
     assert out_seg.shape == (50, 25)
     # scale 2: 80x40 → 200x100, then a random 100x100 window
     cfg = TrainAugConfig(crop_size=100, min_scale=2.0, max_scale=2.0, hflip=False)

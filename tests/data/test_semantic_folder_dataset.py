@@ -13,9 +13,7 @@ def _write(root, labels: dict[str, np.ndarray], suffix=".jpg"):
     for key, label in labels.items():
         (root / "img" / key).parent.mkdir(parents=True, exist_ok=True)
         (root / "ann" / key).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.zeros((*label.shape, 3), np.uint8)).save(
-            root / "img" / f"{key}{suffix}"
-        )
+        Image.fromarray(np.zeros((*label.shape, 3), np.uint8)).save(root / "img" / f"{key}{suffix}")
         Image.fromarray(label.astype(np.uint8)).save(root / "ann" / f"{key}.png")
     classes = root / "classes.txt"
     classes.write_text("road, street\nperson, people\ncar,cars\n")
@@ -67,9 +65,7 @@ def test_unpaired_files_are_all_listed(tmp_path):
 
 def test_missing_folders_classes_and_empty(tmp_path):
     img, ann, classes = _write(tmp_path, {"a": np.zeros((2, 2))})
-    with pytest.raises(
-        DatasetError, match=f"image_dir folder not found: {tmp_path / 'x'}"
-    ):
+    with pytest.raises(DatasetError, match=f"image_dir folder not found: {tmp_path / 'x'}"):
         SemanticFolderDataset(tmp_path / "x", ann, classes)
     with pytest.raises(DatasetError, match="classes file not found: .*nope.txt"):
         SemanticFolderDataset(img, ann, str(tmp_path / "nope.txt"))

@@ -25,22 +25,16 @@ def test_coco_panoptic_round_trip(tmp_path):
     assert [c.id for c in ds.vocabulary] == [1, 2, 3, 21, 22, 23]
     contiguous = {c["id"]: i for i, c in enumerate(CATEGORIES)}
     for i in range(6):
-        image, ids, segments = render_synthetic_scene(
-            np.random.default_rng([3, i]), 48, 64
-        )
+        image, ids, segments = render_synthetic_scene(np.random.default_rng([3, i]), 48, 64)
         sample = ds[i]
         np.testing.assert_array_equal(sample["image"], image)  # PNG images are lossless
-        assert sample["labels"].tolist() == [
-            contiguous[s["category_id"]] for s in segments
-        ]
+        assert sample["labels"].tolist() == [contiguous[s["category_id"]] for s in segments]
         expected = np.stack([ids == s["id"] for s in segments])
         np.testing.assert_array_equal(sample["masks"], expected)
         assert sample["masks"].sum(0).max() == 1  # panoptic: no pixel in two segments
         assert not sample["iscrowd"].any()
         assert sample["masks"].sum() == 48 * 64  # every pixel is labelled
-        assert any(
-            contiguous[s["category_id"]] < 3 for s in segments
-        )  # at least one thing
+        assert any(contiguous[s["category_id"]] < 3 for s in segments)  # at least one thing
 
 
 def test_coco_json_has_the_coco_fields(tmp_path):
@@ -77,13 +71,9 @@ def test_vocabulary_file_adds_synonyms(tmp_path):
 
 
 def test_crowd_segments_are_kept_in_test_and_dropped_in_training(tmp_path):
-    out = make_synthetic_coco_panoptic(
-        tmp_path, num_images=8, size=(48, 48), crowd_prob=0.5
-    )
+    out = make_synthetic_coco_panoptic(tmp_path, num_images=8, size=(48, 48), crowd_prob=0.5)
     test = CocoPanopticDataset(out.image_root, out.panoptic_json, out.panoptic_root)
-    train = CocoPanopticDataset(
-        out.image_root, out.panoptic_json, out.panoptic_root, train=True
-    )
+    train = CocoPanopticDataset(out.image_root, out.panoptic_json, out.panoptic_root, train=True)
     crowded = [i for i in range(8) if test[i]["iscrowd"].any()]
     assert crowded, "the seed should produce crowd segments"
     for i in crowded:
@@ -97,9 +87,7 @@ def test_semantic_folder_round_trip(tmp_path):
     out = make_synthetic_semantic_folder(
         tmp_path, num_images=3, size=(40, 40), seed=5, ignore_border=2
     )
-    ds = SemanticFolderDataset(
-        out.image_dir, out.label_dir, str(out.classes), img_suffix=".png"
-    )
+    ds = SemanticFolderDataset(out.image_dir, out.label_dir, str(out.classes), img_suffix=".png")
     assert ds.vocabulary.names == [c["name"] for c in CATEGORIES]
     assert ds.vocabulary.isthing == [bool(c["isthing"]) for c in CATEGORIES]
     contiguous = {c["id"]: i for i, c in enumerate(CATEGORIES)}
@@ -120,10 +108,7 @@ def test_semantic_folder_round_trip(tmp_path):
 
 
 def test_cli_writes_a_loadable_dataset(tmp_path, capsys):
-    assert (
-        main([str(tmp_path), "-n", "3", "--size", "32", "48", "--split", "val2017"])
-        == 0
-    )
+    assert main([str(tmp_path), "-n", "3", "--size", "32", "48", "--split", "val2017"]) == 0
     assert "panoptic_json" in capsys.readouterr().out
     ds = CocoPanopticDataset(
         tmp_path / "val2017",

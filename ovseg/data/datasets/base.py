@@ -21,9 +21,7 @@ from ..transforms import apply_train_transform, resize_shortest_edge
 
 logger = logging.getLogger(__name__)
 
-VOID = np.uint16(
-    65535
-)  # "no segment" in a segment-index map (void, ignore, crowd in training)
+VOID = np.uint16(65535)  # "no segment" in a segment-index map (void, ignore, crowd in training)
 MAX_SEGMENTS = int(VOID)
 
 
@@ -74,9 +72,7 @@ def read_png_array(path: str | Path) -> np.ndarray:
         with Image.open(path) as img:
             return np.asarray(img)
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
-        raise CorruptSampleError(
-            f"cannot read label file {path}: {e}", [path]
-        ) from None
+        raise CorruptSampleError(f"cannot read label file {path}: {e}", [path]) from None
 
 
 class SerializedList:
@@ -146,17 +142,13 @@ class SegmentationDataset(Dataset):
         self.with_targets = with_targets
         self.test_short_side = test_short_side
         self.test_max_size = test_max_size
-        self.num_skipped = (
-            0  # corrupt samples skipped by this process (each worker counts its own)
-        )
+        self.num_skipped = 0  # corrupt samples skipped by this process (each worker counts its own)
 
     # ----------------------------------------------------------------- subclass API
     def __len__(self) -> int:
         raise NotImplementedError
 
-    def _load(
-        self, index: int
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         raise NotImplementedError
 
     def get_eval_record(self, index: int) -> dict[str, Any]:
@@ -183,9 +175,7 @@ class SegmentationDataset(Dataset):
         index, seed = key if isinstance(key, tuple) else (key, None)
         index = int(index)
         if not 0 <= index < len(self):
-            raise IndexError(
-                f"index {index} out of range for a dataset of {len(self)} samples"
-            )
+            raise IndexError(f"index {index} out of range for a dataset of {len(self)} samples")
         skipped = 0
         while True:
             try:
@@ -219,13 +209,9 @@ class SegmentationDataset(Dataset):
             if self.transform is not None:
                 image, seg = apply_train_transform(self.transform, image, seg, seed)
         elif self.test_short_side > 0:
-            image = resize_shortest_edge(
-                image, self.test_short_side, self.test_max_size
-            )
+            image = resize_shortest_edge(image, self.test_short_side, self.test_max_size)
             if self.with_targets and image.shape[:2] != seg.shape:
-                seg = cv2.resize(
-                    seg, image.shape[1::-1], interpolation=cv2.INTER_NEAREST
-                )
+                seg = cv2.resize(seg, image.shape[1::-1], interpolation=cv2.INTER_NEAREST)
         out: dict[str, Any] = {
             "image": np.ascontiguousarray(image),
             "index": index,

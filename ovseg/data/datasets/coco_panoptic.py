@@ -101,14 +101,10 @@ class CocoPanopticDataset(SegmentationDataset):
             (self.panoptic_root, "panoptic_root"),
         ):
             if not path.is_dir():
-                raise DatasetError(
-                    f"coco_panoptic: {key} folder not found: {path}", [path]
-                )
+                raise DatasetError(f"coco_panoptic: {key} folder not found: {path}", [path])
         data = self._read_json()
         self.categories: list[dict] = self._parse_categories(data)
-        self.category_id_to_contiguous = {
-            c["id"]: i for i, c in enumerate(self.categories)
-        }
+        self.category_id_to_contiguous = {c["id"]: i for i, c in enumerate(self.categories)}
         records = self._parse_records(data)
         del data
         self._check_files(records)
@@ -118,18 +114,14 @@ class CocoPanopticDataset(SegmentationDataset):
         isthing = [bool(c["isthing"]) for c in self.categories]
         ids = [c["id"] for c in self.categories]
         if vocabulary:
-            vocab = self._replace_names(
-                _load_vocabulary_source(vocabulary), ids, isthing
-            )
+            vocab = self._replace_names(_load_vocabulary_source(vocabulary), ids, isthing)
         else:
             try:
                 vocab = Vocabulary(
                     json_names, isthing=isthing, ids=ids, name=self.panoptic_json.stem
                 )
             except ValueError as e:
-                raise DatasetError(
-                    f"{self.panoptic_json}: bad category names: {e}"
-                ) from None
+                raise DatasetError(f"{self.panoptic_json}: bad category names: {e}") from None
         super().__init__(vocab, transform=transform, **kwargs)
         if verify is None:
             verify = len(self.records) <= VERIFY_ALL_LIMIT
@@ -165,9 +157,7 @@ class CocoPanopticDataset(SegmentationDataset):
     def _parse_categories(self, data: dict) -> list[dict]:
         cats = data["categories"]
         if not cats:
-            raise DatasetError(
-                f"{self.panoptic_json} has no categories", [self.panoptic_json]
-            )
+            raise DatasetError(f"{self.panoptic_json} has no categories", [self.panoptic_json])
         problems, seen = [], set()
         for i, c in enumerate(cats):
             absent = [k for k in ("id", "name", "isthing") if k not in c]
@@ -198,14 +188,11 @@ class CocoPanopticDataset(SegmentationDataset):
             segments = ann.get("segments_info", [])
             seg_ids = [s.get("id") for s in segments]
             unknown = sorted(
-                {s.get("category_id") for s in segments}
-                - set(self.category_id_to_contiguous),
+                {s.get("category_id") for s in segments} - set(self.category_id_to_contiguous),
                 key=str,
             )
             if unknown:
-                problems.append(
-                    f"{ann.get('file_name')}: unknown category_id(s) {unknown}"
-                )
+                problems.append(f"{ann.get('file_name')}: unknown category_id(s) {unknown}")
             if len(set(seg_ids)) != len(seg_ids) or None in seg_ids or 0 in seg_ids:
                 problems.append(
                     f"{ann.get('file_name')}: segment ids must be unique and non-zero, got {seg_ids}"
@@ -226,8 +213,7 @@ class CocoPanopticDataset(SegmentationDataset):
             )
         if problems:
             raise DatasetError(
-                f"{self.panoptic_json}: {len(problems)} bad annotation(s):"
-                + list_paths(problems),
+                f"{self.panoptic_json}: {len(problems)} bad annotation(s):" + list_paths(problems),
                 [self.panoptic_json],
             )
         if not records:
@@ -238,13 +224,9 @@ class CocoPanopticDataset(SegmentationDataset):
         return records
 
     def _check_files(self, records: list[dict[str, Any]]) -> None:
-        missing_images = [
-            r["file_name"] for r in records if not os.path.isfile(r["file_name"])
-        ]
+        missing_images = [r["file_name"] for r in records if not os.path.isfile(r["file_name"])]
         missing_pngs = [
-            r["pan_seg_file_name"]
-            for r in records
-            if not os.path.isfile(r["pan_seg_file_name"])
+            r["pan_seg_file_name"] for r in records if not os.path.isfile(r["pan_seg_file_name"])
         ]
         parts = []
         if missing_images:
@@ -260,9 +242,7 @@ class CocoPanopticDataset(SegmentationDataset):
         if parts:
             raise DatasetError("\n".join(parts), missing_images + missing_pngs)
 
-    def _replace_names(
-        self, vocab: Vocabulary, ids: list[int], isthing: list[bool]
-    ) -> Vocabulary:
+    def _replace_names(self, vocab: Vocabulary, ids: list[int], isthing: list[bool]) -> Vocabulary:
         source = vocab.name or "vocabulary"
         if all(c.id is not None for c in vocab):
             by_id = {c.id: c for c in vocab}
@@ -341,9 +321,7 @@ class CocoPanopticDataset(SegmentationDataset):
                     f"ids {np.unique(ids[stray]).tolist()[:20]} are in the PNG but not in segments_info"
                 )
             if len(absent):
-                parts.append(
-                    f"ids {absent.tolist()[:20]} are in segments_info but not in the PNG"
-                )
+                parts.append(f"ids {absent.tolist()[:20]} are in segments_info but not in the PNG")
             raise DatasetError(
                 f"{path} does not match its segments_info in {self.panoptic_json}: "
                 + "; ".join(parts), [path],
@@ -390,9 +368,7 @@ class CocoPanopticDataset(SegmentationDataset):
                 paths,
             )
 
-    def _load(
-        self, index: int
-    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
+    def _load(self, index: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
         record = self.records[index]
         image = read_image(record["file_name"])
         if not self.with_targets:

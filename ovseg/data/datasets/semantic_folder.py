@@ -83,9 +83,7 @@ class SemanticFolderDataset(SegmentationDataset):
             if not str(path) or str(path) == ".":
                 raise DatasetError(f"semantic_folder: {key} is not set")
             if not path.is_dir():
-                raise DatasetError(
-                    f"semantic_folder: {key} folder not found: {path}", [path]
-                )
+                raise DatasetError(f"semantic_folder: {key} folder not found: {path}", [path])
         vocabulary = load_class_list(classes)
         self.ignore_index = int(ignore_index)
         self.reduce_zero_label = bool(reduce_zero_label)
@@ -119,9 +117,7 @@ class SemanticFolderDataset(SegmentationDataset):
                     f"{len(no_image)} label(s) without an image in {self.image_dir}:"
                     + list_paths([labels[k] for k in no_image])
                 )
-            raise DatasetError(
-                "semantic_folder: unpaired files\n" + "\n".join(parts), paths
-            )
+            raise DatasetError("semantic_folder: unpaired files\n" + "\n".join(parts), paths)
         self.keys = sorted(images)
         self.image_files = [images[k] for k in self.keys]
         self.label_files = [labels[k] for k in self.keys]
@@ -173,9 +169,7 @@ class SemanticFolderDataset(SegmentationDataset):
         if self.reduce_zero_label:
             label = np.where(label == 0, self.ignore_index, label - 1)
             label[label == self.ignore_index - 1] = self.ignore_index
-        bad = (label != self.ignore_index) & (
-            (label < 0) | (label >= len(self.vocabulary))
-        )
+        bad = (label != self.ignore_index) & ((label < 0) | (label >= len(self.vocabulary)))
         if bad.any():
             raise DatasetError(
                 f"{path}: label value(s) {np.unique(label[bad]).tolist()[:20]} outside the "
@@ -186,9 +180,7 @@ class SemanticFolderDataset(SegmentationDataset):
             )
         return label
 
-    def _load(
-        self, index: int
-    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
+    def _load(self, index: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
         image = read_image(self.image_files[index])
         num_classes = len(self.vocabulary)
         classes = np.arange(num_classes, dtype=np.int64)

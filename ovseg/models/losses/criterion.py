@@ -22,9 +22,7 @@ from .point_sample import (
 Indices = list[tuple[torch.Tensor, torch.Tensor]]
 
 
-def dice_loss(
-    inputs: torch.Tensor, targets: torch.Tensor, num_masks: float
-) -> torch.Tensor:
+def dice_loss(inputs: torch.Tensor, targets: torch.Tensor, num_masks: float) -> torch.Tensor:
     """Dice loss summed over masks and divided by ``num_masks``.
 
     Args:
@@ -44,9 +42,7 @@ def dice_loss(
     return loss.sum() / num_masks
 
 
-def sigmoid_ce_loss(
-    inputs: torch.Tensor, targets: torch.Tensor, num_masks: float
-) -> torch.Tensor:
+def sigmoid_ce_loss(inputs: torch.Tensor, targets: torch.Tensor, num_masks: float) -> torch.Tensor:
     """Binary cross-entropy averaged over points, summed over masks, divided by ``num_masks``.
 
     Args:
@@ -116,9 +112,7 @@ class SetCriterion(nn.Module):
         self.deep_supervision = deep_supervision
         if num_classes is not None:
             # Not persistent: checkpoints hold trainable weights only; this buffer is derived.
-            self.register_buffer(
-                "empty_weight", self._empty_weight(num_classes), persistent=False
-            )
+            self.register_buffer("empty_weight", self._empty_weight(num_classes), persistent=False)
         else:
             self.register_buffer("empty_weight", None, persistent=False)
 
@@ -143,18 +137,18 @@ class SetCriterion(nn.Module):
         if empty_weight is None:
             empty_weight = self._empty_weight(num_classes)
         batch_idx, src_idx = _src_permutation_idx(indices)
-        target_classes_o = torch.cat(
-            [t["labels"][j] for t, (_, j) in zip(targets, indices)]
-        ).to(src_logits.device, torch.int64)
+        target_classes_o = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)]).to(
+            src_logits.device, torch.int64
+        )
         target_classes = torch.full(
             src_logits.shape[:2],
             num_classes,
             dtype=torch.int64,
             device=src_logits.device,
         )
-        target_classes[
-            batch_idx.to(src_logits.device), src_idx.to(src_logits.device)
-        ] = target_classes_o
+        target_classes[batch_idx.to(src_logits.device), src_idx.to(src_logits.device)] = (
+            target_classes_o
+        )
         loss_ce = F.cross_entropy(
             src_logits.transpose(1, 2),
             target_classes,
@@ -169,16 +163,12 @@ class SetCriterion(nn.Module):
         pred_masks = outputs["pred_masks"]
         batch_idx, src_idx = _src_permutation_idx(indices)
         device = pred_masks.device
-        src_masks = pred_masks[
-            batch_idx.to(device), src_idx.to(device)
-        ].float()  # (M, h, w)
+        src_masks = pred_masks[batch_idx.to(device), src_idx.to(device)].float()  # (M, h, w)
         if src_masks.shape[0] == 0:
             # No target anywhere in the batch: keep the graph connected so DDP sees every param.
             zero = pred_masks.sum() * 0.0
             return {"loss_mask": zero, "loss_dice": zero.clone()}
-        per_image = [
-            t["masks"][j.to(t["masks"].device)] for t, (_, j) in zip(targets, indices)
-        ]
+        per_image = [t["masks"][j.to(t["masks"].device)] for t, (_, j) in zip(targets, indices)]
         height = max(m.shape[-2] for m in per_image)
         width = max(m.shape[-1] for m in per_image)
         # Targets normally share the padded batch size; pad at the bottom/right if they do not
@@ -202,12 +192,8 @@ class SetCriterion(nn.Module):
                 self.oversample_ratio,
                 self.importance_sample_ratio,
             )
-            point_labels = point_sample(
-                target_masks, point_coords, align_corners=False
-            ).squeeze(1)
-        point_logits = point_sample(
-            src_masks, point_coords, align_corners=False
-        ).squeeze(1)
+            point_labels = point_sample(target_masks, point_coords, align_corners=False).squeeze(1)
+        point_logits = point_sample(src_masks, point_coords, align_corners=False).squeeze(1)
         return {
             "loss_mask": sigmoid_ce_loss(point_logits, point_labels, num_masks),
             "loss_dice": dice_loss(point_logits, point_labels, num_masks),
@@ -255,16 +241,12 @@ class SetCriterion(nn.Module):
         num_masks = self.get_num_masks(targets, outputs["pred_logits"].device)
         main = {k: v for k, v in outputs.items() if k != "aux_outputs"}
         losses = self._compute(main, targets, num_masks, suffix="")
-        aux_outputs = (
-            (outputs.get("aux_outputs") or []) if self.deep_supervision else []
-        )
+        aux_outputs = (outputs.get("aux_outputs") or []) if self.deep_supervision else []
         for i, aux in enumerate(aux_outputs):
             losses.update(self._compute(aux, targets, num_masks, suffix=f"_{i}"))
         return losses
 
-    def _compute(
-        self, outputs: dict, targets: list[dict], num_masks: float, suffix: str
-    ) -> dict:
+    def _compute(self, outputs: dict, targets: list[dict], num_masks: float, suffix: str) -> dict:
         indices = self.matcher(outputs, targets)
         out: dict[str, torch.Tensor] = {}
         for group in self.losses:
@@ -286,9 +268,7 @@ class SetCriterion(nn.Module):
 
 
 def _src_permutation_idx(indices: Indices) -> tuple[torch.Tensor, torch.Tensor]:
-    batch_idx = torch.cat(
-        [torch.full_like(src, i) for i, (src, _) in enumerate(indices)]
-    )
+    batch_idx = torch.cat([torch.full_like(src, i) for i, (src, _) in enumerate(indices)])
     src_idx = torch.cat([src for src, _ in indices])
     return batch_idx, src_idx
 
@@ -337,9 +317,7 @@ def build_criterion(
     }
     if cfg.deep_supervision:
         for i in range(num_decoder_layers):
-            weight_dict.update(
-                {f"{k}_{i}": v for k, v in list(weight_dict.items())[:3]}
-            )
+            weight_dict.update({f"{k}_{i}": v for k, v in list(weight_dict.items())[:3]})
     return SetCriterion(
         num_classes=num_classes,
         matcher=matcher,

@@ -65,9 +65,7 @@ class HungarianMatcher(nn.Module):
     ) -> None:
         super().__init__()
         if cost_class == 0 and cost_mask == 0 and cost_dice == 0:
-            raise ValueError(
-                "all matcher costs are 0: set at least one of cost_class/mask/dice"
-            )
+            raise ValueError("all matcher costs are 0: set at least one of cost_class/mask/dice")
         self.cost_class = cost_class
         self.cost_mask = cost_mask
         self.cost_dice = cost_dice

@@ -83,9 +83,7 @@ def get_uncertain_point_coords_with_randomness(
     num_boxes = coarse_logits.shape[0]
     device = coarse_logits.device
     num_sampled = int(num_points * oversample_ratio)
-    point_coords = torch.rand(
-        num_boxes, num_sampled, 2, device=device, dtype=coarse_logits.dtype
-    )
+    point_coords = torch.rand(num_boxes, num_sampled, 2, device=device, dtype=coarse_logits.dtype)
     point_logits = point_sample(coarse_logits, point_coords, align_corners=False)
     # It is crucial to compute the uncertainty on the sampled logits, not on the coarse map: a
     # point between two pixels of opposite sign has a near-zero interpolated logit (PointRend).
@@ -95,8 +93,6 @@ def get_uncertain_point_coords_with_randomness(
     idx = torch.topk(point_uncertainties[:, 0, :], k=num_uncertain_points, dim=1)[1]
     point_coords = torch.gather(point_coords, 1, idx.unsqueeze(-1).expand(-1, -1, 2))
     if num_random_points > 0:
-        extra = torch.rand(
-            num_boxes, num_random_points, 2, device=device, dtype=point_coords.dtype
-        )
+        extra = torch.rand(num_boxes, num_random_points, 2, device=device, dtype=point_coords.dtype)
         point_coords = torch.cat([point_coords, extra], dim=1)
     return point_coords

@@ -60,13 +60,9 @@ def test_dice_and_bce_match_hand_computation():
     # Mask 0: sigmoid = 0.5 everywhere: dice = 1 - (2*1 + 1) / (2 + 2 + 1) = 0.4; BCE = ln 2.
     s = torch.sigmoid(logits[1])
     dice1 = 1 - (2 * (s[0] + s[2]) + 1) / (s.sum() + 2 + 1)
-    bce1 = (
-        -(math.log(s[0]) + math.log(1 - s[1]) + math.log(s[2]) + math.log(1 - s[3])) / 4
-    )
+    bce1 = -(math.log(s[0]) + math.log(1 - s[1]) + math.log(s[2]) + math.log(1 - s[3])) / 4
     num_masks = 2.0
-    torch.testing.assert_close(
-        dice_loss(logits, targets, num_masks), (0.4 + dice1) / num_masks
-    )
+    torch.testing.assert_close(dice_loss(logits, targets, num_masks), (0.4 + dice1) / num_masks)
     torch.testing.assert_close(
         sigmoid_ce_loss(logits, targets, num_masks),
         torch.tensor((math.log(2) + bce1) / num_masks),
@@ -75,15 +71,9 @@ def test_dice_and_bce_match_hand_computation():
 
 def test_classification_loss_with_no_object_weight():
     # One query matched to class 0, one unmatched: weighted CE = (ce0 * 1 + ce_noobj * 0.1) / 1.1.
-    targets = [
-        {"labels": torch.tensor([0]), "masks": torch.ones(1, 8, 8, dtype=torch.bool)}
-    ]
-    pred_logits = torch.tensor(
-        [[[2.0, 0.0, 0.0], [1.0, 0.0, 0.0]]]
-    )  # C = 2, + no-object
-    pred_masks = torch.stack([torch.full((2, 2), 10.0), torch.full((2, 2), -10.0)])[
-        None
-    ]
+    targets = [{"labels": torch.tensor([0]), "masks": torch.ones(1, 8, 8, dtype=torch.bool)}]
+    pred_logits = torch.tensor([[[2.0, 0.0, 0.0], [1.0, 0.0, 0.0]]])  # C = 2, + no-object
+    pred_masks = torch.stack([torch.full((2, 2), 10.0), torch.full((2, 2), -10.0)])[None]
     criterion = SetCriterion(
         2,
         HungarianMatcher(num_points=16),
@@ -109,9 +99,7 @@ def test_deep_supervision_keys_and_weights():
     ]
     outputs = {**_perfect(_targets()), "aux_outputs": aux}
     losses = criterion(outputs, _targets())
-    expected = {
-        f"loss_{k}{s}" for k in ("ce", "mask", "dice") for s in ("", "_0", "_1", "_2")
-    }
+    expected = {f"loss_{k}{s}" for k in ("ce", "mask", "dice") for s in ("", "_0", "_1", "_2")}
     assert set(losses) == expected
     assert all(losses[f"loss_ce_{i}"] > 0.1 for i in range(3))
     # The weight is applied: with class_weight doubled the aux CE doubles (same matching).
@@ -123,9 +111,7 @@ def test_deep_supervision_keys_and_weights():
     losses2 = criterion2(outputs, _targets())
     torch.testing.assert_close(losses2["loss_ce_1"], 2 * losses["loss_ce_1"])
     # Without deep supervision the aux outputs are ignored.
-    no_ds = build_criterion(
-        LossConfig(train_num_points=64, deep_supervision=False), num_classes=3
-    )
+    no_ds = build_criterion(LossConfig(train_num_points=64, deep_supervision=False), num_classes=3)
     assert set(no_ds(outputs, _targets())) == {"loss_ce", "loss_mask", "loss_dice"}
 
 
@@ -189,9 +175,7 @@ def test_open_vocabulary_criterion_takes_the_class_count_from_the_logits():
             _targets(),
         )
         assert torch.isfinite(losses["loss_ce"])
-    with pytest.raises(
-        ValueError, match=r"target labels \[0, 1\] fall outside the 1 classes"
-    ):
+    with pytest.raises(ValueError, match=r"target labels \[0, 1\] fall outside the 1 classes"):
         criterion(
             {
                 "pred_logits": torch.randn(1, 4, 2),
@@ -205,9 +189,7 @@ def test_open_vocabulary_criterion_takes_the_class_count_from_the_logits():
 def test_build_criterion_from_a_mapping_or_nothing():
     from omegaconf import OmegaConf
 
-    c = build_criterion(
-        OmegaConf.create({"class_weight": 3.0, "train_num_points": 100})
-    )
+    c = build_criterion(OmegaConf.create({"class_weight": 3.0, "train_num_points": 100}))
     assert c.weight_dict["loss_ce"] == 3.0 and c.matcher.num_points == 100
     assert build_criterion().matcher.num_points == 12544
     with pytest.raises(TypeError, match=r"unknown loss setting\(s\) \['dice_wieght'\]"):

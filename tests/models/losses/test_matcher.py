@@ -5,15 +5,11 @@ import torch
 from ovseg.models.losses import HungarianMatcher, batch_dice_cost, batch_sigmoid_ce_cost
 
 
-def _perfect_outputs(
-    masks: torch.Tensor, labels: torch.Tensor, num_queries: int, num_classes: int
-):
+def _perfect_outputs(masks: torch.Tensor, labels: torch.Tensor, num_queries: int, num_classes: int):
     """Queries 0..N-1 predict the targets exactly (logits +-20), the rest predict no-object."""
     n, h, w = masks.shape
     pred_masks = torch.full((1, num_queries, h // 4, w // 4), -20.0)
-    down = masks[
-        :, ::4, ::4
-    ]  # the stride-4 view of the targets (masks are 4-pixel aligned)
+    down = masks[:, ::4, ::4]  # the stride-4 view of the targets (masks are 4-pixel aligned)
     pred_masks[0, :n] = torch.where(down, 20.0, -20.0)
     pred_logits = torch.full((1, num_queries, num_classes + 1), -20.0)
     pred_logits[0, torch.arange(n), labels] = 20.0
@@ -32,9 +28,7 @@ def _block_masks(h: int = 32, w: int = 32) -> torch.Tensor:
 def test_perfect_prediction_gives_identity():
     masks, labels = _block_masks(), torch.tensor([2, 0, 1])
     outputs = _perfect_outputs(masks, labels, num_queries=5, num_classes=3)
-    ((q, t),) = HungarianMatcher(num_points=500)(
-        outputs, [{"labels": labels, "masks": masks}]
-    )
+    ((q, t),) = HungarianMatcher(num_points=500)(outputs, [{"labels": labels, "masks": masks}])
     assert q.dtype == torch.int64 and t.dtype == torch.int64
     assert q.tolist() == [0, 1, 2] and t.tolist() == [0, 1, 2]
 
@@ -44,9 +38,7 @@ def test_permuted_prediction_is_recovered():
     outputs = _perfect_outputs(masks, labels, num_queries=5, num_classes=3)
     perm = torch.tensor([3, 0, 4, 1, 2])  # query perm[k] now holds what query k held
     outputs = {k: v[:, torch.argsort(perm)] for k, v in outputs.items()}
-    ((q, t),) = HungarianMatcher(num_points=500)(
-        outputs, [{"labels": labels, "masks": masks}]
-    )
+    ((q, t),) = HungarianMatcher(num_points=500)(outputs, [{"labels": labels, "masks": masks}])
     matched = dict(zip(t.tolist(), q.tolist()))
     assert matched == {0: 3, 1: 0, 2: 4}
 

@@ -30,18 +30,14 @@ def test_uncertain_points_are_the_most_uncertain_candidates():
     torch.manual_seed(0)
     logits = torch.randn(3, 1, 8, 8) * 5
     torch.manual_seed(1)
-    coords = get_uncertain_point_coords_with_randomness(
-        logits, calculate_uncertainty, 20, 3.0, 1.0
-    )
+    coords = get_uncertain_point_coords_with_randomness(logits, calculate_uncertainty, 20, 3.0, 1.0)
     assert coords.shape == (3, 20, 2)
     torch.manual_seed(1)
     candidates = torch.rand(3, 60, 2)  # the same draw the function makes first
     uncertainty = -point_sample(logits, candidates).abs()[:, 0]  # (3, 60)
     for i in range(3):
         expected = candidates[i, uncertainty[i].argsort(descending=True)[:20]]
-        assert sorted(map(tuple, coords[i].tolist())) == sorted(
-            map(tuple, expected.tolist())
-        )
+        assert sorted(map(tuple, coords[i].tolist())) == sorted(map(tuple, expected.tolist()))
     chosen = point_sample(logits, coords).abs()
     assert chosen.max() <= -uncertainty.median()  # all from the uncertain half
 
@@ -52,7 +48,5 @@ def test_uncertain_points_mix_random_points():
         logits, calculate_uncertainty, 50, 3.0, 0.75
     )
     assert coords.shape == (4, 50, 2)
-    coords = get_uncertain_point_coords_with_randomness(
-        logits, calculate_uncertainty, 50, 1.0, 0.0
-    )
+    coords = get_uncertain_point_coords_with_randomness(logits, calculate_uncertainty, 50, 1.0, 0.0)
     assert coords.shape == (4, 50, 2)
