@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import time
 from pathlib import Path
 
 import pytest
@@ -32,13 +33,18 @@ def _metrics(work_dir: Path) -> list[dict]:
 
 
 def _kill_midway(work_dir: Path, kwargs: dict, kill_at_call: int) -> None:
-    ctx = mp.get_context("spawn")
+    # fork: no second torch import (seconds); make_trainer re-seeds everything anyway.
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     proc = ctx.Process(
         target=toy.train_until_killed,
         args=(str(work_dir), {**kwargs, "kill_at_call": kill_at_call}),
     )
     proc.start()
-    proc.join(120)
+    # Poll the exit code rather than join(): join() waits on a pipe that the dead child's orphaned
+    # DataLoader workers still hold until their watchdog notices (seconds).
+    deadline = time.monotonic() + 120
+    while proc.exitcode is None and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert proc.exitcode == -9, f"child should have been SIGKILLed, exit code {proc.exitcode}"
 
 
@@ -47,6 +53,8 @@ CASES = {
     "fp32-accum-randomcrop": {"grad_accum_steps": 2, "num_workers": 0, "random_crop": True},
     # two DataLoader workers prefetch ahead of the loop: the saved position must not
     "bf16-workers": {"amp": "bf16", "num_workers": 2, "random_crop": False},
+    # the data pipeline's TrainingSampler: per-sample augmentation seeds, workers prefetching
+    "datasampler-workers": {"num_workers": 2, "random_crop": True, "data_sampler": True},
     # fp16 autocast with a GradScaler whose state must come back
     "fp16-scaler": {"amp": "fp16", "num_workers": 0, "random_crop": True},
 }

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ovseg.data.samplers import TrainingSampler
 from ovseg.engine import (
     ClipGradConfig,
     OptimConfig,
@@ -60,11 +61,14 @@ class ToyDataset(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        # ovseg.data.samplers.TrainingSampler yields (index, per-sample seed) keys.
+        index, seed = key if isinstance(key, tuple) else (key, None)
         img = self.images[index]
         size = img.shape[-1]
         if self.random_crop:
-            y, x = torch.randint(0, size - self.crop + 1, (2,)).tolist()
+            gen = None if seed is None else torch.Generator().manual_seed(seed)
+            y, x = torch.randint(0, size - self.crop + 1, (2,), generator=gen).tolist()
         else:
             y = x = (size - self.crop) // 2
         img = img[:, y : y + self.crop, x : x + self.crop].clone()
@@ -180,14 +184,20 @@ def make_trainer(
     shuffle: bool = True,
     eval_fn: Any = None,
     eval_period: int = 0,
+    data_sampler: bool = False,
 ) -> Trainer:
     """Seed, then build model, data, optimizer, scheduler and Trainer, as a fresh process does."""
     seed_everything(seed, rank)
     model = ToyNet(width=width, dropout=dropout, kill_at_call=kill_at_call)
     dataset = ToyDataset(random_crop=random_crop, nan_indices=nan_indices)
-    sampler = ShuffleSampler(
-        len(dataset), seed=seed, rank=rank, world_size=world_size, shuffle=shuffle
-    )
+    if data_sampler:
+        sampler = TrainingSampler(
+            len(dataset), seed=seed, rank=rank, world_size=world_size, shuffle=shuffle
+        )
+    else:
+        sampler = ShuffleSampler(
+            len(dataset), seed=seed, rank=rank, world_size=world_size, shuffle=shuffle
+        )
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers)
     optim_cfg = OptimConfig(
         name=optim, lr=1e-2, weight_decay=0.05, clip_grad=ClipGradConfig(enabled=True, value=1.0)
