@@ -77,7 +77,8 @@ def build_dataset(
     except DatasetError as e:
         raise DatasetError(f"{section}: {e}", e.paths) from None
     raise DatasetError(
-        f"{section}.type: unknown dataset type {cfg.type!r}; choose one of {', '.join(DATASET_TYPES)}"
+        f"{section}.type: unknown dataset type {cfg.type!r}; "
+        f"choose one of {', '.join(DATASET_TYPES)}"
     )
 
 

@@ -86,12 +86,14 @@ def test_two_ranks_equal_one_process_with_the_same_global_batch(cfg):
     half = DataConfig(**{**cfg.__dict__, "batch_size": 2})
     ranks = [_batches(build_train_loader(half, seed=3, rank=r, world_size=2), 2) for r in range(2)]
     for step in range(2):
-        got = {i: (img, t["masks"]) for r in range(2) for i, img, t in
-               zip(ranks[r][step]["indices"], ranks[r][step]["images"], ranks[r][step]["targets"])}  # fmt: skip
-        assert sorted(got) == sorted(single[step]["indices"])
-        for i, img, t in zip(
-            single[step]["indices"], single[step]["images"], single[step]["targets"]
-        ):
+        got = {}
+        for r in range(2):
+            b = ranks[r][step]
+            for i, img, t in zip(b["indices"], b["images"], b["targets"]):
+                got[i] = (img, t["masks"])
+        ref = single[step]
+        assert sorted(got) == sorted(ref["indices"])
+        for i, img, t in zip(ref["indices"], ref["images"], ref["targets"]):
             assert torch.equal(got[i][0], img) and torch.equal(got[i][1], t["masks"])
 
 

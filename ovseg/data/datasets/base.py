@@ -42,7 +42,7 @@ class CorruptSampleError(DatasetError):
 
 
 def list_paths(paths: Sequence[Any], limit: int = 20) -> str:
-    """First ``limit`` entries of ``paths`` joined for an error message, with the remaining count."""
+    """The first ``limit`` entries of ``paths`` for an error message, plus the remaining count."""
     shown = "\n  ".join(str(p) for p in paths[:limit])
     more = f"\n  ... and {len(paths) - limit} more" if len(paths) > limit else ""
     return "\n  " + shown + more

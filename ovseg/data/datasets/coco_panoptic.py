@@ -195,7 +195,8 @@ class CocoPanopticDataset(SegmentationDataset):
                 problems.append(f"{ann.get('file_name')}: unknown category_id(s) {unknown}")
             if len(set(seg_ids)) != len(seg_ids) or None in seg_ids or 0 in seg_ids:
                 problems.append(
-                    f"{ann.get('file_name')}: segment ids must be unique and non-zero, got {seg_ids}"
+                    f"{ann.get('file_name')}: segment ids must be unique and non-zero, "
+                    f"got {seg_ids}"
                 )
             if len(segments) >= MAX_SEGMENTS:
                 problems.append(
@@ -231,13 +232,13 @@ class CocoPanopticDataset(SegmentationDataset):
         parts = []
         if missing_images:
             parts.append(
-                f"{len(missing_images)} image(s) listed in {self.panoptic_json} are missing under {self.image_root}:"
-                + list_paths(missing_images)
+                f"{len(missing_images)} image(s) listed in {self.panoptic_json} are missing "
+                f"under {self.image_root}:" + list_paths(missing_images)
             )
         if missing_pngs:
             parts.append(
-                f"{len(missing_pngs)} panoptic PNG(s) listed in {self.panoptic_json} are missing under {self.panoptic_root}:"
-                + list_paths(missing_pngs)
+                f"{len(missing_pngs)} panoptic PNG(s) listed in {self.panoptic_json} are "
+                f"missing under {self.panoptic_root}:" + list_paths(missing_pngs)
             )
         if parts:
             raise DatasetError("\n".join(parts), missing_images + missing_pngs)
@@ -318,7 +319,8 @@ class CocoPanopticDataset(SegmentationDataset):
             parts = []
             if stray.any():
                 parts.append(
-                    f"ids {np.unique(ids[stray]).tolist()[:20]} are in the PNG but not in segments_info"
+                    f"ids {np.unique(ids[stray]).tolist()[:20]} are in the PNG but not in "
+                    "segments_info"
                 )
             if len(absent):
                 parts.append(f"ids {absent.tolist()[:20]} are in segments_info but not in the PNG")
@@ -358,7 +360,8 @@ class CocoPanopticDataset(SegmentationDataset):
             h, w = record.get("height"), record.get("width")
             if h is not None and w is not None and seg.shape != (h, w):
                 problems.append(
-                    f"{record['pan_seg_file_name']}: size {seg.shape} but the image is listed as {(h, w)}"
+                    f"{record['pan_seg_file_name']}: size {seg.shape} but the image is listed "
+                    f"as {(h, w)}"
                 )
                 paths.append(record["pan_seg_file_name"])
         if problems:

@@ -90,7 +90,8 @@ class SemanticFolderDataset(SegmentationDataset):
         if 0 <= self.ignore_index < len(vocabulary):
             raise DatasetError(
                 f"semantic_folder: ignore_index {self.ignore_index} is a class index (there are "
-                f"{len(vocabulary)} classes); use a value outside 0..{len(vocabulary) - 1}, e.g. 255"
+                f"{len(vocabulary)} classes); use a value outside 0..{len(vocabulary) - 1}, "
+                "e.g. 255"
             )
         self.img_suffix, self.seg_map_suffix = img_suffix, seg_map_suffix
         images = self._index(self.image_dir, img_suffix)

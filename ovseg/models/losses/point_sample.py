@@ -21,7 +21,8 @@ def point_sample(
     Args:
         input: (N, C, H, W) float map.
         point_coords: (N, P, 2) float, ``(x, y)`` in [0, 1] over the whole map; with
-            ``align_corners=False`` the centre of pixel (i, j) is ``((j + 0.5) / W, (i + 0.5) / H)``.
+            ``align_corners=False`` the centre of pixel (i, j) is
+            ``((j + 0.5) / W, (i + 0.5) / H)``.
             A 4-d (N, Hp, Wp, 2) grid is also accepted.
         align_corners: passed to :func:`torch.nn.functional.grid_sample`.
 
