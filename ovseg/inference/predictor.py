@@ -31,6 +31,7 @@ from ovseg.models.weights import (
 )
 from ovseg.text.classifier import TextClassifier
 from ovseg.text.vocabulary import Vocabulary
+from ovseg.utils.timing import NULL_TIMER, StageTimer
 
 logger = logging.getLogger(__name__)
 
@@ -153,6 +154,7 @@ class Segmenter:
         vocab: VocabularyLike = None,
         task: str = "panoptic",
         return_intermediates: bool = False,
+        timer: StageTimer = NULL_TIMER,
     ) -> Prediction:
         """Segment one image into ``vocab``.
 
@@ -161,6 +163,7 @@ class Segmenter:
             vocab: the classes (see :meth:`vocabulary`).
             task: "semantic", "instance", "panoptic" or "all"; only that is computed.
             return_intermediates: keep the model's intermediate tensors in ``extras``.
+            timer: collects per-stage times (tools/benchmark.py).
 
         Returns:
             A :class:`Prediction` at the input image's resolution.
@@ -168,21 +171,33 @@ class Segmenter:
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
         vocabulary = self.vocabulary(vocab)
-        text = self.encode_vocabulary(vocabulary)
-        rgb = load_image(image)
-        h0, w0 = rgb.shape[:2]
-        t = self.config.model.test
-        resized = resize_shortest_edge(rgb, t.min_size, t.max_size)
-        chw = torch.from_numpy(np.array(resized, copy=True)).permute(2, 0, 1)
-        m = self.model
-        x = m.normalize_and_pad([chw])
-        classifier = m.classifier_with_void(text)
-        outputs, features, pixel = m.forward_features(x, classifier, text.num_synonyms, aux_outputs=return_intermediates)
-        cls = m.classify(outputs, features, text, classifier)
-        res = m.postprocess(
-            cls["mask_cls"][0], outputs["pred_masks"][0], tuple(x.shape[-2:]), resized.shape[:2],
-            (h0, w0), vocabulary.isthing, task,
-        )
+        with timer("text"):
+            text = self.encode_vocabulary(vocabulary)
+        with timer("preprocess"):
+            rgb = load_image(image)
+            h0, w0 = rgb.shape[:2]
+            t = self.config.model.test
+            resized = resize_shortest_edge(rgb, t.min_size, t.max_size)
+            chw = torch.from_numpy(np.array(resized, copy=True)).permute(2, 0, 1)
+            m = self.model
+            x = m.normalize_and_pad([chw])
+            classifier = m.classifier_with_void(text)
+        with timer("backbone"):
+            features = m.backbone(x)
+        with timer("pixel_decoder"):
+            mask_features, multi_scale = m.pixel_decoder(features)
+        with timer("transformer_decoder"):
+            outputs = m.predictor(
+                multi_scale, mask_features, classifier, text.num_synonyms, aux_outputs=return_intermediates
+            )
+        with timer("classifiers"):
+            cls = m.classify(outputs, features, text, classifier)
+        with timer("postprocess"):
+            res = m.postprocess(
+                cls["mask_cls"][0], outputs["pred_masks"][0], tuple(x.shape[-2:]), resized.shape[:2],
+                (h0, w0), vocabulary.isthing, task,
+            )
+        pixel = {"mask_features": mask_features, "multi_scale_features": multi_scale}
         pred = Prediction(vocabulary=vocabulary, image_size=(h0, w0), sem_seg=res.get("sem_seg"))
         if "panoptic_seg" in res:
             pred.panoptic_seg = res["panoptic_seg"]

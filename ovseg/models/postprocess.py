@@ -64,13 +64,28 @@ def panoptic_inference(
     if kept.numel() == 0:
         h, w = resize(mask_logits[:1]).shape[-2:]
         return torch.zeros((h, w), dtype=torch.int32, device=mask_logits.device), []
-    masks = resize(mask_logits[kept]).sigmoid()
     cur_scores, cur_classes = scores[kept], labels[kept]
-    k, (h, w) = masks.shape[0], masks.shape[-2:]
-    winner = (cur_scores.view(-1, 1, 1) * masks).argmax(0)  # (H, W)
-    inside = torch.gather(masks, 0, winner[None]).squeeze(0) >= 0.5
+    k = int(kept.numel())
+    # One pass over the kept queries in chunks: running argmax of score * sigmoid(mask) (strict
+    # ">" across chunks keeps torch.argmax's first-maximum rule), the winner's own mask value,
+    # and each query's mask area. Peak memory is one chunk, not K full-resolution masks.
+    best = winner = best_mask = None
+    original_area = torch.zeros(k, dtype=torch.long, device=mask_logits.device)
+    for start in range(0, k, _SEMANTIC_CHUNK):
+        m = resize(mask_logits[kept[start : start + _SEMANTIC_CHUNK]]).sigmoid()
+        original_area[start : start + m.shape[0]] = (m >= 0.5).flatten(1).sum(1)
+        prob = cur_scores[start : start + m.shape[0]].view(-1, 1, 1) * m
+        value, index = prob.max(0)
+        chunk_mask = torch.gather(m, 0, index[None]).squeeze(0)
+        if best is None:
+            best, winner, best_mask = value, index, chunk_mask
+        else:
+            better = value > best
+            best = torch.where(better, value, best)
+            winner = torch.where(better, index + start, winner)
+            best_mask = torch.where(better, chunk_mask, best_mask)
+    inside = best_mask >= 0.5
     mask_area = torch.bincount(winner.flatten(), minlength=k)
-    original_area = (masks >= 0.5).flatten(1).sum(1)
     final_area = torch.bincount(winner[inside], minlength=k)
 
     lut = torch.zeros(k, dtype=torch.int32)

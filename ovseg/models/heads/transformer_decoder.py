@@ -209,26 +209,50 @@ class MaskedTransformerDecoder(nn.Module):
         query_embed = self.query_embed.weight.unsqueeze(1).repeat(1, bs, 1)
         output = self.query_feat.weight.unsqueeze(1).repeat(1, bs, 1)
 
+        if not aux_outputs:
+            return self._forward_inference(output, src, pos, query_embed, sizes, mask_features, text_classifier, num_synonyms)
         predictions = []
         cls, mask, attn_mask = self._heads(output, mask_features, sizes[0], text_classifier, num_synonyms)
         predictions.append((cls, mask))
         for i in range(self.num_layers):
-            level = i % self.num_feature_levels
-            # A query whose mask covers nothing would attend to nothing: let it see everything.
-            attn_mask[torch.where(attn_mask.sum(-1) == attn_mask.shape[-1])] = False
-            output = self.transformer_cross_attention_layers[i](
-                output, src[level], memory_mask=attn_mask, pos=pos[level], query_pos=query_embed
-            )
-            output = self.transformer_self_attention_layers[i](output, query_pos=query_embed)
-            output = self.transformer_ffn_layers[i](output)
+            output = self._layer(i, output, src, pos, query_embed, attn_mask)
             cls, mask, attn_mask = self._heads(
                 output, mask_features, sizes[(i + 1) % self.num_feature_levels], text_classifier, num_synonyms
             )
             predictions.append((cls, mask))
         out = {"pred_logits": predictions[-1][0], "pred_masks": predictions[-1][1]}
-        if aux_outputs:
-            out["aux_outputs"] = [{"pred_logits": c, "pred_masks": m} for c, m in predictions[:-1]]
+        out["aux_outputs"] = [{"pred_logits": c, "pred_masks": m} for c, m in predictions[:-1]]
         return out
+
+    def _layer(self, i, output, src, pos, query_embed, attn_mask):
+        level = i % self.num_feature_levels
+        # A query whose mask covers nothing would attend to nothing: let it see everything.
+        attn_mask[torch.where(attn_mask.sum(-1) == attn_mask.shape[-1])] = False
+        output = self.transformer_cross_attention_layers[i](
+            output, src[level], memory_mask=attn_mask, pos=pos[level], query_pos=query_embed
+        )
+        output = self.transformer_self_attention_layers[i](output, query_pos=query_embed)
+        return self.transformer_ffn_layers[i](output)
+
+    def _forward_inference(self, output, src, pos, query_embed, sizes, mask_features, text_classifier, num_synonyms):
+        """Inference needs only the last layer's classes and masks. Intermediate masks only feed
+        the next layer's attention mask at a coarse level, and the mask-embedding product
+        commutes with bilinear resizing, so they are computed on mask features resized once to
+        each level's size instead of at stride 4 (same numbers up to float rounding)."""
+        small = [F.interpolate(mask_features, size=sz, mode="bilinear", align_corners=False) for sz in sizes]
+        attn_mask = self._attn_mask(output, small[0])
+        for i in range(self.num_layers):
+            output = self._layer(i, output, src, pos, query_embed, attn_mask)
+            if i + 1 < self.num_layers:
+                attn_mask = self._attn_mask(output, small[(i + 1) % self.num_feature_levels])
+        cls, mask, _ = self._heads(output, mask_features, None, text_classifier, num_synonyms)
+        return {"pred_logits": cls, "pred_masks": mask}
+
+    def _attn_mask(self, output, features):
+        mask_embed = self.mask_embed(self.decoder_norm(output).transpose(0, 1))
+        attn = torch.einsum("bqc,bchw->bqhw", mask_embed, features)
+        attn = (attn.sigmoid().flatten(2) < 0.5).detach()
+        return attn.unsqueeze(1).repeat(1, self.num_heads, 1, 1).flatten(0, 1)
 
     def _heads(self, output, mask_features, attn_size, text_classifier, num_synonyms):
         decoder_output = self.decoder_norm(output).transpose(0, 1)
@@ -237,6 +261,8 @@ class MaskedTransformerDecoder(nn.Module):
         pooled = self._mask_pooling_proj(mask_pooling(mask_features, outputs_mask))
         class_embed = self.class_embed(pooled + decoder_output)
         outputs_class = classification_logits(class_embed, text_classifier, self.logit_scale, num_synonyms)
+        if attn_size is None:
+            return outputs_class, outputs_mask, None
         attn = F.interpolate(outputs_mask, size=attn_size, mode="bilinear", align_corners=False)
         attn = (attn.sigmoid().flatten(2) < 0.5).detach()
         attn = attn.unsqueeze(1).repeat(1, self.num_heads, 1, 1).flatten(0, 1)

@@ -1,0 +1,302 @@
+"""Measure where inference (and a training step) spends its time, memory and parameters.
+
+Random weights are fine: speed does not depend on values. Reports medians and spreads over
+``--repeats`` runs after a warm-up, the per-stage split, and ratios to the frozen CLIP image
+tower (the floor every FC-CLIP-style model pays).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+EPILOG = """examples:
+  # the FC-CLIP ConvNeXt-L architecture at the ADE20K test size, ADE-150 vocabulary, panoptic
+  python tools/benchmark.py configs/fcclip/fcclip_convnext_large_eval_ade20k.yaml \\
+      --size 512x683 --vocab ade20k-150 --task panoptic --repeats 3 --out bench.json
+  # the tiny CI model, with a training step
+  python tools/benchmark.py configs/tests/fcclip_tiny.yaml --repeats 2 --train
+"""
+
+STAGES = ("preprocess", "backbone", "pixel_decoder", "transformer_decoder", "classifiers", "postprocess")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="benchmark", description=__doc__, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config")
+    p.add_argument("--weights", help="checkpoint (default: random weights; CLIP random too)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--size", default="512x683", help="input image HxW before the test resize")
+    p.add_argument("--vocab", default="ade20k-150", help="built-in vocabulary name or a class count N")
+    p.add_argument("--task", default="panoptic", choices=("semantic", "instance", "panoptic", "all"))
+    p.add_argument("--batch", type=int, default=1, help="images per training step (--train)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--train", action="store_true", help="also time a training step")
+    p.add_argument("--train-crop", type=int, default=1024, help="training crop size (--train)")
+    p.add_argument("--amp", default="auto", choices=("auto", "none", "bf16", "fp16"),
+                   help="autocast for the training step (auto: fp16 on CUDA, bf16 on CPU)")
+    p.add_argument("--skip-text", action="store_true", help="do not time cold text encoding")
+    p.add_argument("--out", help="write the results as JSON")
+    p.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
+    return p
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _peak_rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class PeakMemory:
+    """Peak memory above the level at entry: CUDA max allocated, or RSS high-water on Linux."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+
+    def __enter__(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated() / 2**20
+        else:
+            self.ok = _reset_peak()
+            self.base = _rss_mb()
+        return self
+
+    def __exit__(self, *exc):
+        if self.cuda:
+            torch.cuda.synchronize()
+            self.peak = torch.cuda.max_memory_allocated() / 2**20 - self.base
+        else:
+            self.peak = _peak_rss_mb() - self.base if self.ok else float("nan")
+
+
+def _stats(values: Sequence[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def _vocabulary(spec: str):
+    from ovseg.text.vocabulary import Vocabulary
+
+    if spec.isdigit():
+        return Vocabulary([f"class number {i}" for i in range(int(spec))], name=f"synthetic-{spec}")
+    return Vocabulary.from_name(spec)
+
+
+def run(args: argparse.Namespace) -> dict:
+    from ovseg import Segmenter
+    from ovseg.utils.timing import StageTimer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    overrides = list(args.overrides) + ["model.text.disk_cache=false"]
+    if not args.weights:
+        overrides.append("model.backbone.pretrained=null")
+    t0 = time.perf_counter()
+    seg = Segmenter.from_config(args.config, weights=args.weights, overrides=overrides, device=device)
+    build_s = time.perf_counter() - t0
+    model = seg.model
+    h, w = (int(v) for v in args.size.lower().split("x"))
+    image = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    vocab = _vocabulary(args.vocab)
+
+    result: dict = {
+        "config": args.config, "device": str(device), "torch": torch.__version__,
+        "threads": torch.get_num_threads(), "python": platform.python_version(),
+        "image_size": [h, w], "vocabulary": args.vocab, "num_classes": len(vocab),
+        "num_prompts": sum(vocab.num_synonyms) * len(model.text_encoder.templates),
+        "task": args.task, "build_seconds": build_s,
+    }
+    n_total = sum(p.numel() for p in model.parameters())
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    result["params"] = {"total": n_total, "trainable": n_train, "frozen": n_total - n_train}
+
+    if not args.skip_text:
+        t0 = time.perf_counter()
+        seg.encode_vocabulary(vocab)
+        result["text_encoding_cold_seconds"] = time.perf_counter() - t0
+
+    # Inference, whole and split.
+    for _ in range(args.warmup):
+        seg.predict(image, vocab, task=args.task)
+    totals, splits, text_share = [], {k: [] for k in (*STAGES, "text")}, []
+    with PeakMemory(device) as mem:
+        for _ in range(args.repeats):
+            timer = StageTimer(device=device)
+            t0 = time.perf_counter()
+            pred = seg.predict(image, vocab, task=args.task, timer=timer)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            total = time.perf_counter() - t0
+            totals.append(total)
+            for k in splits:
+                splits[k].append(timer.times.get(k, 0.0))
+            text_share.append(timer.times.get("text", 0.0) / total)
+    input_size = pred.extras["input_size"]
+
+    # The frozen image tower alone on the same padded input: the floor.
+    from ovseg.inference.preprocess import resize_shortest_edge
+
+    t = seg.config.model.test
+    chw = torch.from_numpy(resize_shortest_edge(image, t.min_size, t.max_size).copy()).permute(2, 0, 1)
+    x = model.normalize_and_pad([chw])
+    tower = []
+    with torch.inference_mode(), PeakMemory(device) as tower_mem:
+        for _ in range(max(args.repeats, 1)):
+            t0 = time.perf_counter()
+            model.backbone(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            tower.append(time.perf_counter() - t0)
+
+    med = statistics.median(totals)
+    tower_med = statistics.median(tower)
+    result["inference"] = {
+        "model_input_size": list(input_size), "padded_size": list(x.shape[-2:]),
+        "total_seconds": _stats(totals), "images_per_second": 1.0 / med,
+        "split_seconds": {k: _stats(v) for k, v in splits.items()},
+        "tower_alone_seconds": _stats(tower), "ratio_to_tower": med / tower_med,
+        "text_share_of_call": statistics.median(text_share),
+        "peak_memory_mb": mem.peak, "tower_peak_memory_mb": tower_mem.peak,
+        "memory_ratio_to_tower": mem.peak / tower_mem.peak if tower_mem.peak > 0 else float("nan"),
+    }
+    if args.train:
+        result["train_step"] = train_step(seg, args, device)
+    return result
+
+
+def train_step(seg, args: argparse.Namespace, device: torch.device) -> dict:
+    """Time forward + loss, backward and the optimizer step on random targets."""
+    from ovseg.utils.timing import StageTimer
+
+    model = seg.model
+    model.train()
+    amp = args.amp
+    if amp == "auto":
+        amp = "fp16" if device.type == "cuda" else "bf16"
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    s = args.train_crop
+    g = torch.Generator().manual_seed(0)
+    vocab = _vocabulary(args.vocab)
+    batch = {
+        "images": torch.randint(0, 256, (args.batch, 3, s, s), dtype=torch.uint8, generator=g),
+        "targets": [
+            {"labels": torch.randint(0, len(vocab), (5,), generator=g),
+             "masks": torch.rand((5, s, s), generator=g) > 0.7}
+            for _ in range(args.batch)
+        ],
+        "vocabulary": vocab,
+    }
+    model.encode_vocabulary(vocab)
+    times = {"forward_loss": [], "backward": [], "optimizer": [], "total": []}
+    with PeakMemory(device) as mem:
+        for i in range(args.warmup + args.repeats):
+            timer = StageTimer(device=device)
+            t0 = time.perf_counter()
+            with timer("forward_loss"), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                losses = model(batch)
+                loss = sum(losses.values())
+            with timer("backward"):
+                loss.backward()
+            with timer("optimizer"):
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            total = time.perf_counter() - t0
+            if i >= args.warmup:
+                for k in ("forward_loss", "backward", "optimizer"):
+                    times[k].append(timer.times[k])
+                times["total"].append(total)
+    model.eval()
+    return {"batch": args.batch, "crop": s, "amp": amp,
+            "seconds": {k: _stats(v) for k, v in times.items()}, "peak_memory_mb": mem.peak}
+
+
+def format_table(r: dict) -> str:
+    inf = r["inference"]
+    lines = [
+        f"ovseg benchmark — {r['config']} on {r['device']} ({r['threads']} threads, torch {r['torch']})",
+        f"image {r['image_size'][0]}x{r['image_size'][1]} -> model input {inf['model_input_size'][0]}x"
+        f"{inf['model_input_size'][1]} (padded {inf['padded_size'][0]}x{inf['padded_size'][1]}), "
+        f"task {r['task']}, vocabulary {r['vocabulary']} ({r['num_classes']} classes, {r['num_prompts']} prompts)",
+        f"parameters: total {r['params']['total']:,}, trainable {r['params']['trainable']:,}, frozen {r['params']['frozen']:,}",
+        "",
+        f"{'stage':<22}{'median s':>10}{'min s':>10}{'max s':>10}{'share':>8}",
+    ]
+    med = inf["total_seconds"]["median"]
+    for k, v in inf["split_seconds"].items():
+        lines.append(f"{k:<22}{v['median']:>10.4f}{v['min']:>10.4f}{v['max']:>10.4f}{v['median'] / med:>8.1%}")
+    t = inf["total_seconds"]
+    lines += [
+        f"{'total':<22}{t['median']:>10.4f}{t['min']:>10.4f}{t['max']:>10.4f}",
+        f"{'tower alone':<22}{inf['tower_alone_seconds']['median']:>10.4f}",
+        "",
+        f"ratio total / tower: {inf['ratio_to_tower']:.2f}x   throughput {inf['images_per_second']:.3f} img/s",
+        f"peak memory: {inf['peak_memory_mb']:.0f} MB (tower alone {inf['tower_peak_memory_mb']:.0f} MB, "
+        f"ratio {inf['memory_ratio_to_tower']:.2f}x)",
+        f"text share of a call with a cached vocabulary: {inf['text_share_of_call']:.3%}",
+    ]
+    if "text_encoding_cold_seconds" in r:
+        lines.append(f"cold text encoding: {r['text_encoding_cold_seconds']:.2f} s")
+    if "train_step" in r:
+        ts = r["train_step"]
+        s = ts["seconds"]
+        lines.append(
+            f"train step (batch {ts['batch']}, crop {ts['crop']}, amp {ts['amp']}): "
+            f"{s['total']['median']:.3f} s = forward+loss {s['forward_loss']['median']:.3f} + backward "
+            f"{s['backward']['median']:.3f} + optimizer {s['optimizer']['median']:.3f}; peak memory "
+            f"{ts['peak_memory_mb']:.0f} MB"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = run(args)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(format_table(result))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
