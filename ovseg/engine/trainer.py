@@ -502,11 +502,12 @@ class Trainer:
         last_eval: dict[str, Any] = {}
         accum = self.grad_accum_steps
         ddp = isinstance(self.train_model, DistributedDataParallel)
+        grad_norm: torch.Tensor | None = None
         while self.iteration < self.max_iter:
             step = self.iteration + 1  # 1-based number of the iteration being run
             self.optimizer.zero_grad(set_to_none=True)
             finite = torch.ones((), dtype=torch.bool, device=self.device)
-            bad_terms: dict[str, float] = {}
+            micro_losses: list[dict[str, torch.Tensor]] = []
             for micro in range(accum):
                 t0 = time.perf_counter()
                 batch = next(data_iter)
@@ -515,22 +516,19 @@ class Trainer:
                 with self.train_model.no_sync() if sync else contextlib.nullcontext():
                     losses = self._forward(batch)
                     total = sum(losses.values())
-                    ok = torch.isfinite(total.detach())
-                    if not bool(ok):
-                        bad_terms = {k: float(v.detach().float()) for k, v in losses.items()}
-                    finite &= ok
+                    # One host sync per iteration (below), not per micro-batch.
+                    finite &= torch.isfinite(total.detach())
                     self.scaler.scale(total / accum).backward()
-                for k, v in losses.items():
-                    v = v.detach().float() / accum
-                    window[k] = window[k] + v if k in window else v
+                detached = {k: v.detach().float() for k, v in losses.items()}
+                micro_losses.append(detached)
+                for k, v in detached.items():
+                    window[k] = window[k] + v / accum if k in window else v / accum
             if dist.all_reduce_max(0.0 if bool(finite) else 1.0) > 0:
-                self._raise_nonfinite(step, bad_terms, logger)
-            extra: dict[str, float] = {}
+                self._raise_nonfinite(step, micro_losses, logger)
+            lr = float(self.optimizer.param_groups[0]["lr"])  # the lr this step uses
             if self.clip_grad is not None and self.clip_grad.enabled:
                 self.scaler.unscale_(self.optimizer)
-                norm = clip_gradients(self._params, self.clip_grad)
-                if norm is not None:
-                    extra["grad_norm"] = float(norm)
+                grad_norm = clip_gradients(self._params, self.clip_grad)
             self.scaler.step(self.optimizer)
             self.scaler.update()
             with warnings.catch_warnings():
@@ -545,7 +543,9 @@ class Trainer:
 
             if step % self.log_period == 0 or step == self.max_iter:
                 means = dist.all_reduce_mean({k: v / window_n for k, v in window.items()})
-                lr = float(self.optimizer.param_groups[0]["lr"])
+                extra: dict[str, float] = {}
+                if grad_norm is not None:
+                    extra["grad_norm"] = float(grad_norm)
                 if self.scaler.is_enabled():
                     extra["loss_scale"] = float(self.scaler.get_scale())
                 logger.log(
@@ -568,7 +568,14 @@ class Trainer:
                 last_eval = self._evaluate(logger)
         return last_losses, last_eval
 
-    def _raise_nonfinite(self, step: int, terms: dict[str, float], logger: TrainLogger) -> None:
+    def _raise_nonfinite(
+        self, step: int, micro_losses: list[dict[str, torch.Tensor]], logger: TrainLogger
+    ) -> None:
+        terms: dict[str, float] = {}
+        for losses in micro_losses:
+            if not torch.isfinite(sum(losses.values())):
+                terms = {k: float(v) for k, v in losses.items()}
+                break
         last = latest_checkpoint(self.work_dir)
         where = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
         detail = (

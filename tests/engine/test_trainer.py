@@ -85,6 +85,8 @@ def test_logs_jsonl_tensorboard_and_final_weights(tmp_path):
     out = trainer.train()
     records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().split("\n") if x]
     assert [r["iteration"] for r in records] == [2, 4, 5]
+    # lr of the step logged: 1e-2 with a 3-iteration linear warm-up from 0.1 (step index 1: 0.4)
+    assert [r["lr"] for r in records] == pytest.approx([4e-3, 1e-2, 1e-2])
     for r in records:
         assert r["total_loss"] == pytest.approx(r["loss_ce"] + r["loss_reg"])
         assert r["memory_mb"] > 0 and r["time"] > 0 and r["eta_s"] >= 0
