@@ -189,3 +189,12 @@ def test_records_are_serialized_for_fork_friendly_workers():
     with pytest.raises(IndexError):
         records[3]
     assert len(SerializedList([])) == 0
+
+
+def test_training_without_targets_augments_the_image_only(coco):
+    from ovseg.data import TrainAugConfig, build_train_transform
+
+    transform = build_train_transform(TrainAugConfig(crop_size=16))
+    ds = _open(coco, train=True, with_targets=False, transform=transform)
+    s = ds[(0, 123)]
+    assert max(s["image"].shape[:2]) <= 16 and "masks" not in s

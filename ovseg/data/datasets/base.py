@@ -201,6 +201,8 @@ class SegmentationDataset(Dataset):
                 index = (index + 1) % len(self)
         height, width = image.shape[:2]
         if self.train:
+            if seg is None:  # with_targets=False: augment the image alone
+                seg = np.full(image.shape[:2], VOID, dtype=np.uint16)
             if iscrowd.any():
                 # Crowd regions get no target (Mask2Former drops iscrowd segments in training).
                 lut = np.arange(MAX_SEGMENTS + 1, dtype=np.uint16)
