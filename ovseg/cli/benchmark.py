@@ -285,7 +285,7 @@ def format_table(r: dict) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)
     try:
         result = run(args)
     except (ValueError, KeyError, FileNotFoundError) as e:

@@ -92,7 +92,10 @@ class TextEncoder:
         if emb is None and self.disk_cache and self.weights_id:
             emb = self._load_disk(key)
         if emb is None:
-            emb = self.encode_synonyms(vocabulary.flat_synonyms(), device)
+            # Cached embeddings outlive this call: make them ordinary tensors even when the
+            # first request comes from inside torch.inference_mode (training reuses them).
+            with torch.inference_mode(False), torch.no_grad():
+                emb = self.encode_synonyms(vocabulary.flat_synonyms(), device)
             if self.disk_cache and self.weights_id:
                 self._save_disk(key, emb)
         self._memory[key] = emb
