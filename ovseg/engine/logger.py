@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+import re
 import resource
 import sys
 import time
@@ -18,6 +19,9 @@ from tqdm import tqdm
 __all__ = ["TrainLogger", "memory_mb", "truncate_metrics"]
 
 _log = logging.getLogger("ovseg.engine")
+# Deep-supervision terms of intermediate decoder layers ("loss_ce_0", ...): in metrics.jsonl and
+# TensorBoard, left off the console line to keep it readable.
+_AUX = re.compile(r"_\d+$")
 
 
 def memory_mb(device: torch.device) -> float:
@@ -171,13 +175,15 @@ class TrainLogger:
                     group = "loss" if key.startswith(("loss", "total_loss")) else "train"
                     self._tb.add_scalar(f"{group}/{key}", value, iteration)
         it_s = 1.0 / sec_per_it if sec_per_it > 0 else float("nan")
+        main_terms = {k: v for k, v in losses.items() if not _AUX.search(k)}
         if self._bar is not None:
+            terms = " ".join(f"{k}={v:.3g}" for k, v in main_terms.items())
             self._bar.set_postfix_str(
-                f"loss={total:.4g} lr={lr:.3g} {it_s:.2f}it/s mem={rec['memory_mb']:.0f}MB",
+                f"loss={total:.4g} {terms} lr={lr:.3g} {it_s:.2f}it/s mem={rec['memory_mb']:.0f}MB",
                 refresh=True,
             )
         else:
-            terms = "  ".join(f"{k}: {v:.4g}" for k, v in losses.items())
+            terms = "  ".join(f"{k}: {v:.4g}" for k, v in main_terms.items())
             _log.info(
                 "iter %d/%d  eta %s  total_loss: %.4g  %s  lr: %.3g  %.2f it/s  mem: %.0f MB",
                 iteration,

@@ -10,7 +10,6 @@ import torch
 from ovseg.engine import Trainer, build_lr_scheduler, build_optimizer
 from ovseg.engine.checkpoint import list_checkpoints, load_checkpoint
 from ovseg.engine.config import OptimConfig, ScheduleConfig
-from ovseg.engine.logger import truncate_metrics
 
 from . import toy
 
@@ -99,13 +98,6 @@ def test_logs_jsonl_tensorboard_and_final_weights(tmp_path):
     assert final["meta"]["iteration"] == 5
     assert not any(k.startswith("clip.") for k in final["model"])
     assert list_checkpoints(tmp_path) == []
-
-
-def test_truncate_metrics_drops_lines_after_resume_point(tmp_path):
-    path = tmp_path / "metrics.jsonl"
-    path.write_text('{"iteration": 1}\n{"iteration": 2}\n{"iteration": 3}\n{"iterat')
-    truncate_metrics(path, 2)
-    assert path.read_text() == '{"iteration": 1}\n{"iteration": 2}\n'
 
 
 def test_model_must_return_a_loss_dict(tmp_path):
