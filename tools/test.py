@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
-from ovseg.cli.test import main  # noqa: E402
+from ovseg.cli.test import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -24,6 +24,7 @@ sliding-window mode.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -117,7 +118,7 @@ class EvalSource:
                 num_classes=len(vocab),
                 ignore_index=ignore,
                 panoptic_categories=[dict(c) for c in dataset.categories],
-                semantic_reader=lambda i: dataset.load_semantic_gt(i, ignore),
+                semantic_reader=functools.partial(dataset.load_semantic_gt, ignore_index=ignore),
             )
         if isinstance(dataset, SemanticFolderDataset):
             records = [dataset.get_eval_record(i) for i in range(len(dataset))]
@@ -381,7 +382,9 @@ class TaskEvaluators:
             self.semantic.process(pred, self.source.semantic_gt(index), name, str(gt_name))
             if self.export_dir is not None:
                 bits = np.uint8 if self.source.num_classes <= 256 else np.uint16
-                Image.fromarray(pred.astype(bits)).save(self.export_dir / "semantic" / f"{stem}.png")
+                Image.fromarray(pred.astype(bits)).save(
+                    self.export_dir / "semantic" / f"{stem}.png"
+                )
         if self.panoptic is not None:
             if prediction.panoptic_seg is None:
                 raise EvaluationError(f"{name}: the prediction has no panoptic output")
@@ -481,7 +484,6 @@ class TaskEvaluators:
                     {"annotations": anns, "categories": self.source.panoptic_categories},
                 )
         return out
-
 
     def _subset_evaluator(self, evaluator: InstanceEvaluator) -> InstanceEvaluator:
         """The JSON ground truth restricted to the images processed on any rank (``limit``)."""
