@@ -36,7 +36,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world_size: int, port: int, out: str) -> None:
+def _worker(
+    rank: int, world_size: int, port: int, out: str, kwargs: dict, resume: bool, tag: str
+) -> None:
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
@@ -50,14 +52,28 @@ def _worker(rank: int, world_size: int, port: int, out: str) -> None:
     try:
         # seed + rank: the ranks build different initial weights; DDP must broadcast rank 0's.
         trainer = toy.make_trainer(
-            Path(out) / "ddp", rank=rank, world_size=world_size, batch_size=2, **KWARGS
+            Path(out) / tag, rank=rank, world_size=world_size, batch_size=2, **kwargs
         )
         assert dist.broadcast_object("hello" if rank == 0 else None) == "hello"
+        if resume:
+            assert trainer.resume() is True
         trainer.train()
         state = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-        torch.save(state, Path(out) / f"rank{rank}.pt")
+        torch.save(state, Path(out) / f"{tag}_rank{rank}.pt")
     finally:
         dist.destroy_distributed()
+
+
+def _launch(out: Path, kwargs: dict, *, resume: bool = False, tag: str = "ddp") -> None:
+    # fork where available: no second torch import per rank (seconds each on a busy CPU)
+    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    tmp_mp.start_processes(
+        _worker,
+        args=(2, _free_port(), str(out), kwargs, resume, tag),
+        nprocs=2,
+        join=True,
+        start_method=method,
+    )
 
 
 @pytest.mark.timeout(180)
@@ -65,17 +81,13 @@ def test_two_gloo_ranks_match_single_process(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        # fork where available: no second torch import per rank (seconds each on a busy CPU)
-        method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-        tmp_mp.start_processes(
-            _worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True, start_method=method
-        )
+        _launch(tmp_path, KWARGS)
         single = toy.make_trainer(tmp_path / "single", rank=0, world_size=1, batch_size=4, **KWARGS)
         single.train()
     finally:
         torch.set_num_threads(threads)
-    r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
-    r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    r0 = torch.load(tmp_path / "ddp_rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "ddp_rank1.pt", weights_only=True)
     for key in r0:
         assert torch.equal(r0[key], r1[key]), f"ranks disagree on {key}"
 
@@ -100,3 +112,24 @@ def test_two_gloo_ranks_match_single_process(tmp_path):
     assert ckpt["meta"]["world_size"] == 2
     assert len(ckpt["rng"]["ranks"]) == 2 and len(ckpt["sampler"]["ranks"]) == 2
     assert [s["position"] for s in ckpt["sampler"]["ranks"]] == [6, 6]  # 3 steps x 2 per rank
+
+
+@pytest.mark.timeout(180)
+def test_two_rank_resume_continues_the_same_trajectory(tmp_path):
+    # Dropout and random crops draw from per-rank RNG streams (seed + rank): each rank's stream
+    # and sampler position must come back from the checkpoint.
+    kwargs = {**KWARGS, "random_crop": True, "dropout": 0.2}
+    _launch(tmp_path, kwargs, tag="straight")
+    _launch(tmp_path, {**kwargs, "max_iter": 3}, tag="resumed")  # "stops" after checkpoint 3
+    _launch(tmp_path, kwargs, tag="resumed", resume=True)
+    for rank in (0, 1):
+        a = torch.load(tmp_path / f"straight_rank{rank}.pt", weights_only=True)
+        b = torch.load(tmp_path / f"resumed_rank{rank}.pt", weights_only=True)
+        for key in a:
+            assert torch.equal(a[key], b[key]), f"rank {rank}: {key}"
+    logs = {}
+    for tag in ("straight", "resumed"):
+        lines = (tmp_path / tag / "metrics.jsonl").read_text().splitlines()
+        logs[tag] = [json.loads(x)["total_loss"] for x in lines]
+    assert len(logs["straight"]) == STEPS
+    assert logs["straight"] == logs["resumed"]
