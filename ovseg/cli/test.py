@@ -202,6 +202,10 @@ def _build_segmenter(config_path, cfg, weights, overrides, device, rank):
     from ovseg.inference.predictor import Segmenter
     from ovseg.models.weights import CheckpointError
 
+    import torch
+
+    # The same random initialisation on every rank and run (whatever weights do not overwrite).
+    torch.manual_seed(0)
     try:
         if weights is not None and not Path(weights).is_file():
             return Segmenter.from_pretrained(
