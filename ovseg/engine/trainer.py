@@ -331,6 +331,18 @@ class Trainer:
         path = Path(path)
         ckpt = load_checkpoint(path)
         self._check_resumable(ckpt, path)
+        saved_cfg = str(ckpt.get("config") or "")
+        if saved_cfg and self.config_yaml and saved_cfg != self.config_yaml:
+            old, new = saved_cfg.splitlines(), self.config_yaml.splitlines()
+            first = next(
+                (f"{a!r} -> {b!r}" for a, b in zip(old, new) if a != b),
+                f"{len(old)} -> {len(new)} lines",
+            )
+            warnings.warn(
+                f"resume: the config differs from the one stored in {path} (first difference: "
+                f"{first}); the run continues with the new config",
+                stacklevel=2,
+            )
 
         load_model_state(self.model, ckpt["model"], source=str(path), strict=True)
         self.optimizer.load_state_dict(ckpt["optimizer"])

@@ -130,3 +130,12 @@ def test_resume_needs_a_resumable_checkpoint(tmp_path):
         assert fresh.resume() is False
     with pytest.raises(CheckpointError, match="not resumable: it has no 'optimizer'.*--load-from"):
         fresh.resume(tmp_path / "model_final.pth")
+
+
+def test_resume_warns_when_the_config_changed(tmp_path):
+    toy.make_trainer(tmp_path, max_iter=2, checkpoint_period=2).train()
+    trainer = toy.make_trainer(tmp_path, max_iter=4)
+    trainer.config_yaml = "model: toy2\n"
+    with pytest.warns(UserWarning, match=r"config differs .*'model: toy' -> 'model: toy2'"):
+        assert trainer.resume() is True
+    assert trainer.iteration == 2
