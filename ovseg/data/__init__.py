@@ -1,5 +1,12 @@
 """Datasets, augmentation, samplers and loaders for training and evaluation."""
 
+import os
+
+# albumentations asks PyPI for a newer version at import (a network request of up to 2 s, and a
+# warning when offline); a library must not phone home, and tests must not touch the network.
+# An explicit user setting wins.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
 from .build import (
     TrainLoader,
     build_dataset,

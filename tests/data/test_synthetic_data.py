@@ -123,3 +123,34 @@ def test_bad_generator_arguments():
         make_synthetic_coco_panoptic("/nonexistent-never-written", num_images=0)
     with pytest.raises(ValueError, match="image_format"):
         make_synthetic_coco_panoptic("/nonexistent-never-written", image_format="gif")
+
+
+def test_tools_script_runs_without_touching_the_network(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    # albumentations checks PyPI at import unless NO_ALBUMENTATIONS_UPDATE is set; ovseg.data sets
+    # it. An audit hook records every socket connection and URL request of the whole run.
+    script = Path(__file__).resolve().parents[2] / "tools" / "make_synthetic_coco.py"
+    code = (
+        "import sys, runpy\n"
+        "events = []\n"
+        "sys.addaudithook(lambda e, a: events.append(e) if e in "
+        "('socket.connect', 'urllib.Request', 'socket.getaddrinfo') else None)\n"
+        f"sys.argv = [{str(script)!r}, {str(tmp_path)!r}, '-n', '2', '--size', '24', '24']\n"
+        "try:\n"
+        f"    runpy.run_path({str(script)!r}, run_name='__main__')\n"
+        "except SystemExit as e:\n"
+        "    assert not e.code, e.code\n"
+        "print('NETWORK', events)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True,
+        env=env,
+    )  # fmt: skip
+    assert "wrote 2 images" in out.stdout
+    assert "NETWORK []" in out.stdout, out.stdout
+    assert (tmp_path / "annotations" / "panoptic_train2017.json").is_file()
