@@ -198,3 +198,16 @@ def test_training_without_targets_augments_the_image_only(coco):
     ds = _open(coco, train=True, with_targets=False, transform=transform)
     s = ds[(0, 123)]
     assert max(s["image"].shape[:2]) <= 16 and "masks" not in s
+
+
+def test_malformed_annotations_are_listed(coco):
+    def break_it(data):
+        del data["annotations"][0]["file_name"]
+        data["annotations"][1]["image_id"] = 999
+
+    _edit_json(coco, break_it)
+    with pytest.raises(DatasetError) as err:
+        _open(coco)
+    msg = str(err.value)
+    assert "2 bad annotation(s)" in msg and "annotation 0 lacks 'file_name'" in msg
+    assert "'000000000002.png': image_id 999 has no entry" in msg

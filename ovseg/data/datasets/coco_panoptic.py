@@ -175,14 +175,18 @@ class CocoPanopticDataset(SegmentationDataset):
         return [dict(c) for c in cats]
 
     def _parse_records(self, data: dict) -> list[dict[str, Any]]:
-        images = {img["id"]: img for img in data["images"]}
+        images = {img.get("id"): img for img in data["images"] if isinstance(img, dict)}
         records, problems = [], []
-        for ann in data["annotations"]:
-            image_id = ann.get("image_id")
+        for i, ann in enumerate(data["annotations"]):
+            if not isinstance(ann, dict) or "file_name" not in ann or "image_id" not in ann:
+                problems.append(f"annotation {i} lacks 'file_name' or 'image_id': {ann!r:.200}")
+                continue
+            image_id = ann["image_id"]
             img = images.get(image_id)
-            if img is None:
+            if img is None or "file_name" not in img:
                 problems.append(
-                    f"annotation {ann.get('file_name')!r}: image_id {image_id!r} is not in 'images'"
+                    f"annotation {ann['file_name']!r}: image_id {image_id!r} has no entry with a "
+                    "'file_name' in 'images'"
                 )
                 continue
             segments = ann.get("segments_info", [])
