@@ -1,0 +1,97 @@
+"""What every converter shares: the error type, locating raw folders, copying or linking files,
+writing label maps atomically and a progress wrapper."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+from PIL import Image
+
+T = TypeVar("T")
+
+
+class PrepareError(FileNotFoundError):
+    """The raw download is missing something or is malformed; the message names the dataset, the
+    path expected and where the official file comes from."""
+
+
+def find_dir(src: Path, candidates: Sequence[str], dataset: str, what: str, hint: str) -> Path:
+    """The first ``src / c`` that is a folder.
+
+    Raises:
+        PrepareError: none exists (every candidate is named, with ``hint`` on where to get it).
+    """
+    for c in candidates:
+        p = src / c if c else src
+        if p.is_dir():
+            return p
+    tried = ", ".join(str(src / c) if c else str(src) for c in candidates)
+    raise PrepareError(f"{dataset}: {what} not found (looked for {tried}); {hint}")
+
+
+def require_file(path: Path, dataset: str, hint: str) -> Path:
+    if not path.is_file():
+        raise PrepareError(f"{dataset}: {path} not found; {hint}")
+    return path
+
+
+def place(src: Path, dst: Path, link: bool = False) -> None:
+    """Copy ``src`` to ``dst`` (or symlink it, absolute, with ``link``); parents are created and an
+    existing ``dst`` is replaced."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.is_symlink() or dst.exists():
+        dst.unlink()
+    if link:
+        os.symlink(src.resolve(), dst)
+    else:
+        shutil.copy2(src, dst)
+
+
+def save_label(array: np.ndarray, path: Path) -> None:
+    """Write a (H, W) label map atomically: uint8 / uint16 PNG, or 16-bit TIFF for ``.tif``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        Image.fromarray(np.ascontiguousarray(array)).save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_array(path: Path) -> np.ndarray:
+    """A label / panoptic PNG (or TIFF) as stored: palette indices stay indices."""
+    with Image.open(path) as img:
+        return np.asarray(img)
+
+
+def progress(items: Iterable[T], desc: str, total: int | None = None) -> Iterable[T]:
+    """tqdm over ``items`` (silent when not a terminal)."""
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, total=total, unit="img", disable=None, leave=False)
+
+
+def bbox_of(mask: np.ndarray) -> list[int]:
+    """COCO ``[x, y, width, height]`` of a boolean mask (zeros for an empty mask)."""
+    ys, xs = np.nonzero(mask)
+    if not len(xs):
+        return [0, 0, 0, 0]
+    return [
+        int(xs.min()),
+        int(ys.min()),
+        int(xs.max() - xs.min() + 1),
+        int(ys.max() - ys.min() + 1),
+    ]
+
+
+def read_list(path: Path) -> list[str]:
+    """Non-empty stripped lines of a split file (``ImageSets/.../val.txt``)."""
+    return [ln.strip().split()[0] for ln in path.read_text().splitlines() if ln.strip()]
