@@ -222,6 +222,8 @@ class SegmentationDataset(Dataset):
             "num_skipped": skipped,
         }
         if self.with_targets:
+            # Segments cropped away entirely are dropped. Mask2Former's LSJ panoptic mapper keeps
+            # them as empty targets, which asks a query to predict a class for no pixel at all.
             counts = np.bincount(seg.ravel(), minlength=len(labels))[: len(labels)]
             present = np.flatnonzero(counts)
             if self.train:
