@@ -60,7 +60,14 @@ def instance_class_mapping(src: Path) -> dict[int, int]:
 def prepare_ade20k(src: Path, dst: Path, link: bool = False) -> list[str]:
     """Write ``ADEChallengeData2016/`` (images, annotations_detectron2 and, when the instance
     annotations are there, the panoptic and instance ground truth)."""
-    base = find_dir(src, ("ADEChallengeData2016", ""), "ade20k-150", "ADEChallengeData2016", HINT)
+    base = find_dir(
+        src,
+        ("ADEChallengeData2016", ""),
+        "ade20k-150",
+        "ADEChallengeData2016",
+        HINT,
+        marker="images",
+    )
     image_dir = find_dir(base, ("images/validation",), "ade20k-150", "images/validation", HINT)
     label_dir = find_dir(base, ("annotations/validation",), "ade20k-150",
                          "annotations/validation", HINT)  # fmt: skip

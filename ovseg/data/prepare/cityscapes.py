@@ -86,7 +86,14 @@ def panoptic_from_instance_ids(instance_ids: np.ndarray) -> tuple[np.ndarray, li
 def prepare_cityscapes(src: Path, dst: Path, link: bool = False) -> list[str]:
     """Write ``cityscapes/`` (leftImg8bit/val, gtFine/val with labelTrainIds and instanceIds,
     gtFine/cityscapes_panoptic_val + json)."""
-    base = find_dir(src, ("cityscapes", ""), "cityscapes", "the Cityscapes folder", CS_HINT)
+    base = find_dir(
+        src,
+        ("cityscapes", ""),
+        "cityscapes",
+        "the Cityscapes folder",
+        CS_HINT,
+        marker="leftImg8bit",
+    )
     image_dir = find_dir(base, ("leftImg8bit/val",), "cityscapes", "leftImg8bit/val", CS_HINT)
     gt_dir = find_dir(base, ("gtFine/val",), "cityscapes", "gtFine/val", CS_HINT)
     images = sorted(image_dir.glob("*/*_leftImg8bit.png"))

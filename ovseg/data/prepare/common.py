@@ -21,15 +21,22 @@ class PrepareError(FileNotFoundError):
     path expected and where the official file comes from."""
 
 
-def find_dir(src: Path, candidates: Sequence[str], dataset: str, what: str, hint: str) -> Path:
-    """The first ``src / c`` that is a folder.
+def find_dir(
+    src: Path,
+    candidates: Sequence[str],
+    dataset: str,
+    what: str,
+    hint: str,
+    marker: str | None = None,
+) -> Path:
+    """The first ``src / c`` that is a folder (holding ``marker``, when given).
 
     Raises:
         PrepareError: none exists (every candidate is named, with ``hint`` on where to get it).
     """
     for c in candidates:
         p = src / c if c else src
-        if p.is_dir():
+        if p.is_dir() and (marker is None or (p / marker).exists()):
             return p
     tried = ", ".join(str(src / c) if c else str(src) for c in candidates)
     raise PrepareError(f"{dataset}: {what} not found (looked for {tried}); {hint}")

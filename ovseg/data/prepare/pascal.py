@@ -58,7 +58,14 @@ def prepare_pascal_voc(src: Path, dst: Path, link: bool = False) -> list[str]:
     Returns:
         the benchmark names written.
     """
-    voc = find_dir(src, ("VOCdevkit/VOC2012", "VOC2012", ""), "pascal-voc", "VOC2012", VOC_HINT)
+    voc = find_dir(
+        src,
+        ("VOCdevkit/VOC2012", "VOC2012", ""),
+        "pascal-voc",
+        "VOC2012",
+        VOC_HINT,
+        marker="JPEGImages",
+    )
     split = voc / "ImageSets" / "Segmentation" / "val.txt"
     if not split.is_file():
         raise PrepareError(f"pascal-voc: {split} not found; {VOC_HINT}")
@@ -106,7 +113,7 @@ def prepare_pascal_context(
     from scipy.io import loadmat
 
     voc = find_dir(src, ("VOCdevkit/VOC2010", "VOC2010", ""), "pascal-context", "VOC2010",
-                   CTX_HINT)  # fmt: skip
+                   CTX_HINT, marker="JPEGImages")  # fmt: skip
     mat_dir = find_dir(voc, ("trainval",), "pascal-context", "trainval/*.mat", CTX_HINT)
     if split_file is None:
         for cand in ("ImageSets/SegmentationContext/val.txt", "ImageSets/Main/val.txt"):
