@@ -4,18 +4,19 @@ The engine is model-agnostic: in train mode the model maps whatever the data loa
 dict of scalar losses, ``losses = model(batch)``; the total loss is their sum. The model moves
 the batch to its own device (as Mask2Former's ``MaskFormer.forward`` does).
 
-How ``ovseg/cli/train.py`` is meant to wire it (``cfg`` is the resolved, typed config)::
+How ``ovseg/cli/train.py`` wires it (``cfg`` is the resolved, typed config; abridged)::
 
     from ovseg.engine import (Trainer, build_lr_scheduler, build_optimizer, effective_lr,
                               init_distributed, load_weights, seed_everything)
 
     info = init_distributed(cfg.runtime.device)           # torchrun env; no-op alone
     seed_everything(cfg.runtime.seed, info.rank)          # seed + rank
+    loader = build_train_loader(cfg.data, seed=cfg.runtime.seed, rank=info.rank,
+                                world_size=info.world_size)   # resumable TrainLoader
     model = build_model(cfg.model).to(info.device)
-    loader = build_train_loader(cfg.data, rank=info.rank, world_size=info.world_size)
-    total_batch = loader.batch_size * info.world_size * cfg.schedule.grad_accum_steps
+    total_batch = cfg.data.batch_size * info.world_size * cfg.schedule.grad_accum_steps
     lr = effective_lr(cfg.optim.lr, total_batch, cfg.schedule)
-    optimizer = build_optimizer(model, cfg.optim, lr=lr)
+    optimizer = build_optimizer(model, cfg.optim, lr=lr)  # trainable params only
     scheduler = build_lr_scheduler(optimizer, cfg.schedule)
     trainer = Trainer(
         model, optimizer, scheduler, loader,
@@ -23,11 +24,12 @@ How ``ovseg/cli/train.py`` is meant to wire it (``cfg`` is the resolved, typed c
         grad_accum_steps=cfg.schedule.grad_accum_steps, clip_grad=cfg.optim.clip_grad,
         checkpoint_period=cfg.schedule.checkpoint_period, keep_last=cfg.schedule.keep_last,
         log_period=cfg.schedule.log_period, eval_fn=evaluate, eval_period=cfg.schedule.eval_period,
-        config_yaml=OmegaConf.to_yaml(cfg), tensorboard=cfg.runtime.log_tensorboard,
+        config_yaml=config_yaml, tensorboard=cfg.runtime.log_tensorboard,
+        model_checkpoint_fn=lambda m: model_checkpoint(m, config_yaml),
     )
-    if args.resume:
+    if args.resume:                                       # --resume [PATH]
         trainer.resume(args.resume if isinstance(args.resume, str) else None)
-    elif args.load_from:
+    elif args.load_from:                                  # --load-from CKPT
         load_weights(model, args.load_from)               # weights only, fresh schedule
     trainer.train()                                       # -> WORK_DIR/model_final.pth
 
