@@ -407,12 +407,11 @@ class Trainer:
     def _load_sampler(self, saved: Mapping[str, Any], path: Path) -> None:
         states = list(saved.get("ranks", []))
         if self.sampler is None or not callable(getattr(self.sampler, "load_state_dict", None)):
-            if states:
-                warnings.warn(
-                    f"resume: {path} holds a data-sampler position but this loader's sampler "
-                    "has no load_state_dict(); the data order restarts",
-                    stacklevel=3,
-                )
+            warnings.warn(
+                "resume: the data loader has no resumable sampler (state_dict/load_state_dict); "
+                "the data order restarts, so the run will differ from an uninterrupted one",
+                stacklevel=3,
+            )
             return
         if not states:
             warnings.warn(

@@ -139,3 +139,13 @@ def test_resume_warns_when_the_config_changed(tmp_path):
     with pytest.warns(UserWarning, match=r"config differs .*'model: toy' -> 'model: toy2'"):
         assert trainer.resume() is True
     assert trainer.iteration == 2
+
+
+def test_resume_without_resumable_sampler_warns(tmp_path):
+    toy.make_trainer(tmp_path, max_iter=2, checkpoint_period=2).train()
+    trainer = toy.make_trainer(tmp_path, max_iter=4)
+    trainer.sampler = None  # e.g. a plain DataLoader over a RandomSampler
+    with pytest.warns(UserWarning, match="no resumable sampler.*data order restarts"):
+        trainer.resume()
+    trainer.train()
+    assert trainer.iteration == 4
