@@ -110,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data-root", metavar="DIR", help="benchmark data root (default $OVSEG_DATA)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="image-decoding processes per rank (default: 4 on GPU, 0 on CPU)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("opts", nargs="*", metavar="KEY=VALUE", help="config overrides")
     return p
@@ -199,10 +205,10 @@ def _check_weights(weights: str | None) -> str | None:
 
 
 def _build_segmenter(config_path, cfg, weights, overrides, device, rank):
+    import torch
+
     from ovseg.inference.predictor import Segmenter
     from ovseg.models.weights import CheckpointError
-
-    import torch
 
     # The same random initialisation on every rank and run (whatever weights do not overwrite).
     torch.manual_seed(0)
@@ -282,6 +288,9 @@ def _evaluate_one(args, segmenter, source, out_dir, meta, size_overridden) -> di
             limit=args.limit,
             progress=not args.no_progress,
             meta=meta,
+            num_workers=args.workers
+            if args.workers is not None
+            else (4 if segmenter.device.type == "cuda" else 0),
         )
     finally:
         t.min_size, t.max_size = saved

@@ -528,6 +528,7 @@ def evaluate(
     limit: int | None = None,
     progress: bool = True,
     meta: Mapping[str, Any] | None = None,
+    num_workers: int = 0,
 ) -> dict[str, Any]:
     """Predict every image of ``source`` with ``segmenter`` and score the predictions.
 
@@ -544,6 +545,7 @@ def evaluate(
         limit: evaluate only the first ``limit`` images (quick checks).
         progress: show a tqdm bar (rank 0).
         meta: extra entries for the result's ``meta`` (e.g. ``weights``, ``config``).
+        num_workers: processes decoding images ahead of the model (0 = in this process).
 
     Returns:
         ``{"semantic": ..., "panoptic": ..., "instance": ..., "meta": {...}}`` with one key per
@@ -561,19 +563,19 @@ def evaluate(
     vocab = src.vocabulary
     indices = shard_indices(len(src), limit)
     rank = get_rank()
-    iterator: Iterable[int] = indices
+    iterator: Iterable[tuple[int, np.ndarray]] = _image_loader(src, indices, num_workers)
     if progress and rank == 0:
         from tqdm import tqdm
 
-        iterator = tqdm(indices, desc=f"evaluating {src.name}", unit="img", disable=None)
+        iterator = tqdm(iterator, desc=f"evaluating {src.name}", unit="img", disable=None,
+                        total=len(indices))  # fmt: skip
     vis_dir = out_path / "visualizations" if visualize and out_path is not None else None
     if vis_dir is not None:
         vis_dir.mkdir(parents=True, exist_ok=True)
     segmenter.encode_vocabulary(vocab)  # text embeddings once, before the clock starts
     _sync(segmenter)
     start = time.perf_counter()
-    for i in iterator:
-        image = src.image(i)
+    for i, image in iterator:
         prediction = segmenter.predict(image, vocab, task=evaluators.predict_task)
         evaluators.process(i, prediction)
         if vis_dir is not None:
@@ -605,6 +607,35 @@ def evaluate(
     if out_path is not None and rank == 0:
         _write_json(out_path / "metrics.json", result)
     return result
+
+
+class _Images(torch.utils.data.Dataset):
+    """``(index, (H, W, 3) uint8 RGB image)`` of a source's records, for a prefetching loader."""
+
+    def __init__(self, source: EvalSource, indices: Sequence[int]) -> None:
+        self.source = source
+        self.indices = list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int) -> tuple[int, np.ndarray]:
+        i = self.indices[k]
+        return i, self.source.image(i)
+
+
+def _keep(item: Any) -> Any:
+    return item
+
+
+def _image_loader(
+    source: EvalSource, indices: Sequence[int], num_workers: int
+) -> Iterable[tuple[int, np.ndarray]]:
+    if num_workers <= 0:
+        return ((i, source.image(i)) for i in indices)
+    return torch.utils.data.DataLoader(
+        _Images(source, indices), batch_size=None, num_workers=num_workers, collate_fn=_keep
+    )
 
 
 def _sync(segmenter: Segmenter) -> None:
