@@ -133,3 +133,31 @@ def test_two_rank_resume_continues_the_same_trajectory(tmp_path):
         logs[tag] = [json.loads(x)["total_loss"] for x in lines]
     assert len(logs["straight"]) == STEPS
     assert logs["straight"] == logs["resumed"]
+
+
+def test_single_process_helpers_are_no_ops(monkeypatch):
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    info = dist.init_distributed("cpu")
+    assert (info.rank, info.local_rank, info.world_size, info.device) == (
+        0,
+        0,
+        1,
+        torch.device("cpu"),
+    )
+    assert dist.get_world_size() == 1 and dist.is_main_process()
+    assert dist.all_reduce_mean({"a": torch.tensor(2.0), "b": 3}) == {"a": 2.0, "b": 3.0}
+    assert dist.broadcast_object({"x": 1}) == {"x": 1}
+    dist.barrier()
+    assert dist.seed_everything(10, rank=3) == 13
+    first = torch.rand(2)
+    dist.seed_everything(10, rank=3)
+    assert torch.equal(first, torch.rand(2))
+
+
+def test_world_size_without_rendezvous_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    with pytest.raises(RuntimeError, match="MASTER_ADDR is not set; launch with torchrun"):
+        dist.init_distributed("cpu")
