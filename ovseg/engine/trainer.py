@@ -92,8 +92,9 @@ class Trainer:
     Args:
         model: the model on its device, in any mode; ``model(batch)`` in train mode returns
             ``dict[str, Tensor]`` of scalar losses. Wrapped in DDP when the process group has
-            more than one process (``find_unused_parameters=False``, buffers not broadcast:
-            the frozen CLIP is in eval mode and the trainable head has no batch norm).
+            more than one process (``find_unused_parameters=False``; buffers synced at
+            construction only: the frozen CLIP is in eval mode and the trainable head has no
+            batch norm).
         optimizer: over the trainable parameters (:func:`ovseg.engine.optim.build_optimizer`).
         scheduler: stepped once per optimizer step (:func:`~ovseg.engine.optim.build_lr_scheduler`).
         data_loader: an iterable of batches that never runs out (an infinite sampler); one
@@ -186,11 +187,18 @@ class Trainer:
         self.rank = dist.get_rank()
         self.world_size = dist.get_world_size()
         if self.world_size > 1 and not isinstance(model, DistributedDataParallel):
+            # Buffers are synced once at construction, not at every forward (detectron2 and
+            # FC-CLIP do the same): the frozen CLIP's buffers never change. torch >= 2.14 calls
+            # the option forward_sync_buffers and deprecates broadcast_buffers.
+            if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters:
+                buffers = {"forward_sync_buffers": False}
+            else:
+                buffers = {"broadcast_buffers": False}
             model = DistributedDataParallel(
                 self.model,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=False,
-                broadcast_buffers=False,
+                **buffers,
             )
         self.train_model = model
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp == "fp16")
