@@ -1,0 +1,91 @@
+"""tools/train.py end to end on the tiny config and synthetic COCO-panoptic data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ovseg import Segmenter
+from ovseg.cli.train import main
+from ovseg.data import make_synthetic_coco_panoptic
+from ovseg_testing import REPO
+
+CFG = str(REPO / "configs/tests/fcclip_tiny_train.yaml")
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic_coco")
+    make_synthetic_coco_panoptic(root, num_images=8, size=(96, 96), seed=0, split="train2017")
+    make_synthetic_coco_panoptic(root, num_images=2, size=(96, 96), seed=1, split="val2017")
+    return root
+
+
+def data_overrides(root) -> list[str]:
+    out = []
+    for split, key in (("train2017", "train"), ("val2017", "test")):
+        out += [
+            f"data.{key}.image_root={root}/{split}",
+            f"data.{key}.panoptic_json={root}/annotations/panoptic_{split}.json",
+            f"data.{key}.panoptic_root={root}/annotations/panoptic_{split}",
+        ]
+    return out + ["data.aug.crop_size=96", "data.batch_size=2", "model.loss.train_num_points=256"]
+
+
+def run(work_dir, root, *extra) -> int:
+    return main([CFG, "--work-dir", str(work_dir), "--no-progress", *data_overrides(root), *extra])
+
+
+def test_short_run_writes_a_complete_work_dir(tmp_path, synth):
+    wd = tmp_path / "run"
+    assert run(wd, synth, "schedule.max_iter=4", "schedule.checkpoint_period=2", "schedule.log_period=2") == 0
+    assert (wd / "config.yaml").read_text().startswith("model:")
+    assert json.loads((wd / "env.json").read_text())["torch"] == torch.__version__
+    lines = [json.loads(x) for x in (wd / "metrics.jsonl").read_text().splitlines()]
+    logged = [x for x in lines if "loss_ce" in x or "total_loss" in x]
+    assert logged and all(np.isfinite(x.get("total_loss", x.get("loss_ce"))) for x in logged)
+    assert sorted(p.name for p in wd.glob("checkpoint_*.pth"))
+    final = torch.load(wd / "model_final.pth", map_location="cpu", weights_only=True)
+    assert final["format"] == "ovseg" and "optimizer" not in final
+    # The frozen CLIP is random here (no named source), so it travels with the weights.
+    assert any(k.startswith("backbone.clip_model.") for k in final["model"])
+    seg = Segmenter.from_pretrained(wd / "model_final.pth")
+    pred = seg.predict(np.zeros((96, 96, 3), np.uint8), "circle; square; sky [stuff]", task="panoptic")
+    assert pred.panoptic_seg.shape == (96, 96)
+
+
+def test_resume_follows_the_straight_trajectory(tmp_path, synth):
+    common = ["schedule.checkpoint_period=3", "schedule.log_period=1"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert run(straight, synth, "schedule.max_iter=6", *common) == 0
+    # "Killed" after 3 steps: the run ends with its step-3 checkpoint, then resumes to 6.
+    assert run(resumed, synth, "schedule.max_iter=3", *common) == 0
+    assert run(resumed, synth, "--resume", "schedule.max_iter=6", *common) == 0
+    a = torch.load(straight / "model_final.pth", weights_only=True)["model"]
+    b = torch.load(resumed / "model_final.pth", weights_only=True)["model"]
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"weights differ at {k}"
+
+    def losses(wd):
+        rows = [json.loads(x) for x in (wd / "metrics.jsonl").read_text().splitlines()]
+        return {r["iteration"]: r["total_loss"] for r in rows if "total_loss" in r}
+
+    la, lb = losses(straight), losses(resumed)
+    assert [la[i] for i in (4, 5, 6)] == [lb[i] for i in (4, 5, 6)]
+
+
+def test_bad_dataset_path_fails_before_training(tmp_path, synth, capsys):
+    wd = tmp_path / "bad"
+    code = run(wd, synth, "data.train.panoptic_json=/no/such/panoptic.json")
+    assert code == 2
+    assert "/no/such/panoptic.json" in capsys.readouterr().err
+    assert not (wd / "model_final.pth").exists()
+
+
+def test_unknown_override_is_named(tmp_path, synth, capsys):
+    assert run(tmp_path / "typo", synth, "schedule.max_iters=3") == 2
+    assert "did you mean 'schedule.max_iter'" in capsys.readouterr().err
