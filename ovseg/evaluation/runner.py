@@ -418,14 +418,17 @@ class TaskEvaluators:
             else:
                 image_id = record.get("instance_image_id", record["image_id"])
             inst = prediction.instances
-            masks = inst.masks.cpu().numpy()
-            dets = []
-            for m, score, label in zip(masks, inst.scores.tolist(), inst.labels.tolist()):
-                cid = self._dataset_id(int(label), name)
-                if cid not in self._instance_cat_ids:
-                    continue  # a class the instance ground truth does not score (stuff)
-                dets.append({"image_id": image_id, "category_id": cid,
-                             "segmentation": encode_mask(m), "score": float(score)})  # fmt: skip
+            labels = inst.labels.tolist()
+            scores = inst.scores.tolist()
+            cids = [self._dataset_id(int(k), name) for k in labels]
+            # classes the instance ground truth does not score (stuff) are dropped before encoding
+            keep = [j for j, c in enumerate(cids) if c in self._instance_cat_ids]
+            rles = _encode_masks(inst.masks, keep)
+            dets = [
+                {"image_id": image_id, "category_id": cids[j], "segmentation": rle,
+                 "score": float(scores[j])}
+                for j, rle in zip(keep, rles)
+            ]  # fmt: skip
             self._detections[image_id] = dets
         self.num_images += 1
 
@@ -498,6 +501,15 @@ class TaskEvaluators:
             "annotations": [a for a in gt["annotations"] if a["image_id"] in done],
         }
         return InstanceEvaluator(subset)
+
+
+def _encode_masks(masks: torch.Tensor, keep: Sequence[int]) -> list[dict[str, Any]]:
+    """Compressed RLEs of ``masks[keep]`` ((N, H, W) bool). One pycocotools call per mask: a
+    batched call needs an (H, W, N) Fortran copy that costs more than it saves."""
+    if not keep:
+        return []
+    sel = masks[torch.as_tensor(list(keep), dtype=torch.long, device=masks.device)]
+    return [encode_mask(m) for m in sel.cpu().numpy()]
 
 
 def _write_json(path: Path, obj: Any) -> None:
