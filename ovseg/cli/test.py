@@ -268,14 +268,22 @@ def _single_source(args: argparse.Namespace, cfg: Any, rank: int) -> Any:
         raise UsageError(str(e)) from None
 
 
-def _evaluate_one(args, segmenter, source, out_dir, meta, size_overridden) -> dict[str, Any]:
+def resolve_test_size(source: Any, current: tuple[int, int], overridden: bool) -> tuple[int, int]:
+    """(short side, long side cap) to test ``source`` at: a benchmark's FC-CLIP size unless
+    ``model.test.min_size`` / ``max_size`` were given on the command line; else ``current``."""
     from ovseg.data.benchmarks import Benchmark
+
+    if isinstance(source, Benchmark) and not overridden:
+        return source.min_size_test, source.max_size_test
+    return current
+
+
+def _evaluate_one(args, segmenter, source, out_dir, meta, size_overridden) -> dict[str, Any]:
     from ovseg.evaluation.runner import evaluate
 
     t = segmenter.config.model.test
     saved = (t.min_size, t.max_size)
-    if isinstance(source, Benchmark) and not size_overridden:
-        t.min_size, t.max_size = source.min_size_test, source.max_size_test
+    t.min_size, t.max_size = resolve_test_size(source, saved, size_overridden)
     try:
         return evaluate(
             segmenter,

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ovseg.cli.test import SUITE_COLUMNS, main
+from ovseg.cli.test import SUITE_COLUMNS, main, resolve_test_size
 from ovseg.data import make_synthetic_coco_panoptic
+from ovseg.data.benchmarks import load_benchmark
 from ovseg.evaluation import evaluate_instance_files, evaluate_panoptic_files
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,6 +113,11 @@ def test_benchmark_dataset_and_suite(tmp_path, monkeypatch, capsys):
     # detectron2 convention: only background (0) and person (15) have ground truth
     assert [i for i, v in enumerate(iou) if v is not None] == [0, 15]
     assert _finite_percent(m["semantic"]["summary_percent"]["mIoU"])
+
+    # without a size override the benchmark's FC-CLIP test size is used
+    bench = load_benchmark("pascal-voc-20")
+    assert resolve_test_size(bench, (64, 96), overridden=False) == (800, 1333)
+    assert resolve_test_size(bench, (64, 96), overridden=True) == (64, 96)
 
     # the suite: VOC 21 and 20 are prepared, every other benchmark is reported and skipped
     capsys.readouterr()
