@@ -251,8 +251,14 @@ class MaskedTransformerDecoder(nn.Module):
     def _attn_mask(self, output, features):
         mask_embed = self.mask_embed(self.decoder_norm(output).transpose(0, 1))
         attn = torch.einsum("bqc,bchw->bqhw", mask_embed, features)
-        attn = (attn.sigmoid().flatten(2) < 0.5).detach()
-        return attn.unsqueeze(1).repeat(1, self.num_heads, 1, 1).flatten(0, 1)
+        return self._expand_heads((attn.sigmoid().flatten(2) < 0.5).detach())
+
+    def _expand_heads(self, mask: torch.Tensor) -> torch.Tensor:
+        """(B, Q, HW) "may not attend" mask -> the layout nn.MultiheadAttention takes. With one
+        image a 2-D (Q, HW) mask is shared by all heads instead of copied per head."""
+        if mask.shape[0] == 1:
+            return mask[0]
+        return mask.unsqueeze(1).repeat(1, self.num_heads, 1, 1).flatten(0, 1)
 
     def _heads(self, output, mask_features, attn_size, text_classifier, num_synonyms):
         decoder_output = self.decoder_norm(output).transpose(0, 1)
@@ -264,6 +270,4 @@ class MaskedTransformerDecoder(nn.Module):
         if attn_size is None:
             return outputs_class, outputs_mask, None
         attn = F.interpolate(outputs_mask, size=attn_size, mode="bilinear", align_corners=False)
-        attn = (attn.sigmoid().flatten(2) < 0.5).detach()
-        attn = attn.unsqueeze(1).repeat(1, self.num_heads, 1, 1).flatten(0, 1)
-        return outputs_class, outputs_mask, attn
+        return outputs_class, outputs_mask, self._expand_heads((attn.sigmoid().flatten(2) < 0.5).detach())

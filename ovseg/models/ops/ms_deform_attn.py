@@ -36,19 +36,19 @@ def ms_deform_attn_core(
     _, lq, _, num_levels, p, _ = sampling_locations.shape
     value_list = value.split([h * w for h, w in spatial_shapes], dim=1)
     grids = 2 * sampling_locations - 1
-    sampled = []
+    # (N, Lq, M, L, P) -> (N*M, L, 1, Lq, P)
+    weights = attention_weights.permute(0, 2, 3, 1, 4).reshape(n * m, num_levels, 1, lq, p)
+    out = None
     for lvl, (h, w) in enumerate(spatial_shapes):
         # (N, H*W, M, D) -> (N*M, D, H, W)
         v = value_list[lvl].flatten(2).transpose(1, 2).reshape(n * m, d, h, w)
         # (N, Lq, M, P, 2) -> (N*M, Lq, P, 2)
         g = grids[:, :, :, lvl].transpose(1, 2).flatten(0, 1)
-        sampled.append(
-            F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False)
-        )
-    # (N, Lq, M, L, P) -> (N*M, 1, Lq, L*P)
-    weights = attention_weights.transpose(1, 2).reshape(n * m, 1, lq, num_levels * p)
-    out = (torch.stack(sampled, dim=-2).flatten(-2) * weights).sum(-1).view(n, m * d, lq)
-    return out.transpose(1, 2).contiguous()
+        sampled = F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False)
+        # Weighted sum level by level: no (N*M, D, Lq, L*P) stack of every level in memory.
+        part = (sampled * weights[:, lvl]).sum(-1)  # (N*M, D, Lq)
+        out = part if out is None else out + part
+    return out.view(n, m * d, lq).transpose(1, 2).contiguous()
 
 
 class MSDeformAttn(nn.Module):
