@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ovseg.utils.panoptic_ids import id2rgb
+
 # COCO-style categories: non-contiguous ids, things first. Colours are the drawing colours.
 CATEGORIES: list[dict] = [
     {
@@ -195,12 +197,6 @@ def render_synthetic_scene(
         bbox = [x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1]
         out.append({**seg, "area": area, "bbox": bbox})
     return np.clip(image + 0.5, 0, 255).astype(np.uint8), ids, out
-
-
-def id2rgb(ids: np.ndarray) -> np.ndarray:
-    """(H, W) int segment ids (< 256^3) → (H, W, 3) uint8 RGB with id = R + 256 G + 256^2 B."""
-    ids = np.asarray(ids, dtype=np.int64)
-    return np.stack([ids % 256, ids // 256 % 256, ids // 65536 % 256], axis=-1).astype(np.uint8)
 
 
 def _save_image(image: np.ndarray, path: Path) -> None:

@@ -12,7 +12,8 @@ from typing import Any
 import albumentations as A
 import cv2
 import numpy as np
-from PIL import Image
+
+from ovseg.inference.preprocess import resize_shortest_edge, shortest_edge_size  # noqa: F401
 
 from .config import TrainAugConfig
 
@@ -141,36 +142,3 @@ def apply_train_transform(
         transform.set_random_seed(int(seed))
     out = transform(image=image, mask=seg)
     return out["image"], out["mask"]
-
-
-def shortest_edge_size(height: int, width: int, short: int, max_size: int = 0) -> tuple[int, int]:
-    """Output (h, w) of detectron2's ``ResizeShortestEdge.get_output_shape``.
-
-    Args:
-        height: input height.
-        width: input width.
-        short: target length of the shorter side.
-        max_size: cap of the longer side (0 = none).
-
-    Returns:
-        (new_h, new_w), each rounded as ``int(x + 0.5)``.
-    """
-    scale = short / min(height, width)
-    new_h, new_w = (short, scale * width) if height < width else (scale * height, short)
-    if max_size > 0 and max(new_h, new_w) > max_size:
-        scale = max_size / max(new_h, new_w)
-        new_h, new_w = new_h * scale, new_w * scale
-    return int(new_h + 0.5), int(new_w + 0.5)
-
-
-def resize_shortest_edge(image: np.ndarray, short: int, max_size: int = 0) -> np.ndarray:
-    """Resize an (H, W, 3) uint8 image as detectron2's ``ResizeShortestEdge`` (PIL bilinear).
-
-    Returns:
-        (h, w, 3) uint8 with the size of :func:`shortest_edge_size`; the input when unchanged.
-    """
-    h, w = image.shape[:2]
-    new_h, new_w = shortest_edge_size(h, w, short, max_size)
-    if (new_h, new_w) == (h, w):
-        return image
-    return np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))

@@ -23,23 +23,9 @@ from PIL import Image
 
 from ovseg.evaluation.distributed import all_gather_objects, all_reduce_sum
 from ovseg.evaluation.errors import EvaluationError
+from ovseg.utils.panoptic_ids import id2rgb, rgb2id  # noqa: F401 (re-exported)
 
 VOID = 0
-
-
-def rgb2id(color: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 RGB panoptic PNG -> (H, W) int64 segment ids (R + 256 G + 256^2 B)."""
-    color = np.asarray(color)
-    if color.ndim != 3 or color.shape[2] < 3:
-        raise ValueError(f"expected an (H, W, 3) RGB array, got shape {color.shape}")
-    color = color[..., :3].astype(np.int64)
-    return color[..., 0] + 256 * color[..., 1] + 256 * 256 * color[..., 2]
-
-
-def id2rgb(ids: np.ndarray) -> np.ndarray:
-    """(H, W) integer segment ids (< 256^3) -> (H, W, 3) uint8 RGB; inverse of :func:`rgb2id`."""
-    ids = np.asarray(ids, dtype=np.int64)
-    return np.stack([ids % 256, ids // 256 % 256, ids // 65536 % 256], axis=-1).astype(np.uint8)
 
 
 def read_panoptic_png(path: str | Path) -> np.ndarray:

@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ovseg.utils.panoptic_ids import id2rgb, rgb2id  # noqa: F401 (re-exported)
+
 ImageInput = str | os.PathLike | Image.Image | np.ndarray
 
 IMAGE_EXTENSIONS = (
@@ -180,27 +182,6 @@ def _to_uint8(arr: np.ndarray, name: str) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- label maps
-def id2rgb(ids: np.ndarray) -> np.ndarray:
-    """COCO panoptic encoding: segment id -> RGB with ``id = R + 256 * G + 256**2 * B``.
-
-    Args:
-        ids: (H, W) non-negative integer segment ids (< 2**24).
-
-    Returns:
-        (H, W, 3) uint8.
-    """
-    ids = np.asarray(ids).astype(np.int64)
-    if ids.size and (ids.min() < 0 or ids.max() >= 256**3):
-        raise ValueError(f"segment ids must lie in [0, 2**24), got [{ids.min()}, {ids.max()}]")
-    return np.stack([ids % 256, ids // 256 % 256, ids // 256**2 % 256], axis=-1).astype(np.uint8)
-
-
-def rgb2id(rgb: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`id2rgb`: (H, W, 3) uint8 -> (H, W) int64 segment ids."""
-    rgb = np.asarray(rgb).astype(np.int64)
-    return rgb[..., 0] + 256 * rgb[..., 1] + 256**2 * rgb[..., 2]
-
-
 def save_label_png(path: str | os.PathLike, labels: np.ndarray, bits: int | None = None) -> None:
     """Write a label map losslessly as a PNG.
 

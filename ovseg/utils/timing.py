@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator, Optional
 
 import torch
 
@@ -17,7 +17,7 @@ class StageTimer:
     stage that launched the work (only when enabled: syncs cost throughput).
     """
 
-    def __init__(self, enabled: bool = True, device: Optional[torch.device] = None):
+    def __init__(self, enabled: bool = True, device: torch.device | None = None):
         self.enabled = enabled
         self.cuda = device is not None and torch.device(device).type == "cuda"
         self.times: dict[str, float] = defaultdict(float)

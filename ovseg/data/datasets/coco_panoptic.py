@@ -11,6 +11,7 @@ import albumentations as A
 import numpy as np
 
 from ovseg.text.vocabulary import Vocabulary, builtin_names
+from ovseg.utils.panoptic_ids import rgb2id
 
 from .base import (
     MAX_SEGMENTS,
@@ -26,12 +27,6 @@ from .base import (
 # Verify every panoptic PNG against its segments_info at construction when the dataset has at
 # most this many images; larger datasets are checked as each sample loads.
 VERIFY_ALL_LIMIT = 500
-
-
-def rgb2id(color: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 RGB panoptic PNG → (H, W) uint32 ids, id = R + 256 G + 256^2 B."""
-    color = color.astype(np.uint32)
-    return color[..., 0] | (color[..., 1] << 8) | (color[..., 2] << 16)
 
 
 def _load_vocabulary_source(source: str) -> Vocabulary:
