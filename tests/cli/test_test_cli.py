@@ -165,3 +165,24 @@ def test_bad_input_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
 
     assert main([TINY, "--save-predictions"]) == 2
     assert "--out" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_equal_one(coco, tmp_path):
+    """``torchrun --nproc-per-node 2 tools/test.py`` (gloo) writes the single-process metrics."""
+    import os
+    import subprocess
+    import sys
+
+    _, data = coco
+    args = [TINY, "--no-progress", *SMALL, *data]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           str(ROOT / "tools" / "test.py"), *args, "--out", str(tmp_path / "two")]  # fmt: skip
+    subprocess.run(cmd, check=True, env=env, cwd=tmp_path, capture_output=True, timeout=180)
+    one = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert two["meta"]["world_size"] == 2 and two["meta"]["num_images"] == 3
+    for task in ("semantic", "panoptic", "instance"):
+        assert two[task] == one[task], task
