@@ -594,7 +594,10 @@ def evaluate(
             from ovseg.visualization import visualize as draw
 
             for task in evaluators.tasks:
-                canvas = draw(image, prediction, task)
+                if task == "instance" and not len(prediction.instances):
+                    canvas = image  # nothing to draw (and segments_table fails on no instances)
+                else:
+                    canvas = draw(image, prediction, task)
                 Image.fromarray(canvas).save(vis_dir / f"{src.stem(i)}_{task}.png")
     _sync(segmenter)
     seconds = time.perf_counter() - start

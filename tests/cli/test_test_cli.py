@@ -15,7 +15,11 @@ from PIL import Image
 from ovseg.cli.test import SUITE_COLUMNS, main, resolve_test_size
 from ovseg.data import make_synthetic_coco_panoptic
 from ovseg.data.benchmarks import load_benchmark
-from ovseg.evaluation import evaluate_instance_files, evaluate_panoptic_files
+from ovseg.evaluation import (
+    evaluate_instance_files,
+    evaluate_panoptic_files,
+    evaluate_semantic_dirs,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = str(ROOT / "configs" / "tests" / "fcclip_tiny.yaml")
@@ -41,7 +45,8 @@ def coco(tmp_path_factory):
 def test_config_dataset_all_tasks(coco, tmp_path, capsys):
     syn, data = coco
     out = tmp_path / "out"
-    argv = [TINY, "--out", str(out), "--save-predictions", "--no-progress", *SMALL, *data]
+    argv = [TINY, "--out", str(out), "--save-predictions", "--visualize", "--no-progress", *SMALL,
+            *data]  # fmt: skip
     assert main(argv) == 0
     captured = capsys.readouterr()
     assert "RANDOMLY initialised" in captured.err
@@ -75,6 +80,9 @@ def test_config_dataset_all_tasks(coco, tmp_path, capsys):
     assert inst["stats"] == ins["stats"]
     labels = np.asarray(Image.open(pred / "semantic" / "000000000001.png"))
     assert labels.shape == (48, 64) and labels.max() < 6
+    overlays = sorted(p.name for p in (out / "visualizations").iterdir())
+    assert len(overlays) == 9 and overlays[0] == "000000000001_instance.png"
+    assert Image.open(out / "visualizations" / overlays[0]).height >= 48
 
 
 def _voc(root: Path, n: int = 2) -> None:
@@ -104,8 +112,16 @@ def test_benchmark_dataset_and_suite(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("OVSEG_DATA", str(tmp_path / "data"))
     out = tmp_path / "voc"
     argv = [TINY, "--dataset", "pascal-voc-21", "--out", str(out), "--no-progress", *SMALL]
-    assert main(argv) == 0
+    assert main([*argv, "--save-predictions"]) == 0
     m = json.loads((out / "metrics.json").read_text())
+    # the exported label maps re-evaluate offline (python -m ovseg.evaluation semantic) the same
+    offline = evaluate_semantic_dirs(
+        tmp_path / "data/pascal_voc_d2/annotations_pascal21/validation",
+        out / "predictions" / "semantic",
+        21,
+        convention="detectron2",
+    )
+    assert offline["summary_percent"] == m["semantic"]["summary_percent"]
     assert set(m) == {"semantic", "meta"}
     assert m["meta"]["dataset"] == "pascal-voc-21" and m["meta"]["test_size"] == [64, 96]
     assert m["semantic"]["num_classes"] == 21 and m["semantic"]["num_images"] == 2
@@ -168,8 +184,10 @@ def test_bad_input_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_equal_one(coco, tmp_path):
+def test_torchrun_two_processes_equal_one(coco, tmp_path, request):
     """``torchrun --nproc-per-node 2 tools/test.py`` (gloo) writes the single-process metrics."""
+    if "slow" not in (request.config.getoption("-m") or ""):
+        pytest.skip("opt-in (about 25 s): run with -m slow")
     import os
     import subprocess
     import sys
