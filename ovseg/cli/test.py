@@ -116,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="image-decoding processes per rank (default: 4 on GPU, 0 on CPU)",
     )
+    p.add_argument(
+        "--per-class",
+        action="store_true",
+        help="also print per-class IoU / Acc, panopticapi's table and the 12 COCO stats",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("opts", nargs="*", metavar="KEY=VALUE", help="config overrides")
     return p
@@ -177,6 +182,8 @@ def _run(args: argparse.Namespace) -> int:
         if rank == 0:
             from ovseg.evaluation.runner import format_summary
 
+            if args.per_class:
+                print(format_details(result))
             print(format_summary(result))
             if args.out:
                 print(f"wrote {Path(args.out) / 'metrics.json'}")
@@ -338,6 +345,8 @@ def _run_suite(args, segmenter, benches, missing, meta, size_overridden, rank) -
         out = Path(args.out) / name if args.out else None
         results[name] = _evaluate_one(args, segmenter, bench, out, meta, size_overridden)
         if rank == 0:
+            if args.per_class:
+                print(format_details(results[name]))
             print(format_summary(results[name]))
     if rank == 0:
         table = suite_table(results)
@@ -357,6 +366,20 @@ def _run_suite(args, segmenter, benches, missing, meta, size_overridden, rank) -
                                           encoding="utf-8")  # fmt: skip
             print(f"wrote {out / 'suite.json'} and {out / 'suite.md'}")
     return 0
+
+
+def format_details(result: dict[str, Any]) -> str:
+    """The offline evaluator's tables (``python -m ovseg.evaluation``) of every task present."""
+    from ovseg.evaluation.cli import format_instance, format_panoptic, format_semantic
+
+    parts = []
+    if "semantic" in result:
+        parts.append(format_semantic(result["semantic"]))
+    if "panoptic" in result:
+        parts.append(format_panoptic(result["panoptic"]))
+    if "instance" in result:
+        parts.append(format_instance(result["instance"]))
+    return "\n\n".join(parts)
 
 
 def _headline(result: dict[str, Any]) -> dict[str, Any]:

@@ -45,12 +45,14 @@ def coco(tmp_path_factory):
 def test_config_dataset_all_tasks(coco, tmp_path, capsys):
     syn, data = coco
     out = tmp_path / "out"
-    argv = [TINY, "--out", str(out), "--save-predictions", "--visualize", "--no-progress", *SMALL,
-            *data]  # fmt: skip
+    argv = [TINY, "--out", str(out), "--save-predictions", "--visualize", "--no-progress",
+            "--per-class", *SMALL, *data]  # fmt: skip
     assert main(argv) == 0
     captured = capsys.readouterr()
     assert "RANDOMLY initialised" in captured.err
     assert "panoptic" in captured.out and "mIoU" in captured.out
+    assert "circle" in captured.out and "Things" in captured.out  # per-class tables
+    assert "Average Precision  (AP) @[ IoU=0.50:0.95" in captured.out
 
     m = json.loads((out / "metrics.json").read_text())
     assert set(m) == {"semantic", "panoptic", "instance", "meta"}

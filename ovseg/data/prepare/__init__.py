@@ -154,7 +154,7 @@ def verify(
     """
     from ovseg.data.benchmarks import BenchmarkNotFoundError, load_benchmark
 
-    from .common import read_array
+    from .common import progress, read_array
 
     counts = {**EXPECTED_IMAGES, **(expected or {})}
     report = VerifyReport()
@@ -184,7 +184,7 @@ def verify(
         if "semantic" in bench.tasks:
             top = bench.num_classes + (1 if bench.reduce_zero_label else 0)
             bad = []
-            for r in bench.records:
+            for r in progress(bench.records, f"checking {bench_name} labels"):
                 values = np.unique(read_array(Path(r["sem_seg_file_name"])))
                 wrong = values[(values >= top) & (values != bench.ignore_index)]
                 if len(wrong):

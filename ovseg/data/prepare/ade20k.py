@@ -62,7 +62,7 @@ def prepare_ade20k(src: Path, dst: Path, link: bool = False) -> list[str]:
     annotations are there, the panoptic and instance ground truth)."""
     base = find_dir(
         src,
-        ("ADEChallengeData2016", ""),
+        ("ADEChallengeData2016", "ade/ADEChallengeData2016", ""),
         "ade20k-150",
         "ADEChallengeData2016",
         HINT,
