@@ -113,13 +113,13 @@ def train(args: argparse.Namespace) -> dict:
 
     eval_fn = None
     if cfg.schedule.eval_period > 0:
-        from ovseg.evaluation.runner import evaluate
+        from ovseg.evaluation.runner import evaluate, summarize
 
         test_set = build_dataset(cfg.data.test, train=False)
 
         def eval_fn(m):
             m.eval()
-            return evaluate(Segmenter(m, cfg, info.device), test_set, progress=False)
+            return summarize(evaluate(Segmenter(m, cfg, info.device), test_set, progress=False))
 
     trainer = Trainer(
         model, optimizer, scheduler, loader,

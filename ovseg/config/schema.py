@@ -86,6 +86,10 @@ class TestConfig:
     overlap_threshold: float = 0.8
     detections_per_image: int = 100
     task: str = "panoptic"
+    # "fp32" (exact, default), or "bf16" / "fp16": autocast for the image tower and decoders
+    # (opt-in fast mode; its measured deviation is in the README). Classifiers, ensemble and
+    # post-processing always run in fp32.
+    precision: str = "fp32"
 
 
 @dataclass

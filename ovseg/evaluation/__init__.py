@@ -6,7 +6,8 @@
 
 Each has ``reset()``, ``process(...)`` per image and ``evaluate() -> dict``; under
 ``torch.distributed`` the per-rank statistics are combined in ``evaluate``.
-``python -m ovseg.evaluation`` evaluates predictions saved on disk.
+``python -m ovseg.evaluation`` evaluates predictions saved on disk; :func:`evaluate` (in
+``runner``) runs a model over a dataset or benchmark and scores it (tools/test.py, training).
 """
 
 from ovseg.evaluation.errors import EvaluationError
@@ -20,11 +21,23 @@ from ovseg.evaluation.panoptic import (
 )
 from ovseg.evaluation.sem_seg import SemSegEvaluator, evaluate_semantic_dirs, read_label_png
 
+
+def __getattr__(name: str):
+    # The runner imports the model stack; keep ``import ovseg.evaluation`` light.
+    if name in ("evaluate", "EvalSource", "summarize"):
+        from ovseg.evaluation import runner
+
+        return getattr(runner, name)
+    raise AttributeError(f"module 'ovseg.evaluation' has no attribute {name!r}")
+
+
 __all__ = [
+    "EvalSource",
     "EvaluationError",
     "InstanceEvaluator",
     "PanopticEvaluator",
     "SemSegEvaluator",
+    "evaluate",
     "evaluate_instance_files",
     "evaluate_panoptic_files",
     "evaluate_semantic_dirs",
@@ -32,4 +45,5 @@ __all__ = [
     "read_label_png",
     "read_panoptic_png",
     "rgb2id",
+    "summarize",
 ]

@@ -127,6 +127,18 @@ class Segmenter:
         return save_model_checkpoint(path, self.model, to_yaml(self.config), include_clip=include_clip)
 
     # ------------------------------------------------------------------ inference
+    @property
+    def _precision(self) -> str:
+        p = self.config.model.test.precision
+        if p not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"model.test.precision must be 'fp32', 'bf16' or 'fp16'; got {p!r}")
+        return p
+
+    def _autocast(self):
+        p = self._precision
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(p)
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
+
     def vocabulary(self, vocab: VocabularyLike = None) -> Vocabulary:
         """Normalise ``vocab`` (Vocabulary, built-in name, file, ';'-string, list of names);
         None gives the config's default (``model.test.vocabulary``)."""
@@ -182,14 +194,18 @@ class Segmenter:
             m = self.model
             x = m.normalize_and_pad([chw])
             classifier = m.classifier_with_void(text)
-        with timer("backbone"):
-            features = m.backbone(x)
-        with timer("pixel_decoder"):
-            mask_features, multi_scale = m.pixel_decoder(features)
-        with timer("transformer_decoder"):
-            outputs = m.predictor(
-                multi_scale, mask_features, classifier, text.num_synonyms, aux_outputs=return_intermediates
-            )
+        with self._autocast():
+            with timer("backbone"):
+                features = m.backbone(x)
+            with timer("pixel_decoder"):
+                mask_features, multi_scale = m.pixel_decoder(features)
+            with timer("transformer_decoder"):
+                outputs = m.predictor(
+                    multi_scale, mask_features, classifier, text.num_synonyms, aux_outputs=return_intermediates
+                )
+        if self._precision != "fp32":
+            features = {k: v.float() for k, v in features.items()}
+            outputs = {k: v.float() if torch.is_tensor(v) else v for k, v in outputs.items()}
         with timer("classifiers"):
             cls = m.classify(outputs, features, text, classifier)
         with timer("postprocess"):

@@ -176,3 +176,19 @@ def test_clip_weights_from_a_local_file(seg, tmp_path):
         assert torch.equal(a, b), k
     with pytest.raises(ValueError, match="neither a file nor an open_clip tag"):
         Segmenter.from_config(TINY, overrides=["model.backbone.pretrained=no_such_tag"])
+
+
+def test_fast_precision_mode_is_close_to_exact():
+    """bf16 autocast (opt-in) stays close to fp32 on the fixture; the README gives the numbers."""
+    fx = fixture_dir("fcclip_tiny")
+    import json
+
+    classes = json.loads((fx / "vocabulary.json").read_text())["classes"]
+    vocab = Vocabulary([c["name"] for c in classes], isthing=[c["isthing"] for c in classes])
+    seg = Segmenter.from_pretrained(fx / "fcclip_tiny_a.pth", config=TINY, overrides=["model.test.precision=bf16"])
+    pred = seg.predict(fx / "image.png", vocab, task="panoptic")
+    exact = np.load(fx / "panoptic_seg.npy")
+    assert pred.panoptic_seg.dtype == torch.int32
+    assert (pred.panoptic_seg.numpy() == exact).mean() > 0.8
+    with pytest.raises(ValueError, match="precision"):
+        Segmenter.from_config(TINY, overrides=["model.test.precision=int8"]).predict(image(), VOCAB)
