@@ -60,6 +60,7 @@ def build_text_encoder(cfg: ModelConfig, backbone: CLIPBackbone) -> TextEncoder:
         context_length=backbone.context_length,
         batch_size=cfg.text.batch_size,
         disk_cache=cfg.text.disk_cache,
+        encode_with_prefix=backbone.encode_text_with_prefix if backbone.supports_prefix_cache else None,
     )
 
 

@@ -69,6 +69,7 @@ class TextEncoder:
         context_length: int = 77,
         batch_size: int = 256,
         disk_cache: bool = False,
+        encode_with_prefix: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
     ):
         self.encode_tokens = encode_tokens
         self.tokenizer = tokenizer
@@ -77,6 +78,7 @@ class TextEncoder:
         self.context_length = context_length
         self.batch_size = batch_size
         self.disk_cache = disk_cache
+        self.encode_with_prefix = encode_with_prefix
         self._memory: dict[str, torch.Tensor] = {}
 
     def cache_key(self, vocabulary: Vocabulary) -> str:
@@ -113,18 +115,52 @@ class TextEncoder:
                 f"{len(too_long)} class name(s) exceed the text context of {tokens.shape[1]} tokens "
                 f"and were truncated: {too_long[:3]}", stacklevel=3,
             )
-        order = torch.argsort(lengths, descending=True, stable=True)
-        feats = torch.empty(len(prompts), 0)
-        out: Optional[torch.Tensor] = None
-        for start in range(0, len(prompts), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            length = int(lengths[idx].max())
-            f = self.encode_tokens(tokens[idx, :length].to(device)).float()
-            if out is None:
-                out = torch.empty(len(prompts), f.shape[-1], device=f.device)
-            out[idx.to(f.device)] = f
+        if self.encode_with_prefix is not None:
+            out = self._encode_by_template(tokens, lengths, device)
+        else:
+            out = self._encode_batches(tokens, lengths, torch.arange(len(prompts)), device)
         feats = F.normalize(out, dim=-1).view(len(synonyms), len(self.templates), -1)
         return F.normalize(feats.mean(1), dim=-1).cpu()
+
+    def _encode_batches(self, tokens, lengths, index, device, prefix=None, batch_size=None) -> torch.Tensor:
+        """Features (len(index), D) of ``tokens[index]``, batched by length (longest first) and
+        cut to each batch's longest prompt; with ``prefix``, ``tokens`` are the parts after it."""
+        order = index[torch.argsort(lengths[index], descending=True, stable=True)]
+        out = None
+        pos = {int(i): k for k, i in enumerate(index)}
+        batch_size = batch_size or self.batch_size
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            length = int(lengths[idx].max())
+            batch = tokens[idx, :length].to(device)
+            f = (self.encode_tokens(batch) if prefix is None else self.encode_with_prefix(prefix.to(device), batch)).float()
+            if out is None:
+                out = torch.empty(len(index), f.shape[-1], device=f.device)
+            out[torch.tensor([pos[int(i)] for i in idx], device=f.device)] = f
+        return out
+
+    def _encode_by_template(self, tokens, lengths, device) -> torch.Tensor:
+        """Per template: the tokens every prompt of it shares (start-of-text and the words before
+        the class name) are encoded once (:meth:`CLIPBackbone.encode_text_with_prefix`)."""
+        n_t = len(self.templates)
+        out = None
+        for t in range(n_t):
+            index = torch.arange(t, tokens.shape[0], n_t)
+            group = tokens[index]
+            same = (group == group[:1]).all(0)
+            shared = int(same.long().cumprod(0).sum())
+            # Keep the end-of-text token (and so at least one token) in every prompt's rest.
+            shared = min(shared, int(lengths[index].min()) - 1)
+            prefix = group[0, :shared]
+            rest = group[:, shared:]
+            # The parts after the prefix are short: batch more prompts so that each matrix
+            # product still has enough rows to use the weights it reads (CPU: bandwidth-bound).
+            f = self._encode_batches(rest, lengths[index] - shared, torch.arange(len(index)), device,
+                                     prefix=prefix if shared > 0 else None, batch_size=4 * self.batch_size)
+            if out is None:
+                out = torch.empty(tokens.shape[0], f.shape[-1], device=f.device)
+            out[index.to(f.device)] = f
+        return out
 
     # ------------------------------------------------------------------ disk cache
     def _path(self, key: str) -> Path:

@@ -1,0 +1,30 @@
+"""The text classifier: prefix-cached encoding equals plain encoding, batching is invisible."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ovseg import Segmenter
+from ovseg.text.vocabulary import Vocabulary
+from ovseg_testing import REPO, fixture_dir
+
+
+def test_prefix_cache_and_batching_do_not_change_embeddings():
+    fx = fixture_dir("fcclip_tiny_rn")
+    seg = Segmenter.from_pretrained(fx / "fcclip_tiny_rn_c.pth", config=REPO / "configs/tests/fcclip_tiny_rn.yaml")
+    enc = seg.model.text_encoder
+    assert enc.encode_with_prefix is not None, "open_clip's text tower supports the prefix cache"
+    synonyms = Vocabulary.from_name("ade20k-150").flat_synonyms()[:40] + ["a very long class name with many words"]
+    cached = enc.encode_synonyms(synonyms)
+    prefix_fn, enc.encode_with_prefix = enc.encode_with_prefix, None
+    try:
+        plain = enc.encode_synonyms(synonyms)
+        enc.batch_size = 7  # ragged batches
+        small_batches = enc.encode_synonyms(synonyms)
+    finally:
+        enc.encode_with_prefix, enc.batch_size = prefix_fn, 256
+    torch.testing.assert_close(cached, plain, atol=1e-6, rtol=0)
+    torch.testing.assert_close(small_batches, plain, atol=1e-6, rtol=0)
+    assert cached.shape == (len(synonyms), 64)
+    np.testing.assert_allclose(cached.norm(dim=-1).numpy(), 1.0, atol=1e-6)
