@@ -21,7 +21,7 @@ setup(
             "text/builtin/*.json",
             "text/builtin/LICENSE-*",
             "zoo/*.yaml",
-            "configs/**/*.yaml",
+            "models/backbones/clip_configs/*.json",
         ]
     },
     include_package_data=True,
@@ -50,6 +50,11 @@ setup(
             "ovseg-demo=ovseg.cli.demo:main",
             "ovseg-train=ovseg.cli.train:main",
             "ovseg-test=ovseg.cli.test:main",
+            "ovseg-zoo=ovseg.zoo.cli:main",
+            "ovseg-benchmark=ovseg.cli.benchmark:main",
+            "ovseg-convert-fcclip=ovseg.cli.convert_fcclip:main",
+            "ovseg-publish-model=ovseg.cli.publish_model:main",
+            "ovseg-prepare-data=ovseg.cli.prepare_data:main",
         ]
     },
 )
