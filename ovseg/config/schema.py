@@ -46,6 +46,9 @@ class PixelDecoderConfig:
     dim_feedforward: int = 1024
     dropout: float = 0.0
     common_stride: int = 4
+    # "grid_sample" (reference arithmetic) or "embedding_bag" (~2x faster deformable attention
+    # on CPU, equal up to float rounding; part of the opt-in fast mode)
+    deform_attn_impl: str = "grid_sample"
 
 
 @dataclass

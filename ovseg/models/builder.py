@@ -87,6 +87,7 @@ def build_model(cfg: ModelConfig, train_vocabulary: Optional[Vocabulary] = None)
         dim_feedforward=pd.dim_feedforward,
         dropout=pd.dropout,
         common_stride=pd.common_stride,
+        deform_attn_impl=pd.deform_attn_impl,
     )
     d = cfg.decoder
     predictor = MaskedTransformerDecoder(

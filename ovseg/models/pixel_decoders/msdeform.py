@@ -22,9 +22,10 @@ from ovseg.models.shape_spec import ShapeSpec
 class MSDeformAttnEncoderLayer(nn.Module):
     """Post-norm deformable self-attention + ReLU FFN."""
 
-    def __init__(self, d_model: int, d_ffn: int, dropout: float, n_levels: int, n_heads: int, n_points: int):
+    def __init__(self, d_model: int, d_ffn: int, dropout: float, n_levels: int, n_heads: int, n_points: int,
+                 impl: str = "grid_sample"):
         super().__init__()
-        self.self_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points)
+        self.self_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points, impl=impl)
         self.dropout1 = nn.Dropout(dropout)
         self.norm1 = nn.LayerNorm(d_model)
         self.linear1 = nn.Linear(d_model, d_ffn)
@@ -68,11 +69,12 @@ class MSDeformAttnEncoder(nn.Module):
 class MSDeformAttnTransformer(nn.Module):
     """Encoder-only deformable transformer over flattened multi-scale features."""
 
-    def __init__(self, d_model, nhead, num_layers, dim_feedforward, dropout, num_levels, n_points):
+    def __init__(self, d_model, nhead, num_layers, dim_feedforward, dropout, num_levels, n_points,
+                 impl: str = "grid_sample"):
         super().__init__()
         self.encoder = MSDeformAttnEncoder(
             [
-                MSDeformAttnEncoderLayer(d_model, dim_feedforward, dropout, num_levels, nhead, n_points)
+                MSDeformAttnEncoderLayer(d_model, dim_feedforward, dropout, num_levels, nhead, n_points, impl)
                 for _ in range(num_layers)
             ]
         )
@@ -102,6 +104,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
         input_shape: backbone outputs used, name -> ShapeSpec (channels, stride).
         transformer_in_features: the levels the deformable encoder sees (res3..res5).
         conv_dim / mask_dim: hidden channels / mask-feature channels.
+        deform_attn_impl: "grid_sample" (reference, default) or "embedding_bag" (faster on CPU).
 
     Forward returns ``mask_features`` (B, mask_dim, H/4, W/4) and ``multi_scale_features``:
     three (B, conv_dim, h, w) maps at strides 32, 16, 8 (the decoder's memory).
@@ -121,6 +124,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
         dim_feedforward: int = 1024,
         dropout: float = 0.0,
         common_stride: int = 4,
+        deform_attn_impl: str = "grid_sample",
     ):
         super().__init__()
         ordered = sorted(input_shape.items(), key=lambda kv: kv[1].stride)
@@ -139,7 +143,8 @@ class MSDeformAttnPixelDecoder(nn.Module):
             nn.init.xavier_uniform_(proj[0].weight, gain=1)
             nn.init.constant_(proj[0].bias, 0)
         self.transformer = MSDeformAttnTransformer(
-            conv_dim, num_heads, num_layers, dim_feedforward, dropout, len(t_ordered), num_points
+            conv_dim, num_heads, num_layers, dim_feedforward, dropout, len(t_ordered), num_points,
+            deform_attn_impl,
         )
         self.pe_layer = PositionEmbeddingSine(conv_dim // 2, normalize=True)
         self.mask_dim = mask_dim
