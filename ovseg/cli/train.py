@@ -13,8 +13,8 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 EPILOG = """examples:
   # FC-CLIP on COCO panoptic (8 GPUs, 2 images each = FC-CLIP's batch 16)
@@ -70,14 +70,18 @@ def environment_summary() -> dict:
 
 
 def train(args: argparse.Namespace) -> dict:
-    import torch
 
     from ovseg.config import load_config, to_yaml
     from ovseg.data import build_dataset, build_train_loader
     from ovseg.engine import (
-        Trainer, build_lr_scheduler, build_optimizer, effective_lr, init_distributed, seed_everything,
+        Trainer,
+        build_lr_scheduler,
+        build_optimizer,
+        dist,
+        effective_lr,
+        init_distributed,
+        seed_everything,
     )
-    from ovseg.engine import dist
     from ovseg.inference.predictor import Segmenter
     from ovseg.models.builder import build_model
     from ovseg.models.checkpoint_io import model_checkpoint
@@ -137,7 +141,7 @@ def train(args: argparse.Namespace) -> dict:
     return trainer.train()
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("ovseg").setLevel(logging.INFO)
     args = build_parser().parse_intermixed_args(argv)

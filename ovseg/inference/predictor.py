@@ -9,9 +9,9 @@ can rely on it.
 from __future__ import annotations
 
 import logging
-import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ from ovseg.utils.timing import NULL_TIMER, StageTimer
 
 logger = logging.getLogger(__name__)
 
-VocabularyLike = Union[Vocabulary, str, Sequence[str], None]
+VocabularyLike = Vocabulary | str | Sequence[str] | None
 
 
 class Segmenter:
@@ -48,7 +48,7 @@ class Segmenter:
         self.config = config
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
-        self._default_vocab: Optional[Vocabulary] = None
+        self._default_vocab: Vocabulary | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -58,7 +58,7 @@ class Segmenter:
         weights: str | Path | None = None,
         overrides: Sequence[str] = (),
         device: str | torch.device = "cpu",
-    ) -> "Segmenter":
+    ) -> Segmenter:
         """Build any config; without ``weights`` the trainable part is randomly initialised."""
         cfg = config if isinstance(config, Config) else load_config(config, overrides)
         model = build_model(cfg.model)
@@ -75,7 +75,7 @@ class Segmenter:
         device: str | torch.device = "cpu",
         overrides: Sequence[str] = (),
         zoo_file: str | Path | None = None,
-    ) -> "Segmenter":
+    ) -> Segmenter:
         """Load an ovseg checkpoint, an official FC-CLIP checkpoint (needs ``config``), or a model
         zoo name (downloaded and cached on first use)."""
         path = Path(path_or_name)

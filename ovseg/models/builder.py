@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Optional
 
 import open_clip
-import torch
 
 from ovseg.config.schema import ModelConfig
 from ovseg.models.backbones.clip import CLIPBackbone, create_clip, register_clip_configs
@@ -20,7 +18,7 @@ from ovseg.text.templates import resolve_templates
 from ovseg.text.vocabulary import Vocabulary
 
 
-def resolve_vocabulary(spec: str | Vocabulary | None) -> Optional[Vocabulary]:
+def resolve_vocabulary(spec: str | Vocabulary | None) -> Vocabulary | None:
     """A Vocabulary from a built-in name, a file path, or a ';'-separated string."""
     if spec is None or isinstance(spec, Vocabulary):
         return spec
@@ -70,7 +68,7 @@ def build_criterion(cfg: ModelConfig):
     return _build(cfg.loss)
 
 
-def build_model(cfg: ModelConfig, train_vocabulary: Optional[Vocabulary] = None) -> FCCLIP:
+def build_model(cfg: ModelConfig, train_vocabulary: Vocabulary | None = None) -> FCCLIP:
     """Build FC-CLIP from the ``model`` section (CLIP weights per ``backbone.pretrained``)."""
     backbone = build_backbone(cfg)
     pd = cfg.pixel_decoder

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -19,8 +19,8 @@ class ConvNorm(nn.Conv2d):
     def __init__(
         self,
         *args,
-        norm: Optional[nn.Module] = None,
-        activation: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+        norm: nn.Module | None = None,
+        activation: Callable[[torch.Tensor], torch.Tensor] | None = None,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
@@ -36,7 +36,7 @@ class ConvNorm(nn.Conv2d):
         return x
 
 
-def build_norm(kind: str, channels: int) -> Optional[nn.Module]:
+def build_norm(kind: str, channels: int) -> nn.Module | None:
     """"GN" (32 groups, as Mask2Former), "LN"-free variants are not used; "" means none."""
     if kind in ("", None):
         return None

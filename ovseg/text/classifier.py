@@ -14,9 +14,9 @@ import hashlib
 import logging
 import os
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -44,7 +44,7 @@ class TextClassifier:
     num_synonyms: list[int]
     vocabulary: Vocabulary
 
-    def to(self, device) -> "TextClassifier":
+    def to(self, device) -> TextClassifier:
         return TextClassifier(self.embeddings.to(device), self.num_synonyms, self.vocabulary)
 
 
@@ -69,7 +69,7 @@ class TextEncoder:
         context_length: int = 77,
         batch_size: int = 256,
         disk_cache: bool = False,
-        encode_with_prefix: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
+        encode_with_prefix: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     ):
         self.encode_tokens = encode_tokens
         self.tokenizer = tokenizer
@@ -166,7 +166,7 @@ class TextEncoder:
     def _path(self, key: str) -> Path:
         return ovseg_home() / "text_embeddings" / f"{key}.pt"
 
-    def _load_disk(self, key: str) -> Optional[torch.Tensor]:
+    def _load_disk(self, key: str) -> torch.Tensor | None:
         path = self._path(key)
         if not path.is_file():
             return None

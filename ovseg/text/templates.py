@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from collections.abc import Sequence
 
 # FC-CLIP's VILD_PROMPT (fcclip/fcclip.py, from ViLD); the article is always "a", as there.
 VILD_TEMPLATES: tuple[str, ...] = (
@@ -29,7 +29,7 @@ TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
 }
 
 
-def resolve_templates(templates: Union[str, Sequence[str]]) -> tuple[str, ...]:
+def resolve_templates(templates: str | Sequence[str]) -> tuple[str, ...]:
     """A named template set ("vild", "single", "plain") or an explicit list of strings."""
     if isinstance(templates, str):
         if templates not in TEMPLATE_SETS:

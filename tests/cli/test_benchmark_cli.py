@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
-from ovseg.cli.benchmark import main
 from ovseg_testing import REPO
+
+from ovseg.cli.benchmark import main
 
 
 def test_benchmark_reports_split_ratios_and_params(tmp_path, capsys):

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import json
 
+from ovseg_testing import REPO
+
 from ovseg.cli import test as test_cli
 from ovseg.cli import train as train_cli
 from ovseg.data import make_synthetic_coco_panoptic
-from ovseg_testing import REPO
 
 CFG = str(REPO / "configs/tests/fcclip_tiny_train.yaml")
 

@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from ovseg_testing import REPO
 
 from ovseg import Segmenter
 from ovseg.cli.train import main
 from ovseg.data import make_synthetic_coco_panoptic
-from ovseg_testing import REPO
 
 CFG = str(REPO / "configs/tests/fcclip_tiny_train.yaml")
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from ovseg_testing import REPO
 
 from ovseg.config import ConfigError, load_config, to_yaml
 from ovseg.config.loader import load_yaml_with_bases
-from ovseg_testing import REPO
 
 CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml"))
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from ovseg_testing import REPO, fixture_dir
 
 from ovseg import Segmenter, Vocabulary
 from ovseg.config import ConfigError
 from ovseg.inference.io import ImageLoadError
 from ovseg.models.weights import CheckpointError
-from ovseg_testing import REPO, fixture_dir
 
 TINY = REPO / "configs/tests/fcclip_tiny.yaml"
 VOCAB = Vocabulary.parse("person, man; zebra; dry grass, hay [stuff]; sky [stuff]")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from ovseg_testing import REPO, fixture_dir
 
 from ovseg import Segmenter, Vocabulary
 from ovseg.cli.convert_fcclip import main
-from ovseg_testing import REPO, fixture_dir
 
 
 def test_convert_then_load_without_config(tmp_path):

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from ovseg_testing import REPO, fixture_dir
 
 from ovseg import Segmenter, Vocabulary
-from ovseg_testing import REPO, fixture_dir
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 

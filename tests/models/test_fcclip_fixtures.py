@@ -12,8 +12,8 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from ovseg_testing import REPO, fixture_dir
+
 from ovseg import Segmenter, Vocabulary
 
 CASES = {

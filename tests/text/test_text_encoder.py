@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from ovseg_testing import REPO, fixture_dir
 
 from ovseg import Segmenter
 from ovseg.text.vocabulary import Vocabulary
-from ovseg_testing import REPO, fixture_dir
 
 
 def test_prefix_cache_and_batching_do_not_change_embeddings():

@@ -121,7 +121,7 @@ def prepare_ade20k(src: Path, dst: Path, link: bool = False) -> list[str]:
                              "segmentation": encode_mask(mask), "area": int(mask.sum()),
                              "bbox": bbox_of(mask), "iscrowd": 0})  # fmt: skip
         infos = []
-        for sid, cls, mask in segments:
+        for sid, _, mask in segments:
             ids[mask] = sid
         for sid, cls, _ in segments:
             mask = ids == sid

@@ -12,7 +12,6 @@ import logging
 import os
 import warnings
 from pathlib import Path
-from typing import Optional
 
 import open_clip
 import torch
@@ -35,7 +34,7 @@ def register_clip_configs() -> None:
         _registered = True
 
 
-def create_clip(name: str, pretrained: Optional[str], force_quick_gelu: bool = False, cache_dir: Optional[str] = None) -> nn.Module:
+def create_clip(name: str, pretrained: str | None, force_quick_gelu: bool = False, cache_dir: str | None = None) -> nn.Module:
     """Build an open_clip model by name.
 
     Args:
@@ -84,7 +83,7 @@ class CLIPBackbone(nn.Module):
     (strides 4..32) and ``clip_vis_dense`` (the stride-32 map the out-of-vocabulary branch pools).
     """
 
-    def __init__(self, clip_model: nn.Module, name: str = "", pretrained: Optional[str] = None):
+    def __init__(self, clip_model: nn.Module, name: str = "", pretrained: str | None = None):
         super().__init__()
         self.clip_model = clip_model
         self.name = name
@@ -116,7 +115,7 @@ class CLIPBackbone(nn.Module):
     def logit_scale(self) -> torch.Tensor:
         return self.clip_model.logit_scale
 
-    def train(self, mode: bool = True) -> "CLIPBackbone":
+    def train(self, mode: bool = True) -> CLIPBackbone:
         # Frozen: always eval, whatever the parent does.
         return super().train(False)
 
@@ -265,7 +264,7 @@ class CLIPBackbone(nn.Module):
                 kp, vp = F.linear(blk.ln_1(xp), w[e:], b[e:]).chunk(2, dim=-1)
                 q, k, v = F.linear(blk.ln_1(xr), w, b).chunk(3, dim=-1)
 
-                def heads_first(t: torch.Tensor) -> torch.Tensor:
+                def heads_first(t: torch.Tensor, heads: int = heads, dh: int = dh) -> torch.Tensor:
                     return t.reshape(t.shape[0], t.shape[1], heads, dh).transpose(1, 2)
 
                 k = torch.cat([heads_first(kp).expand(n, -1, -1, -1), heads_first(k)], dim=2)

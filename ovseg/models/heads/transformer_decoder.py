@@ -8,7 +8,7 @@ compared by cosine similarity with the text classifier; parameter names match FC
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -8,12 +8,11 @@ fall back to on CPU. Runs unchanged on CPU and GPU.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
 
 IMPLS = ("grid_sample", "embedding_bag")
 

@@ -7,7 +7,7 @@ Parameter names match FC-CLIP/Mask2Former (``input_proj``, ``transformer.encoder
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F

@@ -7,7 +7,8 @@ out-of-vocabulary classifier.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -57,8 +58,8 @@ class FCCLIP(nn.Module):
         object_mask_threshold: float = 0.0,
         overlap_threshold: float = 0.8,
         detections_per_image: int = 100,
-        train_vocabulary: Optional[Vocabulary] = None,
-        criterion: Optional[nn.Module] = None,
+        train_vocabulary: Vocabulary | None = None,
+        criterion: nn.Module | None = None,
     ):
         super().__init__()
         self.backbone = backbone
