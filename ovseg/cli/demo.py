@@ -332,6 +332,9 @@ def _build_segmenter(args: argparse.Namespace) -> Segmenter:
     from ovseg import Segmenter
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    # Whatever the weights do not overwrite (everything, for a config without --weights) is
+    # initialised the same way on every run.
+    torch.manual_seed(0)
     if args.config is not None:
         return Segmenter.from_config(
             args.config, weights=args.weights, overrides=list(args.opts), device=device
