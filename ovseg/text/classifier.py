@@ -118,25 +118,26 @@ class TextEncoder:
         if self.encode_with_prefix is not None:
             out = self._encode_by_template(tokens, lengths, device)
         else:
-            out = self._encode_batches(tokens, lengths, torch.arange(len(prompts)), device)
+            out = self._encode_batches(tokens, lengths, device)
         feats = F.normalize(out, dim=-1).view(len(synonyms), len(self.templates), -1)
         return F.normalize(feats.mean(1), dim=-1).cpu()
 
-    def _encode_batches(self, tokens, lengths, index, device, prefix=None, batch_size=None) -> torch.Tensor:
-        """Features (len(index), D) of ``tokens[index]``, batched by length (longest first) and
-        cut to each batch's longest prompt; with ``prefix``, ``tokens`` are the parts after it."""
-        order = index[torch.argsort(lengths[index], descending=True, stable=True)]
-        out = None
-        pos = {int(i): k for k, i in enumerate(index)}
+    def _encode_batches(self, tokens, lengths, device, prefix=None, batch_size=None) -> torch.Tensor:
+        """Features (N, D) of ``tokens`` (N, L), batched by length (longest first) and cut to
+        each batch's longest prompt; with ``prefix``, ``tokens`` are the parts after it."""
+        order = torch.argsort(lengths, descending=True, stable=True)
         batch_size = batch_size or self.batch_size
+        out = None
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            length = int(lengths[idx].max())
-            batch = tokens[idx, :length].to(device)
-            f = (self.encode_tokens(batch) if prefix is None else self.encode_with_prefix(prefix.to(device), batch)).float()
+            batch = tokens[idx, : int(lengths[idx].max())].to(device)
+            if prefix is None:
+                f = self.encode_tokens(batch).float()
+            else:
+                f = self.encode_with_prefix(prefix.to(device), batch).float()
             if out is None:
-                out = torch.empty(len(index), f.shape[-1], device=f.device)
-            out[torch.tensor([pos[int(i)] for i in idx], device=f.device)] = f
+                out = torch.empty(len(order), f.shape[-1], device=f.device)
+            out[idx.to(f.device)] = f
         return out
 
     def _encode_by_template(self, tokens, lengths, device) -> torch.Tensor:
@@ -155,8 +156,9 @@ class TextEncoder:
             rest = group[:, shared:]
             # The parts after the prefix are short: batch more prompts so that each matrix
             # product still has enough rows to use the weights it reads (CPU: bandwidth-bound).
-            f = self._encode_batches(rest, lengths[index] - shared, torch.arange(len(index)), device,
-                                     prefix=prefix if shared > 0 else None, batch_size=4 * self.batch_size)
+            f = self._encode_batches(rest, lengths[index] - shared, device,
+                                     prefix=prefix if shared > 0 else None,
+                                     batch_size=4 * self.batch_size)
             if out is None:
                 out = torch.empty(tokens.shape[0], f.shape[-1], device=f.device)
             out[index.to(f.device)] = f
