@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-# Upsampling all queries at once costs Q x H x W floats; semantic inference goes in chunks.
-_SEMANTIC_CHUNK = 32
+# Upsampling all queries at once costs Q x H x W floats: semantic and panoptic go in chunks.
+_CHUNK = 32
 
 MaskResizer = Callable[[torch.Tensor], torch.Tensor]
 
@@ -31,9 +31,9 @@ def semantic_inference(mask_cls: torch.Tensor, mask_logits: torch.Tensor, resize
     """
     probs = F.softmax(mask_cls, dim=-1)[:, :-1]
     out = None
-    for start in range(0, mask_logits.shape[0], _SEMANTIC_CHUNK):
-        m = resize(mask_logits[start : start + _SEMANTIC_CHUNK]).sigmoid()
-        part = torch.einsum("qc,qhw->chw", probs[start : start + _SEMANTIC_CHUNK], m)
+    for start in range(0, mask_logits.shape[0], _CHUNK):
+        m = resize(mask_logits[start : start + _CHUNK]).sigmoid()
+        part = torch.einsum("qc,qhw->chw", probs[start : start + _CHUNK], m)
         out = part if out is None else out + part
     return out
 
@@ -71,8 +71,8 @@ def panoptic_inference(
     # and each query's mask area. Peak memory is one chunk, not K full-resolution masks.
     best = winner = best_mask = None
     original_area = torch.zeros(k, dtype=torch.long, device=mask_logits.device)
-    for start in range(0, k, _SEMANTIC_CHUNK):
-        m = resize(mask_logits[kept[start : start + _SEMANTIC_CHUNK]]).sigmoid()
+    for start in range(0, k, _CHUNK):
+        m = resize(mask_logits[kept[start : start + _CHUNK]]).sigmoid()
         original_area[start : start + m.shape[0]] = (m >= 0.5).flatten(1).sum(1)
         prob = cur_scores[start : start + m.shape[0]].view(-1, 1, 1) * m
         value, index = prob.max(0)
