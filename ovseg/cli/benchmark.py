@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> dict:
         "threads": torch.get_num_threads(), "python": platform.python_version(),
         "image_size": [h, w], "vocabulary": args.vocab, "num_classes": len(vocab),
         "num_prompts": sum(vocab.num_synonyms) * len(model.text_encoder.templates),
-        "task": args.task, "build_seconds": build_s,
+        "task": args.task, "build_seconds": build_s, "weights": args.weights,
     }
     n_total = sum(p.numel() for p in model.parameters())
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -279,7 +279,7 @@ def format_table(r: dict) -> str:
         f"ratio {inf['memory_ratio_to_tower']:.2f}x)",
         f"text share of a call with a cached vocabulary: {inf['text_share_of_call']:.3%}",
         f"outputs of the last run: {inf['outputs']['panoptic']} panoptic segments, "
-        f"{inf['outputs']['instance']} instances (random weights decide how many queries survive)",
+        f"{inf['outputs']['instance']} instances" + ("" if r.get("weights") else " (random weights: how many queries survive is arbitrary)"),
     ]
     if "text_encoding_cold_seconds" in r:
         lines.append(f"cold text encoding: {r['text_encoding_cold_seconds']:.2f} s")
