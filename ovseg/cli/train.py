@@ -151,12 +151,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.resume = True
     from ovseg.config import ConfigError
     from ovseg.data import DatasetError
-    from ovseg.engine.checkpoint import CheckpointError as EngineCheckpointError
     from ovseg.models.weights import CheckpointError
 
     try:
         result = train(args)
-    except (ConfigError, DatasetError, CheckpointError, EngineCheckpointError, FileNotFoundError) as e:
+    except (ConfigError, DatasetError, CheckpointError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if os.environ.get("RANK", "0") == "0":

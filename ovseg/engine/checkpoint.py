@@ -56,7 +56,7 @@ _CKPT_RE = re.compile(r"^checkpoint_(\d+)\.pth$")
 _PRIMITIVES = (type(None), bool, int, float, str, bytes)
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(RuntimeError, ValueError):
     """A checkpoint cannot be written, read or applied; the message names the file or key."""
 
 

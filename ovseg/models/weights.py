@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ovseg.engine.checkpoint import CheckpointError, load_checkpoint
 from ovseg.models.segmentors.fcclip import CLIP_PREFIX
 
 logger = logging.getLogger(__name__)
@@ -22,23 +23,15 @@ FCCLIP_RENAMES = (("sem_seg_head.pixel_decoder.", "pixel_decoder."), ("sem_seg_h
 FCCLIP_DROP = ("criterion.",)
 
 
-class CheckpointError(ValueError):
-    """A checkpoint cannot be read or does not fit the model; the message names the culprit."""
-
-
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint dict (CPU, ``weights_only=True``); a missing, empty, corrupt or
+    non-dict file raises :class:`CheckpointError` naming it."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint is empty (0 bytes): {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
-    if not isinstance(ckpt, dict):
-        raise CheckpointError(f"{path}: expected a dict, got {type(ckpt).__name__}")
-    return ckpt
+    return load_checkpoint(path)
 
 
 def checkpoint_kind(ckpt: dict) -> str:

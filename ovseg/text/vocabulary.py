@@ -255,6 +255,24 @@ class Vocabulary:
         ]
 
 
+def load_vocabulary(source: str | Path) -> Vocabulary:
+    """A vocabulary file (``.txt`` / ``.json``) or a built-in name ("ade20k-150").
+
+    Raises:
+        FileNotFoundError: neither an existing file nor a built-in name (lists the names).
+        ValueError: the file exists but is not a valid vocabulary.
+    """
+    path = Path(source).expanduser()
+    if path.is_file():
+        return Vocabulary.from_file(path)
+    if str(source).lower().replace("_", "-") in builtin_names():
+        return Vocabulary.from_name(str(source))
+    raise FileNotFoundError(
+        f"vocabulary {str(source)!r} is neither a file nor a built-in vocabulary "
+        f"({', '.join(builtin_names())})"
+    )
+
+
 def builtin_names() -> list[str]:
     """Names accepted by :meth:`Vocabulary.from_name`."""
     return sorted([*BUILTIN_FILES, "pascal-voc-20"])

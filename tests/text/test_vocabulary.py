@@ -83,3 +83,18 @@ def test_seen_mask_and_fingerprint():
     assert v.seen_mask(coco) == [True, False]
     assert v.fingerprint() == Vocabulary(["person,astronaut", "spaceship"]).fingerprint()
     assert v.fingerprint() != Vocabulary(["person", "spaceship"]).fingerprint()
+
+
+def test_load_vocabulary_file_or_builtin(tmp_path):
+    from ovseg.text.vocabulary import load_vocabulary
+
+    f = tmp_path / "v.txt"
+    f.write_text("car, cars\nroad [stuff]\n")
+    assert load_vocabulary(f).names == ["car", "road"]
+    assert len(load_vocabulary("ADE20K_150")) == 150
+    with pytest.raises(FileNotFoundError, match="neither a file nor a built-in"):
+        load_vocabulary(tmp_path / "missing.txt")
+    bad = tmp_path / "dup.txt"
+    bad.write_text("cat\ncat\n")
+    with pytest.raises(ValueError, match="duplicates"):  # a broken file is not "missing"
+        load_vocabulary(bad)

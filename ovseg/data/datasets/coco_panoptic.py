@@ -10,7 +10,7 @@ from typing import Any
 import albumentations as A
 import numpy as np
 
-from ovseg.text.vocabulary import Vocabulary, builtin_names
+from ovseg.text.vocabulary import Vocabulary, builtin_names, load_vocabulary
 from ovseg.utils.panoptic_ids import rgb2id
 
 from .base import (
@@ -30,16 +30,14 @@ VERIFY_ALL_LIMIT = 500
 
 
 def _load_vocabulary_source(source: str) -> Vocabulary:
-    path = Path(source).expanduser()
-    if path.is_file():
-        return Vocabulary.from_file(path)
-    if source.lower().replace("_", "-") in builtin_names():
-        return Vocabulary.from_name(source)
-    raise DatasetError(
-        f"vocabulary {source!r} is neither a file nor a built-in vocabulary name; give the path "
-        f"of a class list or one of: {', '.join(builtin_names())}",
-        [source],
-    )
+    try:
+        return load_vocabulary(source)
+    except FileNotFoundError:
+        raise DatasetError(
+            f"vocabulary {source!r} is neither a file nor a built-in vocabulary name; give the "
+            f"path of a class list or one of: {', '.join(builtin_names())}",
+            [source],
+        ) from None
 
 
 class CocoPanopticDataset(SegmentationDataset):

@@ -10,7 +10,7 @@ import albumentations as A
 import numpy as np
 from PIL import Image
 
-from ovseg.text.vocabulary import Vocabulary, builtin_names
+from ovseg.text.vocabulary import Vocabulary, builtin_names, load_vocabulary
 
 from .base import (
     VOID,
@@ -33,11 +33,10 @@ def load_class_list(classes: str) -> Vocabulary:
             "semantic_folder: classes is not set: give a class list file (one class per line, "
             f"synonyms comma-separated) or a built-in vocabulary ({', '.join(builtin_names())})"
         )
-    path = Path(classes).expanduser()
-    if path.is_file():
-        return Vocabulary.from_file(path)
-    if classes.lower().replace("_", "-") in builtin_names():
-        return Vocabulary.from_name(classes)
+    try:
+        return load_vocabulary(classes)
+    except FileNotFoundError:
+        path = Path(classes).expanduser()
     raise DatasetError(
         f"semantic_folder: classes file not found: {path} (and {classes!r} is not a built-in "
         f"vocabulary: {', '.join(builtin_names())})",
