@@ -43,7 +43,8 @@ setup(
         "tensorboard",
     ],
     extras_require={
-        "dev": ["pytest>=7", "pytest-timeout", "ruff"],
+        # cityscapesscripts: the official Cityscapes evaluator, the tests' reference for ours
+        "dev": ["pytest>=7", "pytest-timeout", "ruff", "cityscapesscripts"],
     },
     entry_points={
         "console_scripts": [

@@ -2,7 +2,8 @@
 
 * :class:`SemSegEvaluator` — mIoU / mAcc / aAcc / fwIoU (mmseg or detectron2 conventions);
 * :class:`PanopticEvaluator` — PQ / SQ / RQ (panopticapi);
-* :class:`InstanceEvaluator` — COCO mask AP (pycocotools).
+* :class:`InstanceEvaluator` — COCO mask AP (pycocotools);
+* :class:`CityscapesInstanceEvaluator` — Cityscapes instance AP (cityscapesscripts' rules).
 
 Each has ``reset()``, ``process(...)`` per image and ``evaluate() -> dict``; under
 ``torch.distributed`` the per-rank statistics are combined in ``evaluate``.
@@ -10,6 +11,10 @@ Each has ``reset()``, ``process(...)`` per image and ``evaluate() -> dict``; und
 ``runner``) runs a model over a dataset or benchmark and scores it (tools/test.py, training).
 """
 
+from ovseg.evaluation.cityscapes_instance import (
+    CityscapesInstanceEvaluator,
+    evaluate_cityscapes_instance_dirs,
+)
 from ovseg.evaluation.errors import EvaluationError
 from ovseg.evaluation.instance import InstanceEvaluator, evaluate_instance_files
 from ovseg.evaluation.panoptic import (
@@ -32,12 +37,14 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "CityscapesInstanceEvaluator",
     "EvalSource",
     "EvaluationError",
     "InstanceEvaluator",
     "PanopticEvaluator",
     "SemSegEvaluator",
     "evaluate",
+    "evaluate_cityscapes_instance_dirs",
     "evaluate_instance_files",
     "evaluate_panoptic_files",
     "evaluate_semantic_dirs",

@@ -1,8 +1,10 @@
-"""``python -m ovseg.evaluation {semantic,panoptic,instance}``: evaluate saved predictions offline.
+"""``python -m ovseg.evaluation {semantic,panoptic,instance,cityscapes-instance}``: evaluate saved
+predictions offline.
 
 Prints a table and, with ``--out F.json``, writes the numbers with the key names of the reference
 fixtures (semantic: ``summary_percent`` / ``per_class_percent``; panoptic: ``summary`` /
-``per_class``; instance: ``stats``). Bad input is reported as one line and exit status 1.
+``per_class``; instance: ``stats``) or of cityscapesscripts (cityscapes-instance: ``averages``,
+``resultApMatrix``). Bad input is reported as one line and exit status 1.
 """
 
 from __future__ import annotations
@@ -28,18 +30,22 @@ EPILOG = """examples:
       --out pq.json
   python -m ovseg.evaluation instance --gt-json data/coco/annotations/instances_val2017.json \\
       --pred-json work/segm.json
+  python -m ovseg.evaluation cityscapes-instance --gt-dir data/cityscapes/gtFine/val \\
+      --pred-dir work/cs/predictions/cityscapes_instance
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m ovseg.evaluation",
-        description="Evaluate saved predictions: mIoU (semantic), PQ (panoptic), mask AP "
-        "(instance).",
+        description="Evaluate saved predictions: mIoU (semantic), PQ (panoptic), COCO mask AP "
+        "(instance), official Cityscapes instance AP (cityscapes-instance).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="task", required=True, metavar="{semantic,panoptic,instance}")
+    sub = parser.add_subparsers(
+        dest="task", required=True, metavar="{semantic,panoptic,instance,cityscapes-instance}"
+    )
 
     sem = sub.add_parser("semantic", help="per-class IoU/Acc, mIoU, mAcc, aAcc, fwIoU")
     sem.add_argument("--gt-dir", required=True, help="folder of ground-truth label PNGs")
@@ -76,7 +82,20 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--gt-json", required=True, help="COCO instances ground-truth json")
     ins.add_argument("--pred-json", required=True, help="COCO results json (RLE segmentations)")
 
-    for p in (sem, pan, ins):
+    csi = sub.add_parser(
+        "cityscapes-instance",
+        help="instance AP with cityscapesscripts' rules (evalInstanceLevelSemanticLabeling)",
+    )
+    csi.add_argument(
+        "--gt-dir", required=True, help="folder searched for *_gtFine_instanceIds.png (gtFine/val)"
+    )
+    csi.add_argument(
+        "--pred-dir",
+        required=True,
+        help="folder of <city>_<seq>_<frame>*.txt files ('<mask png> <label id> <score>' lines)",
+    )
+
+    for p in (sem, pan, ins, csi):
         p.add_argument("--out", help="write the metrics as JSON to this file")
         p.add_argument("--quiet", action="store_true", help="print no table")
     return parser
@@ -96,6 +115,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.gt_json, args.gt_dir, args.pred_json, args.pred_dir, progress=_progress()
             )
             table = format_panoptic(result)
+        elif args.task == "cityscapes-instance":
+            from ovseg.evaluation.cityscapes_instance import (
+                evaluate_cityscapes_instance_dirs,
+                format_cityscapes_instance,
+            )
+
+            result = evaluate_cityscapes_instance_dirs(
+                args.gt_dir, args.pred_dir, progress=_progress()
+            )
+            table = format_cityscapes_instance(result)
         else:
             from ovseg.evaluation.instance import evaluate_instance_files
 

@@ -13,8 +13,10 @@ A test set is either a config dataset (``build_dataset(cfg.data.test, train=Fals
 segmenter predicts once (task ``"all"`` when several tasks are scored) and
 :class:`TaskEvaluators` feeds the three streaming evaluators, mapping vocabulary indices to the
 dataset's category ids. Instance ground truth comes from the dataset's COCO instances JSON, or is
-built per image from Cityscapes ``instanceIds`` PNGs or from the panoptic thing segments (crowd
-segments kept as ``iscrowd`` 1, as panopticapi's ``panoptic2detection_coco_format`` does).
+built per image from the panoptic thing segments (crowd segments kept as ``iscrowd`` 1, as
+panopticapi's ``panoptic2detection_coco_format`` does); Cityscapes, whose records carry
+``instanceIds`` PNGs, is scored with the official cityscapesscripts rules instead of COCO mask AP
+(:mod:`ovseg.evaluation.cityscapes_instance`), as FC-CLIP's published Cityscapes AP is.
 
 Under ``torch.distributed`` each rank takes ``indices[rank::world_size]`` (no padding) and the
 evaluators reduce their statistics, so every rank returns the single-process numbers.
@@ -38,6 +40,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ovseg.evaluation.cityscapes_instance import (
+    CityscapesInstanceEvaluator,
+    write_cityscapes_predictions,
+)
 from ovseg.evaluation.distributed import all_gather_objects, get_rank, is_distributed
 from ovseg.evaluation.errors import EvaluationError
 from ovseg.evaluation.instance import InstanceEvaluator, encode_mask
@@ -79,6 +85,8 @@ class EvalSource:
         panoptic_categories: the panoptic json's categories (``id``, ``isthing``, ``name``).
         instances_json: COCO instances ground truth, when the dataset ships one.
         test_size: the benchmark's whole-image test size (short side, long side cap), if any.
+        cityscapes_instances: score instances from the records' ``inst_seg_file_name``
+            (``gtFine_instanceIds``) with the official Cityscapes evaluator, not COCO mask AP.
     """
 
     name: str
@@ -92,6 +100,7 @@ class EvalSource:
     panoptic_categories: list[dict[str, Any]] | None = None
     instances_json: Path | None = None
     test_size: tuple[int, int] | None = None
+    cityscapes_instances: bool = False  # instance AP by the official Cityscapes rules
     semantic_reader: Any = None  # index -> (H, W) int labels; default: read sem_seg_file_name
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -177,6 +186,7 @@ class EvalSource:
             panoptic_categories=categories,
             instances_json=Path(bench.instances_json) if bench.instances_json else None,
             test_size=(bench.min_size_test, bench.max_size_test),
+            cityscapes_instances=bench.name == "cityscapes",
         )
 
     # --------------------------------------------------------------- ground truth
@@ -346,7 +356,10 @@ class TaskEvaluators:
         self._instance_gt_anns: list[dict[str, Any]] = []
         self._detections: dict[Any, list[dict[str, Any]]] = {}
         self._instance_cat_ids: set[int] | None = None
-        if "instance" in self.tasks:
+        self.cityscapes: CityscapesInstanceEvaluator | None = None
+        if "instance" in self.tasks and source.cityscapes_instances:
+            self.cityscapes = CityscapesInstanceEvaluator()
+        elif "instance" in self.tasks:
             if source.instances_json is not None:
                 self._instance_evaluator = InstanceEvaluator(source.instances_json)
                 self._instance_cat_ids = set(self._instance_evaluator.coco_gt.cats)
@@ -407,9 +420,17 @@ class TaskEvaluators:
                     {"image_id": record["image_id"], "file_name": f"{stem}.png",
                      "segments_info": segments}
                 )  # fmt: skip
-        if "instance" in self.tasks:
-            if prediction.instances is None:
-                raise EvaluationError(f"{name}: the prediction has no instance output")
+        if "instance" in self.tasks and prediction.instances is None:
+            raise EvaluationError(f"{name}: the prediction has no instance output")
+        if self.cityscapes is not None:
+            inst = prediction.instances
+            label_ids = [self._dataset_id(int(k), name) for k in inst.labels.tolist()]
+            gt = read_label_png(record["inst_seg_file_name"])
+            self.cityscapes.process(record["image_id"], gt, inst.masks, label_ids, inst.scores)
+            if self.export_dir is not None:
+                write_cityscapes_predictions(self.export_dir / "cityscapes_instance", stem,
+                                             inst.masks, label_ids, inst.scores.tolist())  # fmt: skip
+        elif "instance" in self.tasks:
             if self._instance_evaluator is None:
                 info, anns = self.source.instance_gt(index)
                 self._instance_gt_images.append(info)
@@ -451,7 +472,9 @@ class TaskEvaluators:
             out["semantic"] = self.semantic.evaluate()
         if self.panoptic is not None:
             out["panoptic"] = self.panoptic.evaluate()
-        if "instance" in self.tasks:
+        if self.cityscapes is not None:
+            out["instance"] = self.cityscapes.evaluate()
+        elif "instance" in self.tasks:
             evaluator = self._instance_evaluator
             gt_dict = None
             if evaluator is None:
@@ -670,7 +693,10 @@ def summarize(result: Mapping[str, Any]) -> dict[str, float]:
         out["RQ"] = 100 * _f(s["All"]["rq"])
         out["PQ_th"] = 100 * _f(s["Things"]["pq"])
         out["PQ_st"] = 100 * _f(s["Stuff"]["pq"])
-    if "instance" in result:
+    if "instance" in result and "averages" in result["instance"]:  # official Cityscapes AP
+        out["AP"] = 100 * _f(result["instance"]["averages"]["allAp"])
+        out["AP50"] = 100 * _f(result["instance"]["averages"]["allAp50%"])
+    elif "instance" in result:
         ap = _f(result["instance"]["stats"][0])
         out["AP"] = 100 * ap if ap >= 0 else math.nan
         ap50 = _f(result["instance"]["stats"][1])

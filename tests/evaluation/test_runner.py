@@ -197,6 +197,53 @@ def test_task_not_in_ground_truth_is_named(tmp_path):
     assert summarize(_score(source))["mIoU"] == pytest.approx(100.0)
 
 
+def _write_cityscapes(root: Path) -> None:
+    """A one-image Cityscapes val set: 2 cars, a person, a crowd of cars, void pixels."""
+    from ovseg.data.prepare import prepare
+
+    key = "frankfurt_000000_000294"
+    raw = root / "raw"
+    img = raw / "leftImg8bit/val/frankfurt" / f"{key}_leftImg8bit.png"
+    gt = raw / "gtFine/val/frankfurt"
+    img.parent.mkdir(parents=True)
+    gt.mkdir(parents=True)
+    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(img)
+    label = np.full((48, 64), 7, np.uint8)
+    label[:8] = 23
+    label[8:12, :8] = 4  # static: void
+    inst = label.astype(np.uint16)
+    for value, (y, x, h, w) in {26000: (12, 0, 12, 16), 26001: (12, 20, 12, 16),
+                                24000: (30, 0, 16, 10), 26: (30, 30, 10, 20)}.items():  # fmt: skip
+        label[y : y + h, x : x + w] = value // 1000 or value
+        inst[y : y + h, x : x + w] = value
+    Image.fromarray(label).save(gt / f"{key}_gtFine_labelIds.png")
+    Image.fromarray(inst).save(gt / f"{key}_gtFine_instanceIds.png")
+    prepare("cityscapes", raw, root / "data")
+
+
+def test_cityscapes_instances_use_the_official_rules(tmp_path):
+    from ovseg.evaluation.cityscapes_instance import evaluate_cityscapes_instance_dirs
+
+    _write_cityscapes(tmp_path)
+    source = as_source(load_benchmark("cityscapes", tmp_path / "data"))
+    assert source.cityscapes_instances
+    ev = TaskEvaluators(source, "all", export_dir=tmp_path / "export")
+    ev.process(0, gt_prediction(source, 0))
+    result = ev.evaluate()
+    classes = result["instance"]["averages"]["classes"]
+    assert classes["car"]["ap"] == pytest.approx(1.0)
+    assert classes["person"]["ap"] == pytest.approx(1.0)
+    assert classes["bus"]["ap"] is None or math.isnan(classes["bus"]["ap"])  # no ground truth
+    assert summarize(result)["AP"] == pytest.approx(100.0)
+    # the exported official-format predictions give the same numbers offline
+    offline = evaluate_cityscapes_instance_dirs(
+        tmp_path / "data/cityscapes/gtFine/val", tmp_path / "export/cityscapes_instance"
+    )
+    np.testing.assert_array_equal(offline["resultApMatrix"], result["instance"]["resultApMatrix"])
+    # a wrong vocabulary -> label id mapping is penalised
+    assert summarize(_score(source, shift=1))["AP"] < 50
+
+
 # ------------------------------------------------------------------------ distributed
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
