@@ -12,8 +12,10 @@ import pytest
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from PIL import Image
+from test_cityscapes_instance import _scene
 
 from ovseg.evaluation import (
+    CityscapesInstanceEvaluator,
     InstanceEvaluator,
     PanopticEvaluator,
     SemSegEvaluator,
@@ -67,6 +69,16 @@ def _evaluate_all(fixtures: Path, rank: int, world_size: int) -> dict:
     for image_id in image_ids:
         ev.process(image_id, [d for d in dets if d["image_id"] == image_id])
     out["instance"] = ev.evaluate()
+
+    # official Cityscapes AP on generated scenes (the same 10 on every rank, each scored once)
+    rng = np.random.default_rng(7)
+    scenes = [_scene(rng) for _ in range(10)]
+    ev = CityscapesInstanceEvaluator()
+    for i in range(rank, len(scenes), world_size):
+        gt, preds = scenes[i]
+        masks = np.stack([m for m, _, _ in preds]) if preds else np.zeros((0, *gt.shape), bool)
+        ev.process(i, gt, masks, [p[1] for p in preds], [p[2] for p in preds])
+    out["cityscapes_instance"] = ev.evaluate()
     return out
 
 
@@ -111,3 +123,4 @@ def test_two_process_gloo_equals_single_process(metrics_dir, tmp_path):
     # and the single-process numbers are the reference ones
     assert single["panoptic"]["summary"]["All"]["n"] == 12
     assert single["semantic_detectron2"]["num_images"] == 12
+    assert single["cityscapes_instance"]["num_images"] == 10
