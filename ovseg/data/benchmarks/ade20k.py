@@ -9,6 +9,11 @@ Layout under the data root (FC-CLIP / Mask2Former ``prepare_ade20k_*.py`` output
     ADE20K_2021_17_01/images_detectron2/validation/*.jpg                 2,000 images
     ADE20K_2021_17_01/annotations_detectron2/validation/*.tif            uint16 0..846, 65535 ignore
 
+``tools/prepare_data.py ade20k-150`` writes the first layout from the scene parsing challenge's
+files, ``tools/prepare_data.py ade20k-847`` the second from the full ADE20K release (short side
+capped at 512, as FC-CLIP's ``prepare_ade20k_full_sem_seg.py``; see
+:mod:`ovseg.data.prepare.ade20k_full`).
+
 mmsegmentation's layout ``ade/ADEChallengeData2016/annotations/validation/*.png`` (raw labels,
 0 = other) is read for the semantic task too, with ``reduce_zero_label``.
 """

@@ -7,8 +7,10 @@
     print(report.text()); assert report.ok
 
 ``tools/prepare_data.py NAME --src RAW --dst DATA [--verify]`` is the command line. Each module's
-docstring documents the raw input it reads. ADE20K-847 (from the full ADE20K release index) is not
-converted yet: prepare it with FC-CLIP's ``prepare_ade20k_full_sem_seg.py``; ``verify`` checks it.
+docstring documents the raw input it reads. ADE20K-847 is converted from the full ADE20K release
+(``ADE20K_2021_17_01/index_ade20k.pkl`` + ``*_seg.png``) into the files FC-CLIP's
+``prepare_ade20k_full_sem_seg.py`` writes, with the class mapping derived from the release's object
+names (:mod:`.ade20k_full`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .ade20k import prepare_ade20k
+from .ade20k_full import prepare_ade20k_full
 from .cityscapes import prepare_cityscapes, prepare_mapillary
 from .coco import prepare_coco
 from .common import PrepareError
@@ -30,6 +33,7 @@ from .pascal import prepare_pascal_context, prepare_pascal_voc
 # converter name -> (function, the benchmarks it writes)
 PREPARERS: dict[str, tuple[Callable[..., list[str]], tuple[str, ...]]] = {
     "ade20k-150": (prepare_ade20k, ("ade20k-150",)),
+    "ade20k-847": (prepare_ade20k_full, ("ade20k-847",)),
     "pascal-context": (prepare_pascal_context, ("pascal-context-59", "pascal-context-459")),
     "pascal-voc": (prepare_pascal_voc, ("pascal-voc-21", "pascal-voc-20")),
     "cityscapes": (prepare_cityscapes, ("cityscapes",)),
@@ -44,14 +48,10 @@ ALIASES = {
     "pascal-voc-21": "pascal-voc",
     "coco": "coco-panoptic",
     "mapillary": "mapillary-vistas",
+    "ade20k-full": "ade20k-847",
 }
-NOT_CONVERTED = {
-    "ade20k-847": (
-        "ade20k-847 is not converted by ovseg yet: run FC-CLIP's "
-        "datasets/prepare_ade20k_full_sem_seg.py on the full ADE20K release "
-        "(ADE20K_2021_17_01/index_ade20k.pkl), then check it with --verify"
-    ),
-}
+# benchmark name -> why ovseg cannot convert it (every benchmark is converted today)
+NOT_CONVERTED: dict[str, str] = {}
 # Validation images of each benchmark (the issue's numbers).
 EXPECTED_IMAGES = {
     "ade20k-150": 2000,
@@ -98,14 +98,15 @@ def prepare(name: str, src: str | os.PathLike, dst: str | os.PathLike, link: boo
         src: the folder holding the extracted official files.
         dst: the data root (``$OVSEG_DATA``).
         link: symlink images (and files kept as shipped) instead of copying them.
-        **kwargs: converter options (``split_file`` for Pascal Context).
+        **kwargs: converter options (``split_file`` for Pascal Context; ``mapping`` and
+            ``training`` for ADE20K-847).
 
     Returns:
         the benchmarks written.
 
     Raises:
         KeyError: unknown name. PrepareError: raw files missing (named, with where to get them).
-        NotImplementedError: a benchmark ovseg cannot convert yet (ADE20K-847).
+        NotImplementedError: a benchmark ovseg cannot convert yet (none today).
     """
     key = _key(name)
     if key in NOT_CONVERTED:
@@ -223,6 +224,7 @@ __all__ = [
     "names",
     "prepare",
     "prepare_ade20k",
+    "prepare_ade20k_full",
     "prepare_cityscapes",
     "prepare_coco",
     "prepare_mapillary",

@@ -149,7 +149,7 @@ def test_cli_verify_and_errors(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "FAIL cityscapes" in out and "leftImg8bit" in out and "prepare_data.py cityscapes" in out
     assert main(["ade20k-847", "--src", str(tmp_path / "raw"), "--dst", str(tmp_path / "d")]) == 2
-    assert "prepare_ade20k_full_sem_seg.py" in capsys.readouterr().err
+    assert "ADE20K_2021_17_01/index_ade20k.pkl not found" in capsys.readouterr().err
     assert main(["pascal-vok", "--verify"]) == 2
     assert "did you mean 'pascal-voc'" in capsys.readouterr().err
     assert main(["pascal-voc"]) == 2
