@@ -22,11 +22,18 @@ examples:
   # ADE20K-150 (panoptic + instance too when annotations_instance/ is extracted)
   python tools/prepare_data.py ade20k-150 --src ~/downloads --dst data
 
+  # ADE20K-847 from the full release (ADE20K_2021_17_01/index_ade20k.pkl + *_seg.png); writes
+  # data/ADE20K_2021_17_01/{images,annotations}_detectron2/validation and ade20k_847_mapping.json
+  python tools/prepare_data.py ade20k-847 --src ~/downloads --dst data --verify
+  # ... with your own class mapping (a JSON list of 847 ADE object names, {name: train id}, or an
+  # edited ade20k_847_mapping.json)
+  python tools/prepare_data.py ade20k-847 --src ~/downloads --dst data --mapping my_847.json
+
   # only check an already prepared benchmark (image counts, label value ranges)
   python tools/prepare_data.py cityscapes --dst data --verify
 
-names: ade20k-150, pascal-voc (= pascal-voc-20/21), pascal-context (= pascal-context-59/459),
-coco-panoptic, cityscapes, mapillary-vistas; ade20k-847 can be verified but not converted yet.
+names: ade20k-150, ade20k-847, pascal-voc (= pascal-voc-20/21), pascal-context
+(= pascal-context-59/459), coco-panoptic, cityscapes, mapillary-vistas.
 Exit status: 0 ok, 1 verification failed, 2 bad usage or missing raw files.
 """
 
@@ -49,6 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--split-file", metavar="TXT", help="pascal-context: image ids of the validation split"
     )
+    p.add_argument(
+        "--mapping",
+        metavar="JSON",
+        help="ade20k-847: class mapping to use instead of the one derived from the ADE object names",
+    )
+    p.add_argument(
+        "--training",
+        action="store_true",
+        help="ade20k-847: also convert the training images (into .../training)",
+    )
     return p
 
 
@@ -64,7 +81,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         if args.src:
-            kwargs = {"split_file": args.split_file} if args.split_file else {}
+            kwargs = {}
+            if args.split_file:
+                kwargs["split_file"] = args.split_file
+            if args.mapping:
+                kwargs["mapping"] = args.mapping
+            if args.training:
+                kwargs["training"] = True
             written = prepare(args.name, args.src, dst, link=args.link, **kwargs)
             print(f"wrote {', '.join(written)} under {dst}")
         if args.verify:

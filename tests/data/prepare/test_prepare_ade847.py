@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ovseg.cli.prepare_data import main
 from ovseg.data.benchmarks import load_benchmark
 from ovseg.data.prepare import PrepareError, prepare, verify
 from ovseg.data.prepare.ade20k_full import derive_mapping, fcclip_size
@@ -294,3 +295,25 @@ def test_bad_input(release, tmp_path):
     bad.write_text(json.dumps({train_to_name[k]: k for k in range(846)}))
     assert "1 train id(s) have no ADE object: 846 'adding machine'" in _error(src, dst, mapping=bad)
     assert not (dst / RELEASE / "annotations_detectron2").exists()  # nothing half-written
+
+
+def test_cli_mapping_training_and_verify(release, tmp_path, capsys):
+    src, objectnames, value_to_train, _ = release
+    train_to_name = {t: objectnames[v - 1] for v, t in value_to_train.items()}
+    mapping = tmp_path / "names.json"
+    mapping.write_text(json.dumps([train_to_name[k] for k in range(847)]))
+    argv = ["ade20k-847", "--src", str(src), "--dst", str(tmp_path / "d"), "--verify"]
+    assert main([*argv, "--mapping", str(mapping), "--training"]) == 1  # 2 images, not 2,000
+    out = capsys.readouterr().out
+    assert "wrote ade20k-847" in out and "expected 2000" in out
+    assert "ok   ade20k-847: semantic labels in 0..846 (+ 65535)" in out
+    assert (
+        tmp_path / "d" / RELEASE / "images_detectron2/training/ADE_train_00000001.jpg"
+    ).is_file()
+    bad = tmp_path / "bad.json"
+    bad.write_text("[]")
+    assert main([*argv, "--mapping", str(bad)]) == 2
+    assert "must hold 847 ADE object names" in capsys.readouterr().err
+    voc = ["pascal-voc", "--src", str(src), "--dst", str(tmp_path / "v"), "--mapping", str(bad)]
+    assert main(voc) == 2  # not an option of the VOC converter
+    assert "mapping" in capsys.readouterr().err
