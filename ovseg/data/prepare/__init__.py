@@ -16,6 +16,7 @@ names (:mod:`.ade20k_full`).
 from __future__ import annotations
 
 import difflib
+import inspect
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -112,11 +113,19 @@ def prepare(name: str, src: str | os.PathLike, dst: str | os.PathLike, link: boo
     if key in NOT_CONVERTED:
         raise NotImplementedError(NOT_CONVERTED[key])
     key = ALIASES.get(key, key)
+    converter = PREPARERS[key][0]
+    accepted = set(inspect.signature(converter).parameters) - {"src", "dst", "link"}
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        raise PrepareError(
+            f"{key} takes no option {', '.join(unknown)}"
+            f"{' (it takes: ' + ', '.join(sorted(accepted)) + ')' if accepted else ''}"
+        )
     src_path, dst_path = Path(src).expanduser(), Path(dst).expanduser()
     if not src_path.is_dir():
         raise PrepareError(f"{key}: --src folder not found: {src_path}")
     dst_path.mkdir(parents=True, exist_ok=True)
-    return PREPARERS[key][0](src_path, dst_path, link=link, **kwargs)
+    return converter(src_path, dst_path, link=link, **kwargs)
 
 
 @dataclass

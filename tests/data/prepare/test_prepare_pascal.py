@@ -154,3 +154,8 @@ def test_cli_verify_and_errors(tmp_path, capsys):
     assert "did you mean 'pascal-voc'" in capsys.readouterr().err
     assert main(["pascal-voc"]) == 2
     assert "--src" in capsys.readouterr().err
+    # an option of another converter is named, before anything is written
+    argv = ["pascal-voc", "--src", str(tmp_path / "raw"), "--dst", str(tmp_path / "new")]
+    assert main([*argv, "--mapping", "m.json"]) == 2
+    assert "pascal-voc takes no option mapping" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
