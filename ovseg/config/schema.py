@@ -9,12 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
+from ovseg.config.loader import ConfigError
 from ovseg.data.config import DataConfig
 from ovseg.engine.config import OptimConfig, RuntimeConfig, ScheduleConfig
 from ovseg.models.losses.config import LossConfig
 
 CLIP_MEAN_255 = [122.7709383, 116.7460125, 104.09373615]
 CLIP_STD_255 = [68.5005327, 66.6321579, 70.32316305]
+TEST_MODES = ("whole", "slide")
 
 
 @dataclass
@@ -93,6 +95,34 @@ class TestConfig:
     # (opt-in fast mode; its measured deviation is in the README). Classifiers, ensemble and
     # post-processing always run in fp32.
     precision: str = "fp32"
+    # "whole" (FC-CLIP, default): one pass over the resized image. "slide": windows of
+    # crop_size [h, w] every stride [h, w] over the resized image, their semantic scores averaged
+    # where they overlap (mmseg's slide_inference; semantic task only). Defaults: mmseg's ADE20K
+    # 640 setting. See ovseg/inference/sliding.py.
+    mode: str = "whole"
+    crop_size: List[int] = field(default_factory=lambda: [640, 640])
+    stride: List[int] = field(default_factory=lambda: [426, 426])
+
+    def __post_init__(self) -> None:
+        self.check_mode()
+
+    def check_mode(self) -> None:
+        """Raise ConfigError naming the key if ``mode`` / ``crop_size`` / ``stride`` are invalid
+        (also called at predict time: configs can be edited after loading)."""
+        if self.mode not in TEST_MODES:
+            allowed = ", ".join(map(repr, TEST_MODES))
+            raise ConfigError(f"model.test.mode must be one of {allowed}; got {self.mode!r}")
+        for key in ("crop_size", "stride"):
+            value = list(getattr(self, key))
+            if len(value) != 2 or not all(isinstance(v, int) and v >= 1 for v in value):
+                raise ConfigError(
+                    f"model.test.{key} must be two positive integers [h, w]; got {value!r}"
+                )
+        if any(s > c for s, c in zip(self.stride, self.crop_size)):
+            raise ConfigError(
+                f"model.test.stride {list(self.stride)} must not exceed model.test.crop_size "
+                f"{list(self.crop_size)} along either axis: the windows would leave gaps"
+            )
 
 
 @dataclass

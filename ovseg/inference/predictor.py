@@ -11,14 +11,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ovseg.config import Config, config_from_yaml_string, load_config, to_yaml
 from ovseg.inference.io import load_image
 from ovseg.inference.preprocess import resize_shortest_edge
+from ovseg.inference.sliding import Window, sliding_windows
 from ovseg.inference.types import Instances, Prediction
 from ovseg.models.builder import build_model, resolve_vocabulary
 from ovseg.models.segmentors.fcclip import FCCLIP, TASKS
@@ -159,6 +161,28 @@ class Segmenter:
         """The text classifier of ``vocab``: computed once, then cached (memory and disk)."""
         return self.model.encode_vocabulary(self.vocabulary(vocab))
 
+    def _slide_settings(
+        self, task: str, return_intermediates: bool
+    ) -> tuple[list[int], list[int]] | None:
+        """``(crop_size, stride)`` in slide mode, None in whole-image mode; bad settings, and
+        what slide mode cannot compute, fail here, before any work."""
+        t = self.config.model.test
+        t.check_mode()
+        if t.mode == "whole":
+            return None
+        if task != "semantic":
+            # Averaging per-pixel class scores merges windows; panoptic segments and instances
+            # cut by a window border do not merge that way (mmseg slides for semantic only).
+            raise ValueError(
+                f"sliding-window inference (model.test.mode='slide') is for the semantic task "
+                f"only; got task={task!r}: use task='semantic', or model.test.mode='whole'"
+            )
+        if return_intermediates:
+            raise ValueError(
+                "return_intermediates needs one forward pass: use model.test.mode='whole'"
+            )
+        return list(t.crop_size), list(t.stride)
+
     @torch.inference_mode()
     def predict(
         self,
@@ -170,11 +194,17 @@ class Segmenter:
     ) -> Prediction:
         """Segment one image into ``vocab``.
 
+        With ``model.test.mode: slide`` the resized image is cut into overlapping windows
+        (``crop_size`` every ``stride``), each window is segmented, and ``sem_seg`` is the
+        per-pixel mean of the windows' semantic scores, resized to the input image; that mode
+        computes ``task="semantic"`` only. A grid of one window is whole-image inference.
+
         Args:
             image: a path, a PIL image, or an (H, W, 3) uint8 RGB array.
             vocab: the classes (see :meth:`vocabulary`).
             task: "semantic", "instance", "panoptic" or "all"; only that is computed.
-            return_intermediates: keep the model's intermediate tensors in ``extras``.
+            return_intermediates: keep the model's intermediate tensors in ``extras`` (whole
+                image mode only).
             timer: collects per-stage times (tools/benchmark.py).
 
         Returns:
@@ -182,6 +212,7 @@ class Segmenter:
         """
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+        slide = self._slide_settings(task, return_intermediates)
         vocabulary = self.vocabulary(vocab)
         with timer("text"):
             text = self.encode_vocabulary(vocabulary)
@@ -190,30 +221,20 @@ class Segmenter:
             h0, w0 = rgb.shape[:2]
             t = self.config.model.test
             resized = resize_shortest_edge(rgb, t.min_size, t.max_size)
-            chw = torch.from_numpy(np.array(resized, copy=True)).permute(2, 0, 1)
-            m = self.model
-            x = m.normalize_and_pad([chw])
-            classifier = m.classifier_with_void(text)
-        with self._autocast():
-            with timer("backbone"):
-                features = m.backbone(x)
-            with timer("pixel_decoder"):
-                mask_features, multi_scale = m.pixel_decoder(features)
-            with timer("transformer_decoder"):
-                outputs = m.predictor(
-                    multi_scale, mask_features, classifier, text.num_synonyms, aux_outputs=return_intermediates
-                )
-        if self._precision != "fp32":
-            features = {k: v.float() for k, v in features.items()}
-            outputs = {k: v.float() if torch.is_tensor(v) else v for k, v in outputs.items()}
-        with timer("classifiers"):
-            cls = m.classify(outputs, features, text, classifier)
-        with timer("postprocess"):
-            res = m.postprocess(
-                cls["mask_cls"][0], outputs["pred_masks"][0], tuple(x.shape[-2:]), resized.shape[:2],
-                (h0, w0), vocabulary.isthing, task,
+            windows = sliding_windows(resized.shape[:2], *slide) if slide else None
+            classifier = self.model.classifier_with_void(text)
+        if windows is not None and len(windows) > 1:
+            pred = self._predict_windows(
+                resized, windows, (h0, w0), vocabulary, text, classifier, timer
             )
-        pixel = {"mask_features": mask_features, "multi_scale_features": multi_scale}
+            pred.extras["windows"] = windows
+            return pred
+        run = self._forward(resized, text, classifier, return_intermediates, timer)
+        with timer("postprocess"):
+            res = self.model.postprocess(
+                run.cls["mask_cls"][0], run.outputs["pred_masks"][0], run.padded_size,
+                resized.shape[:2], (h0, w0), vocabulary.isthing, task,
+            )
         pred = Prediction(vocabulary=vocabulary, image_size=(h0, w0), sem_seg=res.get("sem_seg"))
         if "panoptic_seg" in res:
             pred.panoptic_seg = res["panoptic_seg"]
@@ -225,9 +246,92 @@ class Segmenter:
             pred.instances = Instances(masks=inst["masks"], scores=inst["scores"], labels=inst["labels"])
             pred.extras["instance_query_index"] = inst["query_index"]
         pred.extras["input_size"] = tuple(resized.shape[:2])
+        if windows is not None:
+            pred.extras["windows"] = windows
         if return_intermediates:
+            pixel = {"mask_features": run.mask_features, "multi_scale_features": run.multi_scale}
             pred.extras.update(
-                {"input_image": chw, "outputs": outputs, "features": features, "pixel_decoder": pixel,
-                 "text_classifier": classifier, **cls}
+                {"input_image": run.chw, "outputs": run.outputs, "features": run.features,
+                 "pixel_decoder": pixel, "text_classifier": classifier, **run.cls}
             )
         return pred
+
+    def _forward(
+        self,
+        image: np.ndarray,
+        text: TextClassifier,
+        classifier: torch.Tensor,
+        aux_outputs: bool = False,
+        timer: StageTimer = NULL_TIMER,
+    ) -> _Forward:
+        """The model on one (h, w, 3) uint8 RGB image at model resolution, up to the ensembled
+        class scores (everything before post-processing)."""
+        m = self.model
+        with timer("preprocess"):
+            chw = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)
+            x = m.normalize_and_pad([chw])
+        with self._autocast():
+            with timer("backbone"):
+                features = m.backbone(x)
+            with timer("pixel_decoder"):
+                mask_features, multi_scale = m.pixel_decoder(features)
+            with timer("transformer_decoder"):
+                outputs = m.predictor(
+                    multi_scale, mask_features, classifier, text.num_synonyms,
+                    aux_outputs=aux_outputs,
+                )
+        if self._precision != "fp32":
+            features = {k: v.float() for k, v in features.items()}
+            outputs = {k: v.float() if torch.is_tensor(v) else v for k, v in outputs.items()}
+        with timer("classifiers"):
+            cls = m.classify(outputs, features, text, classifier)
+        padded = tuple(x.shape[-2:])
+        return _Forward(chw, padded, features, mask_features, multi_scale, outputs, cls)
+
+    def _predict_windows(
+        self,
+        resized: np.ndarray,
+        windows: Sequence[Window],
+        output_size: tuple[int, int],
+        vocabulary: Vocabulary,
+        text: TextClassifier,
+        classifier: torch.Tensor,
+        timer: StageTimer,
+    ) -> Prediction:
+        """Sliding-window semantic inference: each window's (C, h, w) scores at model
+        resolution are summed into the resized image's frame, divided by the per-pixel window
+        count, and the mean is resized (bilinear) to ``output_size``."""
+        h, w = resized.shape[:2]
+        total = torch.zeros(len(vocabulary), h, w, device=self.device)
+        count = torch.zeros(h, w, device=self.device)
+        for win in windows:
+            crop = resized[win.y1 : win.y2, win.x1 : win.x2]
+            run = self._forward(crop, text, classifier, timer=timer)
+            with timer("postprocess"):
+                scores = self.model.postprocess(
+                    run.cls["mask_cls"][0], run.outputs["pred_masks"][0], run.padded_size, win.size,
+                    win.size, vocabulary.isthing, "semantic",
+                )["sem_seg"]
+                total[:, win.y1 : win.y2, win.x1 : win.x2] += scores
+                count[win.y1 : win.y2, win.x1 : win.x2] += 1
+        with timer("postprocess"):
+            sem_seg = total.div_(count)  # in place: (C, h, w) can be large (ADE-847)
+            if (h, w) != tuple(output_size):
+                sem_seg = F.interpolate(
+                    sem_seg[None], size=output_size, mode="bilinear", align_corners=False
+                )[0]
+        pred = Prediction(vocabulary=vocabulary, image_size=tuple(output_size), sem_seg=sem_seg)
+        pred.extras["input_size"] = (h, w)
+        return pred
+
+
+class _Forward(NamedTuple):
+    """What :meth:`Segmenter._forward` computed for one image."""
+
+    chw: torch.Tensor  # (3, h, w) uint8 model input before normalisation and padding
+    padded_size: tuple[int, int]
+    features: dict[str, torch.Tensor]
+    mask_features: torch.Tensor
+    multi_scale: list[torch.Tensor]
+    outputs: dict[str, Any]
+    cls: dict[str, torch.Tensor]
