@@ -37,6 +37,10 @@ examples:
   # any config key on the command line (the benchmark's FC-CLIP test size is used otherwise)
   python tools/test.py CONFIG --weights W --dataset coco-panoptic model.test.min_size=640
 
+  # sliding-window semantic inference (windows over the resized image, scores averaged)
+  python tools/test.py CONFIG --weights W --dataset ade20k-150 --task semantic \\
+      model.test.mode=slide 'model.test.crop_size=[640,640]' 'model.test.stride=[426,426]'
+
 outputs in --out: metrics.json (semantic / panoptic / instance / meta); with --suite one folder
 per benchmark plus suite.json and suite.md (FC-CLIP's README table); with --save-predictions
 predictions/ (semantic label PNGs, COCO panoptic PNGs + panoptic.json, COCO instance results);
@@ -155,6 +159,11 @@ def _run(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, args.opts)
     except ConfigError as e:
         raise UsageError(str(e)) from None
+    if cfg.model.test.mode == "slide" and args.task != "semantic":
+        raise UsageError(
+            f"model.test.mode=slide (sliding windows) computes the semantic task only; "
+            f"got --task {args.task}: add --task semantic"
+        )
     info = init_distributed("cpu" if args.device == "cpu" else "auto")
     rank = info.rank
     try:

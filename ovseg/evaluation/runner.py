@@ -20,8 +20,10 @@ panopticapi's ``panoptic2detection_coco_format`` does); Cityscapes, whose record
 
 Under ``torch.distributed`` each rank takes ``indices[rank::world_size]`` (no padding) and the
 evaluators reduce their statistics, so every rank returns the single-process numbers.
-Whole-image inference only, at the segmenter's ``model.test.min_size`` / ``max_size``; there is no
-sliding-window mode.
+Images are resized to the segmenter's ``model.test.min_size`` / ``max_size``, then segmented
+whole (``model.test.mode: whole``, FC-CLIP's protocol) or, for the semantic task only, in
+overlapping windows (``mode: slide`` with ``crop_size`` / ``stride``, see
+:mod:`ovseg.inference.sliding`); ``meta`` records which.
 """
 
 from __future__ import annotations
@@ -585,7 +587,8 @@ def evaluate(
     Returns:
         ``{"semantic": ..., "panoptic": ..., "instance": ..., "meta": {...}}`` with one key per
         task scored, each the JSON ``python -m ovseg.evaluation <task> --out`` writes; ``meta``
-        holds ``dataset``, ``tasks``, ``test_size`` [min, max], ``num_images``, ``seconds``,
+        holds ``dataset``, ``tasks``, ``test_size`` [min, max], ``test_mode`` (``"whole"`` or
+        ``"slide"``, then also ``crop_size`` and ``stride`` [h, w]), ``num_images``, ``seconds``,
         ``images_per_second``, ``world_size``, ``convention`` and ``meta``'s entries. The same
         on every rank.
     """
@@ -634,6 +637,8 @@ def evaluate(
         "dataset": src.name,
         "tasks": list(evaluators.tasks),
         "test_size": [int(t.min_size), int(t.max_size)],
+        "test_mode": t.mode,
+        **({"crop_size": list(t.crop_size), "stride": list(t.stride)} if t.mode == "slide" else {}),
         "num_images": num_images,
         "seconds": seconds,
         "images_per_second": num_images / seconds if seconds > 0 else math.nan,
@@ -719,9 +724,11 @@ def format_summary(result: Mapping[str, Any]) -> str:
     lines = []
     head = meta.get("dataset", "")
     if meta:
+        slide = meta.get("test_mode") == "slide"
+        windows = f"slide {meta.get('crop_size')} stride {meta.get('stride')}, " if slide else ""
         head += (
             f"  ({meta.get('num_images', '?')} images, test size {meta.get('test_size')}, "
-            f"{_num(meta.get('images_per_second'))} img/s)"
+            f"{windows}{_num(meta.get('images_per_second'))} img/s)"
         )
     lines.append(head.strip())
     rows = []

@@ -69,6 +69,7 @@ def test_config_dataset_all_tasks(coco, tmp_path, capsys):
     assert all(-1.0 <= v <= 1.0 for v in ins["stats"])
     meta = m["meta"]
     assert meta["test_size"] == [64, 96] and meta["num_images"] == 3
+    assert meta["test_mode"] == "whole" and "crop_size" not in meta
     assert meta["weights"] is None and meta["config"] == TINY
     assert meta["seconds"] > 0 and meta["images_per_second"] > 0
 
@@ -163,6 +164,35 @@ def test_benchmark_dataset_and_suite(tmp_path, monkeypatch, capsys):
     assert md[0].startswith("| ADE20K PQ | ADE20K AP | ADE20K mIoU | A-847 mIoU")
     assert md[2].count("|") == len(expected_cols) + 1
     assert f"{s['table']['PAS-21 mIoU']:.1f}" in md[2]
+
+
+def test_sliding_window_mode_is_recorded(tmp_path, monkeypatch, capsys):
+    """``model.test.mode=slide`` from the command line: semantic only, recorded in ``meta``."""
+    _voc(tmp_path / "data")
+    monkeypatch.setenv("OVSEG_DATA", str(tmp_path / "data"))
+    out = tmp_path / "slide"
+    slide = ["model.test.mode=slide", "model.test.crop_size=[48,48]", "model.test.stride=[32,32]"]
+    argv = [TINY, "--dataset", "pascal-voc-21", "--no-progress", *SMALL, *slide]
+    assert main([*argv, "--task", "semantic", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "test size [64, 96], slide [48, 48] stride [32, 32]," in captured.out
+    m = json.loads((out / "metrics.json").read_text())
+    assert set(m) == {"semantic", "meta"} and m["semantic"]["num_images"] == 2
+    assert _finite_percent(m["semantic"]["summary_percent"]["mIoU"])
+    meta = m["meta"]
+    assert meta["test_mode"] == "slide" and meta["test_size"] == [64, 96]
+    assert meta["crop_size"] == [48, 48] and meta["stride"] == [32, 32]
+
+    # other tasks (the default --task all) and bad settings: one line, exit 2, nothing run
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the random-weights warning
+    assert err == (
+        "test.py: error: model.test.mode=slide (sliding windows) computes the semantic task "
+        "only; got --task all: add --task semantic"
+    )
+    assert main([*argv, "--task", "semantic", "model.test.stride=[64,32]"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("test.py: error: model.test.stride [64, 32] must not exceed")
 
 
 def test_bad_input_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
