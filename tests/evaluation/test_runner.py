@@ -320,3 +320,11 @@ def test_evaluate_with_tiny_model_limit_and_exports(ade_root, tmp_path):
     pan = json.loads((tmp_path / "predictions/panoptic.json").read_text())
     assert [a["file_name"] for a in pan["annotations"]] == ["ADE_val_00000001.png"]
     assert len(pan["categories"]) == 150
+    # slide mode scores the semantic task only: asking for more fails before any image
+    from ovseg.evaluation.errors import EvaluationError
+
+    seg.config.model.test.mode = "slide"
+    with pytest.raises(EvaluationError, match="semantic task only, but semantic, panoptic"):
+        evaluate(seg, bench, limit=1, progress=False)
+    slid = evaluate(seg, bench, tasks="semantic", limit=1, progress=False)
+    assert slid["meta"]["test_mode"] == "slide" and slid["semantic"]["num_images"] == 1
