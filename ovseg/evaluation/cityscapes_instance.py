@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ovseg.evaluation.distributed import all_gather_objects
+from ovseg.evaluation.distributed import gather_per_image
 from ovseg.evaluation.errors import EvaluationError
 
 # cityscapesscripts' labels.py: label id -> name of the classes with instances that are evaluated,
@@ -177,15 +177,7 @@ class CityscapesInstanceEvaluator:
             Without any ground truth every number is NaN; classes with ground truth but no
             prediction score 0.
         """
-        merged: dict[Any, _ImageStats] = {}
-        for rank, part in enumerate(all_gather_objects(self.images)):
-            for image_id, stats in part.items():
-                if image_id in merged:
-                    raise EvaluationError(
-                        f"image {image_id} was evaluated on more than one rank (again on rank "
-                        f"{rank}): shard the set without padding (e.g. indices[rank::world_size])"
-                    )
-                merged[image_id] = stats
+        merged: dict[Any, _ImageStats] = gather_per_image(self.images)
         images = list(merged.values())
         labels = list(INSTANCE_LABELS)
         ap = np.zeros((1, len(labels), len(OVERLAPS)))

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from ovseg.evaluation.errors import EvaluationError
+
 
 def is_distributed() -> bool:
     """True when ``torch.distributed`` is initialised with more than one rank."""
@@ -53,3 +55,21 @@ def all_gather_objects(obj: Any) -> list[Any]:
     out: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def gather_per_image(per_image: dict[Any, Any]) -> dict[Any, Any]:
+    """Merge every rank's ``{image id: statistics}``; each image must come from one rank only.
+
+    Raises:
+        EvaluationError: an image evaluated on more than one rank (a padded or overlapping shard).
+    """
+    merged: dict[Any, Any] = {}
+    for rank, part in enumerate(all_gather_objects(per_image)):
+        for image_id, stats in part.items():
+            if image_id in merged:
+                raise EvaluationError(
+                    f"image {image_id} was evaluated on more than one rank (again on rank "
+                    f"{rank}): shard the set without padding (e.g. indices[rank::world_size])"
+                )
+            merged[image_id] = stats
+    return merged

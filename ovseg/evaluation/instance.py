@@ -21,7 +21,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from ovseg.evaluation.distributed import all_gather_objects
+from ovseg.evaluation.distributed import gather_per_image
 from ovseg.evaluation.errors import EvaluationError
 
 STAT_NAMES = (
@@ -196,15 +196,7 @@ class InstanceEvaluator:
             (area all, maxDets 100; -1 without ground truth), ``num_images``,
             ``num_detections``. An empty detection set gives 0 (or -1) everywhere.
         """
-        merged: dict[Any, list[dict[str, Any]]] = {}
-        for rank, part in enumerate(all_gather_objects(self.detections)):
-            for image_id, dets in part.items():
-                if image_id in merged:
-                    raise EvaluationError(
-                        f"image {image_id} was evaluated on more than one rank (again on rank "
-                        f"{rank}): shard the set without padding (e.g. indices[rank::world_size])"
-                    )
-                merged[image_id] = dets
+        merged: dict[Any, list[dict[str, Any]]] = gather_per_image(self.detections)
         # Ground-truth image order: the same list in one process and sharded.
         results = [d for i in self.coco_gt.imgs if i in merged for d in merged[i]]
         coco_dt = self._load_results(copy.deepcopy(results))
