@@ -123,6 +123,20 @@ def test_single_image_other_tasks(task, tmp_path, capsys):
     assert img.read_bytes()  # the input is untouched
 
 
+@needs_model
+def test_slide_mode(tmp_path, capsys):
+    img = tmp_path / "astro.png"
+    h, w = _small_copy(EXAMPLES / "astronaut.jpg", img, 64)
+    slide = [*SMALL, "model.test.mode=slide", "model.test.crop_size=[48,48]",
+             "model.test.stride=[32,32]"]  # fmt: skip
+    argv = ["--config", str(TINY), "--input", str(img), "--vocab", VOCAB, "--device", "cpu",
+            "--output", str(tmp_path / "out"), "--opts", *slide]  # fmt: skip
+    assert main(argv) == 2  # the default task is panoptic: refused once, up front
+    assert "semantic task only; got --task panoptic" in capsys.readouterr().err
+    assert main([*argv, "--task", "semantic"]) == 0
+    assert np.asarray(Image.open(tmp_path / "out" / "astro_semantic.png")).shape == (h, w)
+
+
 # ------------------------------------------------------------------- no model needed below
 def test_usage_errors(tmp_path, capsys):
     img = EXAMPLES / "coffee.jpg"
