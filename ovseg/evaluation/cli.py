@@ -132,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             table = format_instance(result)
         if args.out:
             write_json(result, args.out)
-    except (EvaluationError, FileNotFoundError, KeyError, OSError) as e:
+    except (ValueError, KeyError, OSError) as e:  # EvaluationError is a ValueError
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"ovseg.evaluation {args.task}: error: {msg}", file=sys.stderr)
         return 1
@@ -156,10 +156,9 @@ def _semantic(args: argparse.Namespace) -> dict[str, Any]:
 
     names = None
     if args.vocabulary:
-        from ovseg.text.vocabulary import Vocabulary
+        from ovseg.text.vocabulary import load_vocabulary
 
-        path = Path(args.vocabulary)
-        vocab = Vocabulary.from_file(path) if path.suffix else Vocabulary.from_name(args.vocabulary)
+        vocab = load_vocabulary(args.vocabulary)
         if len(vocab) != args.num_classes:
             raise EvaluationError(
                 f"vocabulary {args.vocabulary!r} has {len(vocab)} classes but --num-classes is "

@@ -63,12 +63,7 @@ def load_coco_gt(gt: str | Path | Mapping[str, Any] | COCO) -> COCO:
         return gt
     if isinstance(gt, (str, Path)):
         path = Path(gt)
-        if not path.is_file():
-            raise EvaluationError(f"ground-truth json not found: {path}")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise EvaluationError(f"ground-truth json {path} is not valid JSON: {e}") from None
+        data = _read_json(path, "ground-truth json")
         where = str(path)
     else:
         data = copy.deepcopy(dict(gt))
@@ -258,12 +253,7 @@ def evaluate_instance_files(gt_json: str | Path, pred_json: str | Path) -> dict[
     """
     evaluator = InstanceEvaluator(gt_json)
     path = Path(pred_json)
-    if not path.is_file():
-        raise EvaluationError(f"prediction json not found: {path}")
-    try:
-        dets = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise EvaluationError(f"prediction json {path} is not valid JSON: {e}") from None
+    dets = _read_json(path, "prediction json")
     if isinstance(dets, dict) and "annotations" in dets:
         dets = dets["annotations"]
     if not isinstance(dets, list):
@@ -283,3 +273,13 @@ def evaluate_instance_files(gt_json: str | Path, pred_json: str | Path) -> dict[
     for image_id, image_dets in by_image.items():
         evaluator.process(image_id, image_dets)
     return evaluator.evaluate()
+
+
+def _read_json(path: Path, what: str) -> Any:
+    """The parsed JSON at ``path``; ``what`` names the file in the error."""
+    if not path.is_file():
+        raise EvaluationError(f"{what} not found: {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise EvaluationError(f"{what} {path} is not valid JSON: {e}") from None

@@ -139,3 +139,18 @@ def test_module_entry_point_exit_status(tmp_path):
     assert proc.stderr.strip() == (
         f"ovseg.evaluation panoptic: error: ground-truth json not found: {tmp_path / 'g.json'}"
     )
+
+
+def test_semantic_vocabulary_errors_are_one_line(metrics_dir, tmp_path, capsys):
+    root = metrics_dir / "semantic"
+    e = json.loads((root / "expected.json").read_text())["cases"]["c150_reduce_zero_label"]
+    argv = ["semantic", "--gt-dir", str(root / e["gt_dir"]), "--pred-dir",
+            str(root / e["pred_dir"]), "--num-classes", "150", "--vocabulary"]  # fmt: skip
+    bad = tmp_path / "classes.json"
+    bad.write_text("{not json")
+    assert main([*argv, str(bad)]) == 1
+    assert f"{bad}: not valid JSON" in capsys.readouterr().err
+    assert main([*argv, "ade20k-15"]) == 1
+    assert "neither a file nor a built-in vocabulary" in capsys.readouterr().err
+    assert main([*argv, "pascal-voc-21"]) == 1
+    assert "has 21 classes but --num-classes is 150" in capsys.readouterr().err
