@@ -41,7 +41,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -509,23 +508,6 @@ def convert_pair(
     return image, lut[labels], size is not None
 
 
-def _save_jpeg(image: np.ndarray, path: Path) -> None:
-    """Pillow's default JPEG encoding (what ``Image.fromarray(img).save("x.jpg")`` writes)."""
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_symlink():
-        path.unlink()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".jpg")
-    os.close(fd)
-    try:
-        Image.fromarray(image).save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _locate(base: Path, folder: str, name: str) -> Path:
     """``folder`` is relative to the folder holding the release (``ADE20K_2021_17_01/images/...``);
     fall back to the release folder itself when it was renamed."""
@@ -601,6 +583,6 @@ def prepare_ade20k_full(
         if link and not resized:
             place(image_path, image_out, link=True)
         else:
-            _save_jpeg(image, image_out)
+            save_label(image, image_out)  # Pillow's default JPEG, as FC-CLIP saves it
         save_label(labels, out / "annotations_detectron2" / split / f"{Path(name).stem}.tif")
     return [DATASET]

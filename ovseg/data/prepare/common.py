@@ -61,7 +61,8 @@ def place(src: Path, dst: Path, link: bool = False) -> None:
 
 
 def save_label(array: np.ndarray, path: Path) -> None:
-    """Write a (H, W) label map atomically: uint8 / uint16 PNG, or 16-bit TIFF for ``.tif``."""
+    """Write a (H, W) label map atomically: uint8 / uint16 PNG, or 16-bit TIFF for ``.tif``
+    (an image array goes the same way, e.g. to a ``.jpg`` with Pillow's defaults)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
     os.close(fd)
