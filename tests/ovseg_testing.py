@@ -17,5 +17,7 @@ torch.set_num_threads(2)
 def fixture_dir(name: str) -> Path:
     path = FIXTURES / name
     if not path.is_dir():
-        pytest.skip(f"reference fixtures not found at {path} (CI clones with ../shared beside the repo)")
+        pytest.skip(
+            f"reference fixtures not found at {path} (CI clones with ../shared beside the repo)"
+        )
     return path

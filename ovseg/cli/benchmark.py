@@ -27,26 +27,45 @@ EPILOG = """examples:
   python tools/benchmark.py configs/tests/fcclip_tiny.yaml --repeats 2 --train
 """
 
-STAGES = ("preprocess", "backbone", "pixel_decoder", "transformer_decoder", "classifiers", "postprocess")
+STAGES = (
+    "preprocess",
+    "backbone",
+    "pixel_decoder",
+    "transformer_decoder",
+    "classifiers",
+    "postprocess",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="benchmark", description=__doc__, epilog=EPILOG,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="benchmark",
+        description=__doc__,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("config")
     p.add_argument("--weights", help="checkpoint (default: random weights; CLIP random too)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--size", default="512x683", help="input image HxW before the test resize")
-    p.add_argument("--vocab", default="ade20k-150", help="built-in vocabulary name or a class count N")
-    p.add_argument("--task", default="panoptic", choices=("semantic", "instance", "panoptic", "all"))
+    p.add_argument(
+        "--vocab", default="ade20k-150", help="built-in vocabulary name or a class count N"
+    )
+    p.add_argument(
+        "--task", default="panoptic", choices=("semantic", "instance", "panoptic", "all")
+    )
     p.add_argument("--batch", type=int, default=1, help="images per training step (--train)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--train", action="store_true", help="also time a training step")
     p.add_argument("--train-crop", type=int, default=1024, help="training crop size (--train)")
-    p.add_argument("--amp", default="auto", choices=("auto", "none", "bf16", "fp16"),
-                   help="autocast for the training step (auto: fp16 on CUDA, bf16 on CPU)")
+    p.add_argument(
+        "--amp",
+        default="auto",
+        choices=("auto", "none", "bf16", "fp16"),
+        help="autocast for the training step (auto: fp16 on CUDA, bf16 on CPU)",
+    )
     p.add_argument("--skip-text", action="store_true", help="do not time cold text encoding")
     p.add_argument("--out", help="write the results as JSON")
     p.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
@@ -103,7 +122,12 @@ class PeakMemory:
 
 
 def _stats(values: Sequence[float]) -> dict:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "n": len(values),
+    }
 
 
 def _vocabulary(spec: str):
@@ -125,7 +149,9 @@ def run(args: argparse.Namespace) -> dict:
     if not args.weights:
         overrides.append("model.backbone.pretrained=null")
     t0 = time.perf_counter()
-    seg = Segmenter.from_config(args.config, weights=args.weights, overrides=overrides, device=device)
+    seg = Segmenter.from_config(
+        args.config, weights=args.weights, overrides=overrides, device=device
+    )
     build_s = time.perf_counter() - t0
     model = seg.model
     h, w = (int(v) for v in args.size.lower().split("x"))
@@ -133,11 +159,18 @@ def run(args: argparse.Namespace) -> dict:
     vocab = _vocabulary(args.vocab)
 
     result: dict = {
-        "config": args.config, "device": str(device), "torch": torch.__version__,
-        "threads": torch.get_num_threads(), "python": platform.python_version(),
-        "image_size": [h, w], "vocabulary": args.vocab, "num_classes": len(vocab),
+        "config": args.config,
+        "device": str(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "image_size": [h, w],
+        "vocabulary": args.vocab,
+        "num_classes": len(vocab),
         "num_prompts": sum(vocab.num_synonyms) * len(model.text_encoder.templates),
-        "task": args.task, "build_seconds": build_s, "weights": args.weights,
+        "task": args.task,
+        "build_seconds": build_s,
+        "weights": args.weights,
     }
     n_total = sum(p.numel() for p in model.parameters())
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -152,7 +185,9 @@ def run(args: argparse.Namespace) -> dict:
     from ovseg.inference.preprocess import resize_shortest_edge
 
     t = seg.config.model.test
-    chw = torch.from_numpy(resize_shortest_edge(image, t.min_size, t.max_size).copy()).permute(2, 0, 1)
+    chw = torch.from_numpy(resize_shortest_edge(image, t.min_size, t.max_size).copy()).permute(
+        2, 0, 1
+    )
     x = model.normalize_and_pad([chw])
 
     def tower_once() -> float:
@@ -187,19 +222,26 @@ def run(args: argparse.Namespace) -> dict:
     with PeakMemory(device) as tower_mem:
         tower_once()
     input_size = pred.extras["input_size"]
-    kept = {"panoptic": len(pred.segments_info or []),
-            "instance": len(pred.instances) if pred.instances is not None else 0}
+    kept = {
+        "panoptic": len(pred.segments_info or []),
+        "instance": len(pred.instances) if pred.instances is not None else 0,
+    }
 
     med = statistics.median(totals)
     tower_med = statistics.median(tower)
     result["inference"] = {
-        "model_input_size": list(input_size), "padded_size": list(x.shape[-2:]),
-        "total_seconds": _stats(totals), "images_per_second": 1.0 / med,
+        "model_input_size": list(input_size),
+        "padded_size": list(x.shape[-2:]),
+        "total_seconds": _stats(totals),
+        "images_per_second": 1.0 / med,
         "split_seconds": {k: _stats(v) for k, v in splits.items()},
-        "tower_alone_seconds": _stats(tower), "ratio_to_tower": statistics.median(ratios),
-        "ratio_of_medians": med / tower_med, "outputs": kept,
+        "tower_alone_seconds": _stats(tower),
+        "ratio_to_tower": statistics.median(ratios),
+        "ratio_of_medians": med / tower_med,
+        "outputs": kept,
         "text_share_of_call": statistics.median(text_share),
-        "peak_memory_mb": mem.peak, "tower_peak_memory_mb": tower_mem.peak,
+        "peak_memory_mb": mem.peak,
+        "tower_peak_memory_mb": tower_mem.peak,
         "memory_ratio_to_tower": mem.peak / tower_mem.peak if tower_mem.peak > 0 else float("nan"),
     }
     if args.train:
@@ -225,8 +267,10 @@ def train_step(seg, args: argparse.Namespace, device: torch.device) -> dict:
     batch = {
         "images": torch.randint(0, 256, (args.batch, 3, s, s), dtype=torch.uint8, generator=g),
         "targets": [
-            {"labels": torch.randint(0, len(vocab), (5,), generator=g),
-             "masks": torch.rand((5, s, s), generator=g) > 0.7}
+            {
+                "labels": torch.randint(0, len(vocab), (5,), generator=g),
+                "masks": torch.rand((5, s, s), generator=g) > 0.7,
+            }
             for _ in range(args.batch)
         ],
         "vocabulary": vocab,
@@ -237,7 +281,10 @@ def train_step(seg, args: argparse.Namespace, device: torch.device) -> dict:
         for i in range(args.warmup + args.repeats):
             timer = StageTimer(device=device)
             t0 = time.perf_counter()
-            with timer("forward_loss"), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            with (
+                timer("forward_loss"),
+                torch.autocast(device.type, dtype=dtype, enabled=dtype is not None),
+            ):
                 losses = model(batch)
                 loss = sum(losses.values())
             with timer("backward"):
@@ -251,8 +298,13 @@ def train_step(seg, args: argparse.Namespace, device: torch.device) -> dict:
                     times[k].append(timer.times[k])
                 times["total"].append(total)
     model.eval()
-    return {"batch": args.batch, "crop": s, "amp": amp,
-            "seconds": {k: _stats(v) for k, v in times.items()}, "peak_memory_mb": mem.peak}
+    return {
+        "batch": args.batch,
+        "crop": s,
+        "amp": amp,
+        "seconds": {k: _stats(v) for k, v in times.items()},
+        "peak_memory_mb": mem.peak,
+    }
 
 
 def format_table(r: dict) -> str:
@@ -268,7 +320,9 @@ def format_table(r: dict) -> str:
     ]
     med = inf["total_seconds"]["median"]
     for k, v in inf["split_seconds"].items():
-        lines.append(f"{k:<22}{v['median']:>10.4f}{v['min']:>10.4f}{v['max']:>10.4f}{v['median'] / med:>8.1%}")
+        lines.append(
+            f"{k:<22}{v['median']:>10.4f}{v['min']:>10.4f}{v['max']:>10.4f}{v['median'] / med:>8.1%}"
+        )
     t = inf["total_seconds"]
     lines += [
         f"{'total':<22}{t['median']:>10.4f}{t['min']:>10.4f}{t['max']:>10.4f}",
@@ -279,7 +333,8 @@ def format_table(r: dict) -> str:
         f"ratio {inf['memory_ratio_to_tower']:.2f}x)",
         f"text share of a call with a cached vocabulary: {inf['text_share_of_call']:.3%}",
         f"outputs of the last run: {inf['outputs']['panoptic']} panoptic segments, "
-        f"{inf['outputs']['instance']} instances" + ("" if r.get("weights") else " (random weights: how many queries survive is arbitrary)"),
+        f"{inf['outputs']['instance']} instances"
+        + ("" if r.get("weights") else " (random weights: how many queries survive is arbitrary)"),
     ]
     if "text_encoding_cold_seconds" in r:
         lines.append(f"cold text encoding: {r['text_encoding_cold_seconds']:.2f} s")

@@ -16,14 +16,19 @@ EPILOG = """examples:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="convert_fcclip", description=__doc__, epilog=EPILOG,
+        prog="convert_fcclip",
+        description=__doc__,
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("checkpoint", help="official FC-CLIP checkpoint ({'model': state_dict})")
     p.add_argument("--config", required=True, help="ovseg config describing the architecture")
     p.add_argument("--out", required=True, help="output ovseg checkpoint path")
-    p.add_argument("--include-clip", action="store_true",
-                   help="store the frozen CLIP too even when an open_clip tag provides it")
+    p.add_argument(
+        "--include-clip",
+        action="store_true",
+        help="store the frozen CLIP too even when an open_clip tag provides it",
+    )
     p.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
     return p
 
@@ -35,7 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ovseg.models.weights import CheckpointError
 
     try:
-        seg = Segmenter.from_pretrained(args.checkpoint, config=args.config, overrides=args.overrides)
+        seg = Segmenter.from_pretrained(
+            args.checkpoint, config=args.config, overrides=args.overrides
+        )
         out = seg.save(args.out, include_clip=True if args.include_clip else None)
     except (CheckpointError, ConfigError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

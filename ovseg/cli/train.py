@@ -36,12 +36,21 @@ logger = logging.getLogger("ovseg.train")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="train", description=__doc__, epilog=EPILOG,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="train",
+        description=__doc__,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("config", help="YAML config")
     p.add_argument("--work-dir", help="output folder (default: runtime.work_dir)")
-    p.add_argument("--resume", nargs="?", const=True, default=False,
-                   help="continue from the newest checkpoint in the work dir (or the given one)")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        help="continue from the newest checkpoint in the work dir (or the given one)",
+    )
     p.add_argument("--load-from", help="initial weights only (ovseg or FC-CLIP checkpoint)")
     p.add_argument("--amp", choices=("none", "fp16", "bf16"), help="overrides runtime.amp")
     p.add_argument("--seed", type=int, help="overrides runtime.seed")
@@ -57,14 +66,23 @@ def environment_summary() -> dict:
     import torch
 
     try:
-        git = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parents[2], timeout=5).stdout.strip()
+        git = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parents[2],
+            timeout=5,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         git = ""
     return {
-        "python": platform.python_version(), "torch": torch.__version__,
-        "cuda": torch.version.cuda, "cuda_available": torch.cuda.is_available(),
-        "open_clip": open_clip.__version__, "timm": timm.__version__, "git": git,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cuda_available": torch.cuda.is_available(),
+        "open_clip": open_clip.__version__,
+        "timm": timm.__version__,
+        "git": git,
         "threads": torch.get_num_threads(),
     }
 
@@ -87,8 +105,12 @@ def train(args: argparse.Namespace) -> dict:
     from ovseg.models.checkpoint_io import model_checkpoint
 
     overrides = list(args.overrides)
-    for flag, key in ((args.work_dir, "runtime.work_dir"), (args.amp, "runtime.amp"),
-                      (args.seed, "runtime.seed"), (args.device, "runtime.device")):
+    for flag, key in (
+        (args.work_dir, "runtime.work_dir"),
+        (args.amp, "runtime.amp"),
+        (args.seed, "runtime.seed"),
+        (args.device, "runtime.device"),
+    ):
         if flag is not None:
             overrides.append(f"{key}={flag}")
     cfg = load_config(args.config, overrides)
@@ -98,8 +120,13 @@ def train(args: argparse.Namespace) -> dict:
 
     # Data first: a bad dataset path fails before any model is built.
     train_set = build_dataset(cfg.data.train, train=True, aug=cfg.data.aug)
-    loader = build_train_loader(cfg.data, seed=cfg.runtime.seed, rank=info.rank,
-                                world_size=info.world_size, dataset=train_set)
+    loader = build_train_loader(
+        cfg.data,
+        seed=cfg.runtime.seed,
+        rank=info.rank,
+        world_size=info.world_size,
+        dataset=train_set,
+    )
     model = build_model(cfg.model, train_vocabulary=train_set.vocabulary).to(info.device)
     config_yaml = to_yaml(cfg)
     if dist.is_main_process():
@@ -126,12 +153,22 @@ def train(args: argparse.Namespace) -> dict:
             return summarize(evaluate(Segmenter(m, cfg, info.device), test_set, progress=False))
 
     trainer = Trainer(
-        model, optimizer, scheduler, loader,
-        work_dir=work_dir, max_iter=cfg.schedule.max_iter, amp=cfg.runtime.amp,
-        grad_accum_steps=cfg.schedule.grad_accum_steps, clip_grad=cfg.optim.clip_grad,
-        checkpoint_period=cfg.schedule.checkpoint_period, keep_last=cfg.schedule.keep_last,
-        log_period=cfg.schedule.log_period, eval_fn=eval_fn, eval_period=cfg.schedule.eval_period,
-        config_yaml=config_yaml, tensorboard=cfg.runtime.log_tensorboard,
+        model,
+        optimizer,
+        scheduler,
+        loader,
+        work_dir=work_dir,
+        max_iter=cfg.schedule.max_iter,
+        amp=cfg.runtime.amp,
+        grad_accum_steps=cfg.schedule.grad_accum_steps,
+        clip_grad=cfg.optim.clip_grad,
+        checkpoint_period=cfg.schedule.checkpoint_period,
+        keep_last=cfg.schedule.keep_last,
+        log_period=cfg.schedule.log_period,
+        eval_fn=eval_fn,
+        eval_period=cfg.schedule.eval_period,
+        config_yaml=config_yaml,
+        tensorboard=cfg.runtime.log_tensorboard,
         progress=False if args.no_progress else None,
         meta={"lr_effective": lr, "total_batch": total_batch},
         model_checkpoint_fn=lambda m: model_checkpoint(m, config_yaml),

@@ -164,7 +164,9 @@ class EvalSource:
                 data = json.loads(Path(bench.panoptic_json).read_text(encoding="utf-8"))
                 categories = [dict(c) for c in data["categories"]]
             except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
-                raise EvaluationError(f"{bench.name}: cannot read {bench.panoptic_json}: {e}") from None
+                raise EvaluationError(
+                    f"{bench.name}: cannot read {bench.panoptic_json}: {e}"
+                ) from None
         if bench.category_ids is not None:
             if len(bench.category_ids) != len(vocab):
                 raise EvaluationError(

@@ -81,7 +81,9 @@ class Segmenter:
         """Load an ovseg checkpoint, an official FC-CLIP checkpoint (needs ``config``), or a model
         zoo name (downloaded and cached on first use)."""
         path = Path(path_or_name)
-        looks_like_path = path.suffix in (".pth", ".pt", ".pkl", ".ckpt", ".bin") or len(path.parts) > 1
+        looks_like_path = (
+            path.suffix in (".pth", ".pt", ".pkl", ".ckpt", ".bin") or len(path.parts) > 1
+        )
         if looks_like_path and not path.is_file():
             raise CheckpointError(f"checkpoint not found: {path}")
         if not path.is_file():
@@ -126,7 +128,9 @@ class Segmenter:
         no named pretrained source provides it). Written atomically."""
         from ovseg.models.checkpoint_io import save_model_checkpoint
 
-        return save_model_checkpoint(path, self.model, to_yaml(self.config), include_clip=include_clip)
+        return save_model_checkpoint(
+            path, self.model, to_yaml(self.config), include_clip=include_clip
+        )
 
     # ------------------------------------------------------------------ inference
     @property
@@ -232,8 +236,13 @@ class Segmenter:
         run = self._forward(resized, text, classifier, return_intermediates, timer)
         with timer("postprocess"):
             res = self.model.postprocess(
-                run.cls["mask_cls"][0], run.outputs["pred_masks"][0], run.padded_size,
-                resized.shape[:2], (h0, w0), vocabulary.isthing, task,
+                run.cls["mask_cls"][0],
+                run.outputs["pred_masks"][0],
+                run.padded_size,
+                resized.shape[:2],
+                (h0, w0),
+                vocabulary.isthing,
+                task,
             )
         pred = Prediction(vocabulary=vocabulary, image_size=(h0, w0), sem_seg=res.get("sem_seg"))
         if "panoptic_seg" in res:
@@ -243,7 +252,9 @@ class Segmenter:
             ]
         if "instances" in res:
             inst = res["instances"]
-            pred.instances = Instances(masks=inst["masks"], scores=inst["scores"], labels=inst["labels"])
+            pred.instances = Instances(
+                masks=inst["masks"], scores=inst["scores"], labels=inst["labels"]
+            )
             pred.extras["instance_query_index"] = inst["query_index"]
         pred.extras["input_size"] = tuple(resized.shape[:2])
         if windows is not None:
@@ -251,8 +262,14 @@ class Segmenter:
         if return_intermediates:
             pixel = {"mask_features": run.mask_features, "multi_scale_features": run.multi_scale}
             pred.extras.update(
-                {"input_image": run.chw, "outputs": run.outputs, "features": run.features,
-                 "pixel_decoder": pixel, "text_classifier": classifier, **run.cls}
+                {
+                    "input_image": run.chw,
+                    "outputs": run.outputs,
+                    "features": run.features,
+                    "pixel_decoder": pixel,
+                    "text_classifier": classifier,
+                    **run.cls,
+                }
             )
         return pred
 
@@ -277,7 +294,10 @@ class Segmenter:
                 mask_features, multi_scale = m.pixel_decoder(features)
             with timer("transformer_decoder"):
                 outputs = m.predictor(
-                    multi_scale, mask_features, classifier, text.num_synonyms,
+                    multi_scale,
+                    mask_features,
+                    classifier,
+                    text.num_synonyms,
                     aux_outputs=aux_outputs,
                 )
         if self._precision != "fp32":
@@ -309,8 +329,13 @@ class Segmenter:
             run = self._forward(crop, text, classifier, timer=timer)
             with timer("postprocess"):
                 scores = self.model.postprocess(
-                    run.cls["mask_cls"][0], run.outputs["pred_masks"][0], run.padded_size, win.size,
-                    win.size, vocabulary.isthing, "semantic",
+                    run.cls["mask_cls"][0],
+                    run.outputs["pred_masks"][0],
+                    run.padded_size,
+                    win.size,
+                    win.size,
+                    vocabulary.isthing,
+                    "semantic",
                 )["sem_seg"]
                 total[:, win.y1 : win.y2, win.x1 : win.x2] += scores
                 count[win.y1 : win.y2, win.x1 : win.x2] += 1

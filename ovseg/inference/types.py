@@ -53,5 +53,7 @@ class Prediction:
     def semantic_map(self) -> torch.Tensor:
         """(H, W) int64 argmax class index of ``sem_seg``."""
         if self.sem_seg is None:
-            raise ValueError("this prediction has no semantic output; predict with task='semantic' or 'all'")
+            raise ValueError(
+                "this prediction has no semantic output; predict with task='semantic' or 'all'"
+            )
         return self.sem_seg.argmax(0)

@@ -31,7 +31,9 @@ def resolve_vocabulary(spec: str | Vocabulary | None) -> Vocabulary | None:
 
 def build_backbone(cfg: ModelConfig) -> CLIPBackbone:
     b = cfg.backbone
-    clip = create_clip(b.name, b.pretrained, force_quick_gelu=b.force_quick_gelu, cache_dir=b.cache_dir)
+    clip = create_clip(
+        b.name, b.pretrained, force_quick_gelu=b.force_quick_gelu, cache_dir=b.cache_dir
+    )
     return CLIPBackbone(clip, name=b.name, pretrained=b.pretrained)
 
 
@@ -42,7 +44,13 @@ def clip_weights_id(backbone: CLIPBackbone) -> str:
         return f"{backbone.name}/{p}"
     m = backbone.clip_model
     h = hashlib.sha256(backbone.name.encode())
-    for t in (m.positional_embedding, m.ln_final.weight, m.ln_final.bias, m.text_projection, m.token_embedding.weight[:512]):
+    for t in (
+        m.positional_embedding,
+        m.ln_final.weight,
+        m.ln_final.bias,
+        m.text_projection,
+        m.token_embedding.weight[:512],
+    ):
         h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
 
@@ -58,7 +66,9 @@ def build_text_encoder(cfg: ModelConfig, backbone: CLIPBackbone) -> TextEncoder:
         context_length=backbone.context_length,
         batch_size=cfg.text.batch_size,
         disk_cache=cfg.text.disk_cache,
-        encode_with_prefix=backbone.encode_text_with_prefix if backbone.supports_prefix_cache else None,
+        encode_with_prefix=backbone.encode_text_with_prefix
+        if backbone.supports_prefix_cache
+        else None,
     )
 
 

@@ -24,10 +24,14 @@ def model_checkpoint(model: FCCLIP, config_yaml: str, include_clip: bool | None 
         "version": FORMAT_VERSION,
         "config": config_yaml,
         "model": {k: v.detach().cpu() for k, v in model.trainable_state_dict(include_clip).items()},
-        "meta": {"clip": {"model": backbone.name, "pretrained": backbone.pretrained or ""},
-                 "includes_clip": bool(include_clip)},
+        "meta": {
+            "clip": {"model": backbone.name, "pretrained": backbone.pretrained or ""},
+            "includes_clip": bool(include_clip),
+        },
     }
 
 
-def save_model_checkpoint(path: str | Path, model: FCCLIP, config_yaml: str, include_clip: bool | None = None) -> Path:
+def save_model_checkpoint(
+    path: str | Path, model: FCCLIP, config_yaml: str, include_clip: bool | None = None
+) -> Path:
     return save_checkpoint(path, model_checkpoint(model, config_yaml, include_clip))

@@ -37,7 +37,7 @@ class ConvNorm(nn.Conv2d):
 
 
 def build_norm(kind: str, channels: int) -> nn.Module | None:
-    """"GN" (32 groups, as Mask2Former), "LN"-free variants are not used; "" means none."""
+    """ "GN" (32 groups, as Mask2Former), "LN"-free variants are not used; "" means none."""
     if kind in ("", None):
         return None
     if kind == "GN":

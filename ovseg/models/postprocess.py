@@ -18,7 +18,9 @@ _CHUNK = 32
 MaskResizer = Callable[[torch.Tensor], torch.Tensor]
 
 
-def semantic_inference(mask_cls: torch.Tensor, mask_logits: torch.Tensor, resize: MaskResizer) -> torch.Tensor:
+def semantic_inference(
+    mask_cls: torch.Tensor, mask_logits: torch.Tensor, resize: MaskResizer
+) -> torch.Tensor:
     """Per-class scores ``sum_q p(c|q) * sigmoid(mask_q)``.
 
     Args:
@@ -91,7 +93,11 @@ def panoptic_inference(
     lut = torch.zeros(k, dtype=torch.int32)
     segments: list[dict] = []
     stuff_ids: dict[int, int] = {}
-    mask_area, original_area, final_area = mask_area.tolist(), original_area.tolist(), final_area.tolist()
+    mask_area, original_area, final_area = (
+        mask_area.tolist(),
+        original_area.tolist(),
+        final_area.tolist(),
+    )
     classes, score_list = cur_classes.tolist(), cur_scores.tolist()
     for i in range(k):
         if mask_area[i] == 0 or original_area[i] == 0 or final_area[i] == 0:
@@ -109,11 +115,19 @@ def panoptic_inference(
             stuff_ids[cls] = seg_id
         lut[i] = seg_id
         segments.append(
-            {"id": seg_id, "category_id": cls, "isthing": thing, "score": score_list[i],
-             "area": final_area[i], "query": int(kept[i])}
+            {
+                "id": seg_id,
+                "category_id": cls,
+                "isthing": thing,
+                "score": score_list[i],
+                "area": final_area[i],
+                "query": int(kept[i]),
+            }
         )
     lut = lut.to(winner.device)
-    panoptic = torch.where(inside, lut[winner], torch.zeros((), dtype=torch.int32, device=winner.device))
+    panoptic = torch.where(
+        inside, lut[winner], torch.zeros((), dtype=torch.int32, device=winner.device)
+    )
     return panoptic.to(torch.int32), segments
 
 
@@ -147,7 +161,9 @@ def instance_inference(
     uniq, inverse = torch.unique(queries, return_inverse=True)
     logits = resize(mask_logits[uniq])
     binary = logits > 0
-    mask_scores = (logits.sigmoid().flatten(1) * binary.flatten(1)).sum(1) / (binary.flatten(1).sum(1) + 1e-6)
+    mask_scores = (logits.sigmoid().flatten(1) * binary.flatten(1)).sum(1) / (
+        binary.flatten(1).sum(1) + 1e-6
+    )
     scores = top_scores * mask_scores[inverse]
     order = torch.argsort(scores, descending=True, stable=True)
     return {

@@ -19,7 +19,10 @@ from ovseg.models.segmentors.fcclip import CLIP_PREFIX
 
 logger = logging.getLogger(__name__)
 
-FCCLIP_RENAMES = (("sem_seg_head.pixel_decoder.", "pixel_decoder."), ("sem_seg_head.predictor.", "predictor."))
+FCCLIP_RENAMES = (
+    ("sem_seg_head.pixel_decoder.", "pixel_decoder."),
+    ("sem_seg_head.predictor.", "predictor."),
+)
 FCCLIP_DROP = ("criterion.",)
 
 
@@ -35,16 +38,20 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def checkpoint_kind(ckpt: dict) -> str:
-    """"ovseg", "fcclip" (detectron2 ``{"model": state_dict}`` with ``sem_seg_head.`` keys) or
+    """ "ovseg", "fcclip" (detectron2 ``{"model": state_dict}`` with ``sem_seg_head.`` keys) or
     "state_dict" (a bare ovseg state dict)."""
     if ckpt.get("format") == "ovseg":
         return "ovseg"
     sd = ckpt.get("model", ckpt)
     if isinstance(sd, dict) and any(str(k).startswith("sem_seg_head.") for k in sd):
         return "fcclip"
-    if isinstance(sd, dict) and any(str(k).startswith(("pixel_decoder.", "predictor.")) for k in sd):
+    if isinstance(sd, dict) and any(
+        str(k).startswith(("pixel_decoder.", "predictor.")) for k in sd
+    ):
         return "state_dict"
-    raise CheckpointError("unrecognised checkpoint: neither an ovseg nor an FC-CLIP (detectron2) checkpoint")
+    raise CheckpointError(
+        "unrecognised checkpoint: neither an ovseg nor an FC-CLIP (detectron2) checkpoint"
+    )
 
 
 def convert_fcclip_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -55,13 +62,15 @@ def convert_fcclip_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Te
             continue
         for old, new in FCCLIP_RENAMES:
             if k.startswith(old):
-                k = new + k[len(old):]
+                k = new + k[len(old) :]
                 break
         out[k] = v
     return out
 
 
-def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+def load_weights(
+    model: nn.Module, state_dict: dict[str, torch.Tensor], source: str = "checkpoint"
+) -> None:
     """Load ``state_dict`` strictly, except that a missing frozen CLIP is expected.
 
     Raises:
@@ -94,7 +103,11 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: 
                 f"{source} has no CLIP weights and model.backbone.pretrained is null: set it to the "
                 "open_clip tag or file the model was trained with"
             )
-        logger.info("frozen CLIP weights (%d tensors) come from open_clip %s/%s, not the checkpoint",
-                    len(missing_clip), backbone.name, backbone.pretrained)
+        logger.info(
+            "frozen CLIP weights (%d tensors) come from open_clip %s/%s, not the checkpoint",
+            len(missing_clip),
+            backbone.name,
+            backbone.pretrained,
+        )
     with torch.no_grad():
         model.load_state_dict(state_dict, strict=False)

@@ -88,7 +88,9 @@ class TextEncoder:
         h.update("\x01".join(vocabulary.flat_synonyms()).encode())
         return h.hexdigest()[:24]
 
-    def __call__(self, vocabulary: Vocabulary, device: torch.device | str = "cpu") -> TextClassifier:
+    def __call__(
+        self, vocabulary: Vocabulary, device: torch.device | str = "cpu"
+    ) -> TextClassifier:
         key = self.cache_key(vocabulary)
         emb = self._memory.get(key)
         if emb is None and self.disk_cache and self.weights_id:
@@ -103,17 +105,26 @@ class TextEncoder:
         self._memory[key] = emb
         return TextClassifier(emb.to(device), vocabulary.num_synonyms, vocabulary)
 
-    def encode_synonyms(self, synonyms: Sequence[str], device: torch.device | str = "cpu") -> torch.Tensor:
+    def encode_synonyms(
+        self, synonyms: Sequence[str], device: torch.device | str = "cpu"
+    ) -> torch.Tensor:
         """(S, D) normalised template-ensembled embeddings of ``synonyms``."""
         prompts = [t.format(s) for s in synonyms for t in self.templates]
         tokens = self.tokenizer(prompts)
         lengths = tokens.argmax(dim=-1) + 1  # end-of-text is the largest token id
-        too_long = sorted({synonyms[i // len(self.templates)] for i in torch.nonzero(
-            (tokens[:, -1] != 0) & (lengths == tokens.shape[1])).flatten().tolist()})
+        too_long = sorted(
+            {
+                synonyms[i // len(self.templates)]
+                for i in torch.nonzero((tokens[:, -1] != 0) & (lengths == tokens.shape[1]))
+                .flatten()
+                .tolist()
+            }
+        )
         if too_long:
             warnings.warn(
                 f"{len(too_long)} class name(s) exceed the text context of {tokens.shape[1]} tokens "
-                f"and were truncated: {too_long[:3]}", stacklevel=3,
+                f"and were truncated: {too_long[:3]}",
+                stacklevel=3,
             )
         if self.encode_with_prefix is not None:
             out = self._encode_by_template(tokens, lengths, device)
@@ -122,7 +133,9 @@ class TextEncoder:
         feats = F.normalize(out, dim=-1).view(len(synonyms), len(self.templates), -1)
         return F.normalize(feats.mean(1), dim=-1).cpu()
 
-    def _encode_batches(self, tokens, lengths, device, prefix=None, batch_size=None) -> torch.Tensor:
+    def _encode_batches(
+        self, tokens, lengths, device, prefix=None, batch_size=None
+    ) -> torch.Tensor:
         """Features (N, D) of ``tokens`` (N, L), batched by length (longest first) and cut to
         each batch's longest prompt; with ``prefix``, ``tokens`` are the parts after it."""
         order = torch.argsort(lengths, descending=True, stable=True)
@@ -156,9 +169,13 @@ class TextEncoder:
             rest = group[:, shared:]
             # The parts after the prefix are short: batch more prompts so that each matrix
             # product still has enough rows to use the weights it reads (CPU: bandwidth-bound).
-            f = self._encode_batches(rest, lengths[index] - shared, device,
-                                     prefix=prefix if shared > 0 else None,
-                                     batch_size=4 * self.batch_size)
+            f = self._encode_batches(
+                rest,
+                lengths[index] - shared,
+                device,
+                prefix=prefix if shared > 0 else None,
+                batch_size=4 * self.batch_size,
+            )
             if out is None:
                 out = torch.empty(tokens.shape[0], f.shape[-1], device=f.device)
             out[index.to(f.device)] = f

@@ -33,7 +33,9 @@ def resolve_templates(templates: str | Sequence[str]) -> tuple[str, ...]:
     """A named template set ("vild", "single", "plain") or an explicit list of strings."""
     if isinstance(templates, str):
         if templates not in TEMPLATE_SETS:
-            raise ValueError(f"unknown template set {templates!r}; choose one of {sorted(TEMPLATE_SETS)} or give a list")
+            raise ValueError(
+                f"unknown template set {templates!r}; choose one of {sorted(TEMPLATE_SETS)} or give a list"
+            )
         return TEMPLATE_SETS[templates]
     out = tuple(templates)
     if not out:

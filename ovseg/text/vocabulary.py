@@ -99,7 +99,9 @@ class Vocabulary:
             if not any(synonyms):
                 raise ValueError(f"class {i} has a blank name ({raw!r})")
             if not all(synonyms):
-                raise ValueError(f"class {i} ({raw!r}) has an empty synonym: remove the stray comma")
+                raise ValueError(
+                    f"class {i} ({raw!r}) has an empty synonym: remove the stray comma"
+                )
             canonical = synonyms[0]
             if canonical.lower() in seen and not allow_duplicates:
                 raise ValueError(
@@ -250,7 +252,11 @@ class Vocabulary:
 
     def to_json(self) -> list[dict]:
         return [
-            {"name": ", ".join(c.synonyms), "isthing": c.isthing, **({"id": c.id} if c.id is not None else {})}
+            {
+                "name": ", ".join(c.synonyms),
+                "isthing": c.isthing,
+                **({"id": c.id} if c.id is not None else {}),
+            }
             for c in self.classes
         ]
 

@@ -174,7 +174,9 @@ def segments_table(
         masks = instance_masks(prediction)
         scores = _np(inst.scores).astype(np.float64).reshape(-1)[order]
         classes = _np(inst.labels).astype(np.int64).reshape(-1)[order]
-        area = np.count_nonzero(masks.reshape(len(masks), masks.shape[1] * masks.shape[2]), axis=1).astype(np.int64)[order]
+        area = np.count_nonzero(
+            masks.reshape(len(masks), masks.shape[1] * masks.shape[2]), axis=1
+        ).astype(np.int64)[order]
         boxes = mask_boxes(masks)[order]
         for rank, (c, sc, a, box) in enumerate(
             zip(classes.tolist(), scores.tolist(), area.tolist(), boxes.tolist())

@@ -11,14 +11,37 @@ from ovseg.cli.benchmark import main
 
 def test_benchmark_reports_split_ratios_and_params(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    code = main([str(REPO / "configs/tests/fcclip_tiny.yaml"), "--size", "96x128", "--vocab", "12",
-                 "--repeats", "2", "--warmup", "1", "--train", "--train-crop", "64", "--out", str(out),
-                 "model.decoder.num_queries=20"])
+    code = main(
+        [
+            str(REPO / "configs/tests/fcclip_tiny.yaml"),
+            "--size",
+            "96x128",
+            "--vocab",
+            "12",
+            "--repeats",
+            "2",
+            "--warmup",
+            "1",
+            "--train",
+            "--train-crop",
+            "64",
+            "--out",
+            str(out),
+            "model.decoder.num_queries=20",
+        ]
+    )
     assert code == 0
     r = json.loads(out.read_text())
     inf = r["inference"]
     stages = inf["split_seconds"]
-    assert set(stages) >= {"backbone", "pixel_decoder", "transformer_decoder", "classifiers", "postprocess", "text"}
+    assert set(stages) >= {
+        "backbone",
+        "pixel_decoder",
+        "transformer_decoder",
+        "classifiers",
+        "postprocess",
+        "text",
+    }
     assert sum(v["median"] for v in stages.values()) <= inf["total_seconds"]["max"] * 1.05
     assert inf["ratio_to_tower"] > 1.0
     assert inf["model_input_size"] == [200, 267]  # the tiny config's test size
@@ -30,5 +53,10 @@ def test_benchmark_reports_split_ratios_and_params(tmp_path, capsys):
 
 
 def test_benchmark_bad_vocabulary(capsys):
-    assert main([str(REPO / "configs/tests/fcclip_tiny.yaml"), "--vocab", "ade20k-15", "--repeats", "1"]) == 2
+    assert (
+        main(
+            [str(REPO / "configs/tests/fcclip_tiny.yaml"), "--vocab", "ade20k-15", "--repeats", "1"]
+        )
+        == 2
+    )
     assert "did you mean" in capsys.readouterr().err

@@ -27,12 +27,36 @@ def test_tiny_model_learns_synthetic_shapes(tmp_path):
             f"data.{key}.panoptic_root={root}/annotations/panoptic_{split}",
         ]
     work = tmp_path / "work"
-    assert train_cli.main([CFG, "--work-dir", str(work), "--no-progress", *data,
-                           "schedule.max_iter=160", "schedule.steps=[130]",
-                           "schedule.checkpoint_period=0"]) == 0
+    assert (
+        train_cli.main(
+            [
+                CFG,
+                "--work-dir",
+                str(work),
+                "--no-progress",
+                *data,
+                "schedule.max_iter=160",
+                "schedule.steps=[130]",
+                "schedule.checkpoint_period=0",
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "eval"
-    assert test_cli.main([CFG, "--weights", str(work / "model_final.pth"), "--out", str(out),
-                          "--no-progress", *data]) == 0
+    assert (
+        test_cli.main(
+            [
+                CFG,
+                "--weights",
+                str(work / "model_final.pth"),
+                "--out",
+                str(out),
+                "--no-progress",
+                *data,
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     pq = metrics["panoptic"]["summary"]["All"]["pq"]
     pq = pq * 100 if pq <= 1 else pq

@@ -41,7 +41,16 @@ def run(work_dir, root, *extra) -> int:
 
 def test_short_run_writes_a_complete_work_dir(tmp_path, synth):
     wd = tmp_path / "run"
-    assert run(wd, synth, "schedule.max_iter=4", "schedule.checkpoint_period=2", "schedule.log_period=2") == 0
+    assert (
+        run(
+            wd,
+            synth,
+            "schedule.max_iter=4",
+            "schedule.checkpoint_period=2",
+            "schedule.log_period=2",
+        )
+        == 0
+    )
     assert (wd / "config.yaml").read_text().startswith("model:")
     assert json.loads((wd / "env.json").read_text())["torch"] == torch.__version__
     lines = [json.loads(x) for x in (wd / "metrics.jsonl").read_text().splitlines()]
@@ -53,7 +62,9 @@ def test_short_run_writes_a_complete_work_dir(tmp_path, synth):
     # The frozen CLIP is random here (no named source), so it travels with the weights.
     assert any(k.startswith("backbone.clip_model.") for k in final["model"])
     seg = Segmenter.from_pretrained(wd / "model_final.pth")
-    pred = seg.predict(np.zeros((96, 96, 3), np.uint8), "circle; square; sky [stuff]", task="panoptic")
+    pred = seg.predict(
+        np.zeros((96, 96, 3), np.uint8), "circle; square; sky [stuff]", task="panoptic"
+    )
     assert pred.panoptic_seg.shape == (96, 96)
 
 

@@ -26,7 +26,10 @@ def test_base_inheritance_and_overrides():
     assert cfg.model.test.ensemble_on_valid_mask is True
     assert (cfg.model.test.min_size, cfg.model.test.max_size) == (1024, 2560)
     assert cfg.model.test.vocabulary == "cityscapes"
-    cfg = load_config(REPO / "configs/tests/fcclip_tiny.yaml", ["model.decoder.num_queries=10", "model.backbone.pretrained=null"])
+    cfg = load_config(
+        REPO / "configs/tests/fcclip_tiny.yaml",
+        ["model.decoder.num_queries=10", "model.backbone.pretrained=null"],
+    )
     assert cfg.model.decoder.num_queries == 10 and cfg.model.backbone.pretrained is None
     assert cfg.model.decoder.hidden_dim == 32  # from the file, base value 256 overridden
 
@@ -34,9 +37,13 @@ def test_base_inheritance_and_overrides():
 def test_unknown_key_names_it_and_suggests(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  decoder:\n    num_querys: 100\n")
-    with pytest.raises(ConfigError, match=r"model\.decoder\.num_querys.*did you mean 'model\.decoder\.num_queries'"):
+    with pytest.raises(
+        ConfigError, match=r"model\.decoder\.num_querys.*did you mean 'model\.decoder\.num_queries'"
+    ):
         load_config(bad)
-    with pytest.raises(ConfigError, match=r"model\.pixel_decodr.*did you mean 'model\.pixel_decoder'"):
+    with pytest.raises(
+        ConfigError, match=r"model\.pixel_decodr.*did you mean 'model\.pixel_decoder'"
+    ):
         load_config(None, ["model.pixel_decodr.conv_dim=3"])
 
 

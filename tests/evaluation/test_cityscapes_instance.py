@@ -214,5 +214,7 @@ def test_command_line(tmp_path, capsys):
     assert written["averages"]["allAp"] == pytest.approx(ref, abs=1e-12)
     assert main(["cityscapes-instance", "--gt-dir", str(gt_root), "--pred-dir", "nowhere"]) == 1
     assert "prediction folder not found: nowhere" in capsys.readouterr().err
-    assert main(["cityscapes-instance", "--gt-dir", str(pred_dir), "--pred-dir", str(pred_dir)]) == 1
+    assert (
+        main(["cityscapes-instance", "--gt-dir", str(pred_dir), "--pred-dir", str(pred_dir)]) == 1
+    )
     assert "no *_gtFine_instanceIds.png files under" in capsys.readouterr().err

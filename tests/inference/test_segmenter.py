@@ -35,7 +35,10 @@ def test_all_tasks_at_input_resolution(seg):
     ids = set(pred.panoptic_seg.unique().tolist()) - {0}
     assert ids == {s["id"] for s in pred.segments_info}
     for s in pred.segments_info:
-        assert s["label"] == VOCAB[s["category_id"]].name and s["isthing"] == VOCAB.isthing[s["category_id"]]
+        assert (
+            s["label"] == VOCAB[s["category_id"]].name
+            and s["isthing"] == VOCAB.isthing[s["category_id"]]
+        )
     inst = pred.instances
     assert inst.masks.shape[1:] == (90, 130) and inst.masks.dtype == torch.bool
     assert all(VOCAB.isthing[int(c)] for c in inst.labels), "instances are thing classes only"
@@ -91,7 +94,9 @@ def test_disk_cache_survives_a_new_process(tmp_path, monkeypatch):
     assert len(files) == 1
     torch.manual_seed(0)
     s2 = Segmenter.from_config(TINY, overrides=["model.text.disk_cache=true"])
-    s2.model.text_encoder.encode_synonyms = lambda *a, **k: pytest.fail("should come from the disk cache")
+    s2.model.text_encoder.encode_synonyms = lambda *a, **k: pytest.fail(
+        "should come from the disk cache"
+    )
     assert torch.equal(s2.encode_vocabulary(VOCAB).embeddings, e1)
     files[0].write_bytes(b"garbage")  # a broken cache file is rebuilt, not trusted
     torch.manual_seed(0)
@@ -132,7 +137,9 @@ def test_checkpoint_round_trip(seg, tmp_path):
 
 def test_shape_mismatch_names_key_and_shapes(seg, tmp_path):
     path = seg.save(tmp_path / "tiny.pth")
-    with pytest.raises(CheckpointError, match=r"shape mismatch at '.*': checkpoint \(.*\) vs model \(.*\)"):
+    with pytest.raises(
+        CheckpointError, match=r"shape mismatch at '.*': checkpoint \(.*\) vs model \(.*\)"
+    ):
         Segmenter.from_pretrained(path, config=TINY, overrides=["model.decoder.num_queries=100"])
 
 
@@ -172,7 +179,10 @@ def test_clip_weights_from_a_local_file(seg, tmp_path):
     weights = tmp_path / "clip.pt"
     torch.save(seg.model.backbone.clip_model.state_dict(), weights)
     other = Segmenter.from_config(TINY, overrides=[f"model.backbone.pretrained={weights}"])
-    for (k, a), b in zip(seg.model.backbone.clip_model.state_dict().items(), other.model.backbone.clip_model.state_dict().values()):
+    for (k, a), b in zip(
+        seg.model.backbone.clip_model.state_dict().items(),
+        other.model.backbone.clip_model.state_dict().values(),
+    ):
         assert torch.equal(a, b), k
     with pytest.raises(ValueError, match="neither a file nor an open_clip tag"):
         Segmenter.from_config(TINY, overrides=["model.backbone.pretrained=no_such_tag"])
@@ -185,7 +195,9 @@ def test_fast_precision_mode_is_close_to_exact():
 
     classes = json.loads((fx / "vocabulary.json").read_text())["classes"]
     vocab = Vocabulary([c["name"] for c in classes], isthing=[c["isthing"] for c in classes])
-    seg = Segmenter.from_pretrained(fx / "fcclip_tiny_a.pth", config=TINY, overrides=["model.test.precision=bf16"])
+    seg = Segmenter.from_pretrained(
+        fx / "fcclip_tiny_a.pth", config=TINY, overrides=["model.test.precision=bf16"]
+    )
     pred = seg.predict(fx / "image.png", vocab, task="panoptic")
     exact = np.load(fx / "panoptic_seg.npy")
     assert pred.panoptic_seg.dtype == torch.int32

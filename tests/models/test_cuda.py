@@ -11,12 +11,17 @@ from ovseg_testing import REPO, fixture_dir
 
 from ovseg import Segmenter, Vocabulary
 
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
+]
 
 
 def test_fixture_on_cuda():
     fx = fixture_dir("fcclip_tiny")
-    seg = Segmenter.from_pretrained(fx / "fcclip_tiny_a.pth", config=REPO / "configs/tests/fcclip_tiny.yaml", device="cuda")
+    seg = Segmenter.from_pretrained(
+        fx / "fcclip_tiny_a.pth", config=REPO / "configs/tests/fcclip_tiny.yaml", device="cuda"
+    )
     classes = json.loads((fx / "vocabulary.json").read_text())["classes"]
     vocab = Vocabulary([c["name"] for c in classes], isthing=[c["isthing"] for c in classes])
     pred = seg.predict(fx / "image.png", vocab, task="all")

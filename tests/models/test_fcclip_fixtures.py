@@ -24,7 +24,9 @@ CASES = {
 
 def fixture_vocabulary(path) -> Vocabulary:
     v = json.loads((path / "vocabulary.json").read_text())
-    return Vocabulary([c["name"] for c in v["classes"]], isthing=[c["isthing"] for c in v["classes"]])
+    return Vocabulary(
+        [c["name"] for c in v["classes"]], isthing=[c["isthing"] for c in v["classes"]]
+    )
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
@@ -67,7 +69,9 @@ def test_pixel_decoder(run):
     pd = pred.extras["pixel_decoder"]
     np.testing.assert_allclose(pd["mask_features"].numpy(), ref["mask_features"], atol=1e-4)
     for i in range(3):
-        np.testing.assert_allclose(pd["multi_scale_features"][i].numpy(), ref[f"multi_scale_features_{i}"], atol=1e-4)
+        np.testing.assert_allclose(
+            pd["multi_scale_features"][i].numpy(), ref[f"multi_scale_features_{i}"], atol=1e-4
+        )
 
 
 def test_text_classifier(run):
@@ -114,10 +118,16 @@ def test_out_of_vocabulary_and_ensemble(run):
         meta = json.loads((path / "meta.json").read_text())
         valid = (e["mask_for_pooling"] > 0).flatten(2).any(-1)[0].numpy()
         ref = np.load(path / "pooled_clip_feature.npy")[0]
-        np.testing.assert_allclose(e["pooled_clip_feature"][0].numpy()[valid], ref[valid], atol=1e-4)
+        np.testing.assert_allclose(
+            e["pooled_clip_feature"][0].numpy()[valid], ref[valid], atol=1e-4
+        )
         ref_logits = np.load(path / "out_vocab_cls_logits.npy")[0]
-        np.testing.assert_allclose(e["out_vocab_logits"][0].numpy()[valid], ref_logits[valid], atol=1e-4)
-        assert "empty_pooling_mask_queries" not in meta or len(meta["empty_pooling_mask_queries"]) == int((~valid).sum())
+        np.testing.assert_allclose(
+            e["out_vocab_logits"][0].numpy()[valid], ref_logits[valid], atol=1e-4
+        )
+        assert "empty_pooling_mask_queries" not in meta or len(
+            meta["empty_pooling_mask_queries"]
+        ) == int((~valid).sum())
     else:
         close(e["pooled_clip_feature"], "pooled_clip_feature.npy", path, 1e-4)
         close(e["out_vocab_logits"], "out_vocab_cls_logits.npy", path, 1e-4)
@@ -140,7 +150,10 @@ def test_panoptic_output(run):
     path, _, vocab, pred = run
     np.testing.assert_array_equal(pred.panoptic_seg.numpy(), np.load(path / "panoptic_seg.npy"))
     ref = json.loads((path / "panoptic_segments_info.json").read_text())
-    mine = [{"id": s["id"], "isthing": s["isthing"], "category_id": s["category_id"]} for s in pred.segments_info]
+    mine = [
+        {"id": s["id"], "isthing": s["isthing"], "category_id": s["category_id"]}
+        for s in pred.segments_info
+    ]
     assert mine == ref
     for s in pred.segments_info:
         assert s["label"] == vocab[s["category_id"]].name
@@ -153,11 +166,15 @@ def test_instance_output(run):
     inst = pred.instances
     mine = {
         (int(q), int(c)): (float(s), m)
-        for q, c, s, m in zip(pred.extras["instance_query_index"], inst.labels, inst.scores, inst.masks.numpy())
+        for q, c, s, m in zip(
+            pred.extras["instance_query_index"], inst.labels, inst.scores, inst.masks.numpy()
+        )
     }
     expected = {
         (int(q), int(c)): (float(s), m)
-        for q, c, s, m in zip(ref["query_index"], ref["pred_classes"], ref["scores"], ref["pred_masks"])
+        for q, c, s, m in zip(
+            ref["query_index"], ref["pred_classes"], ref["scores"], ref["pred_masks"]
+        )
     }
     assert set(mine) == set(expected)
     for k, (s, m) in expected.items():

@@ -76,7 +76,12 @@ def test_embedding_bag_core_matches_reference_values_and_gradients():
     locations = torch.rand(n, lq, m, len(shapes), p, 2, generator=g) * 1.4 - 0.2
     weights = torch.rand(n, lq, m, len(shapes), p, generator=g)
     ref = naive_core(value, shapes, locations, weights)
-    torch.testing.assert_close(ms_deform_attn_core_bag(value, shapes, locations, weights).double(), ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        ms_deform_attn_core_bag(value, shapes, locations, weights).double(),
+        ref,
+        atol=1e-5,
+        rtol=1e-5,
+    )
     grads = []
     for core in (ms_deform_attn_core, ms_deform_attn_core_bag):
         v, loc, w = (t.clone().requires_grad_() for t in (value, locations, weights))

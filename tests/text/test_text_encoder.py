@@ -12,10 +12,14 @@ from ovseg.text.vocabulary import Vocabulary
 
 def test_prefix_cache_and_batching_do_not_change_embeddings():
     fx = fixture_dir("fcclip_tiny_rn")
-    seg = Segmenter.from_pretrained(fx / "fcclip_tiny_rn_c.pth", config=REPO / "configs/tests/fcclip_tiny_rn.yaml")
+    seg = Segmenter.from_pretrained(
+        fx / "fcclip_tiny_rn_c.pth", config=REPO / "configs/tests/fcclip_tiny_rn.yaml"
+    )
     enc = seg.model.text_encoder
     assert enc.encode_with_prefix is not None, "open_clip's text tower supports the prefix cache"
-    synonyms = Vocabulary.from_name("ade20k-150").flat_synonyms()[:40] + ["a very long class name with many words"]
+    synonyms = Vocabulary.from_name("ade20k-150").flat_synonyms()[:40] + [
+        "a very long class name with many words"
+    ]
     cached = enc.encode_synonyms(synonyms)
     prefix_fn, enc.encode_with_prefix = enc.encode_with_prefix, None
     try:

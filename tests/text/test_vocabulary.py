@@ -27,8 +27,12 @@ def test_parse_with_stuff_marks():
 
 @pytest.mark.parametrize(
     "classes, match",
-    [([], "empty"), (["cat", "  "], "blank"), (["cat", "dog, , puppy"], "empty synonym"),
-     (["cat", "Cat, kitty"], "duplicates class 0")],
+    [
+        ([], "empty"),
+        (["cat", "  "], "blank"),
+        (["cat", "dog, , puppy"], "empty synonym"),
+        (["cat", "Cat, kitty"], "duplicates class 0"),
+    ],
 )
 def test_bad_vocabularies(classes, match):
     with pytest.raises(ValueError, match=match):
@@ -51,7 +55,9 @@ def test_from_files(tmp_path):
     v = Vocabulary.from_file(txt)
     assert v.names == ["car", "road"] and v.isthing == [True, False]
     js = tmp_path / "v.json"
-    js.write_text(json.dumps([{"name": "car, cars", "isthing": True}, {"name": "road", "isthing": False}]))
+    js.write_text(
+        json.dumps([{"name": "car, cars", "isthing": True}, {"name": "road", "isthing": False}])
+    )
     assert Vocabulary.from_file(js) == v
     with pytest.raises(FileNotFoundError, match="nope.txt"):
         Vocabulary.from_file(tmp_path / "nope.txt")

@@ -34,7 +34,9 @@ def register_clip_configs() -> None:
         _registered = True
 
 
-def create_clip(name: str, pretrained: str | None, force_quick_gelu: bool = False, cache_dir: str | None = None) -> nn.Module:
+def create_clip(
+    name: str, pretrained: str | None, force_quick_gelu: bool = False, cache_dir: str | None = None
+) -> nn.Module:
     """Build an open_clip model by name.
 
     Args:
@@ -48,7 +50,9 @@ def create_clip(name: str, pretrained: str | None, force_quick_gelu: bool = Fals
         import difflib
 
         close = difflib.get_close_matches(name, open_clip.list_models(), n=3)
-        raise ValueError(f"unknown open_clip model {name!r}" + (f"; did you mean {close}?" if close else ""))
+        raise ValueError(
+            f"unknown open_clip model {name!r}" + (f"; did you mean {close}?" if close else "")
+        )
     if pretrained:
         is_file = os.path.isfile(pretrained)
         if not is_file and pretrained not in open_clip.list_pretrained_tags_by_model(name):
@@ -58,14 +62,22 @@ def create_clip(name: str, pretrained: str | None, force_quick_gelu: bool = Fals
                 f"{name!r} (tags: {tags or 'none'}); use null for random weights"
             )
         if not is_file:
-            logger.info("CLIP weights %s/%s come from open_clip's cache (%s)", name, pretrained,
-                        cache_dir or os.environ.get("HF_HUB_CACHE", "~/.cache/huggingface or ~/.cache/clip"))
+            logger.info(
+                "CLIP weights %s/%s come from open_clip's cache (%s)",
+                name,
+                pretrained,
+                cache_dir
+                or os.environ.get("HF_HUB_CACHE", "~/.cache/huggingface or ~/.cache/clip"),
+            )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         logging.getLogger().disabled, was = True, logging.getLogger().disabled
         try:
             model = open_clip.create_model(
-                name, pretrained=pretrained or None, force_quick_gelu=force_quick_gelu, cache_dir=cache_dir
+                name,
+                pretrained=pretrained or None,
+                force_quick_gelu=force_quick_gelu,
+                cache_dir=cache_dir,
             )
         finally:
             logging.getLogger().disabled = was
@@ -95,7 +107,9 @@ class CLIPBackbone(nn.Module):
             channels = [int(f["num_chs"]) for f in info[-4:]]
         elif hasattr(visual, "layer4") and hasattr(visual, "attnpool"):
             self.model_type = "resnet"
-            channels = [int(getattr(visual, f"layer{k}")[-1].conv3.out_channels) for k in range(1, 5)]
+            channels = [
+                int(getattr(visual, f"layer{k}")[-1].conv3.out_channels) for k in range(1, 5)
+            ]
         else:
             raise ValueError(
                 f"unsupported CLIP image tower {type(visual).__name__}: ovseg needs a timm ConvNeXt "
@@ -185,16 +199,32 @@ class CLIPBackbone(nn.Module):
         key_value = tokens + spatial
         query = (tokens.mean(0, keepdim=True) + pos[:1, None, :]).repeat_interleave(q, dim=0)
         blocked = (masks.reshape(b, q, h * w) > 0).logical_not()
-        attn_mask = blocked.unsqueeze(1).expand(-1, pool.num_heads, -1, -1).reshape(b * pool.num_heads, q, h * w)
+        attn_mask = (
+            blocked.unsqueeze(1)
+            .expand(-1, pool.num_heads, -1, -1)
+            .reshape(b * pool.num_heads, q, h * w)
+        )
         out = F.multi_head_attention_forward(
-            query=query, key=key_value, value=key_value,
-            embed_dim_to_check=c, num_heads=pool.num_heads,
-            q_proj_weight=pool.q_proj.weight, k_proj_weight=pool.k_proj.weight,
-            v_proj_weight=pool.v_proj.weight, in_proj_weight=None,
+            query=query,
+            key=key_value,
+            value=key_value,
+            embed_dim_to_check=c,
+            num_heads=pool.num_heads,
+            q_proj_weight=pool.q_proj.weight,
+            k_proj_weight=pool.k_proj.weight,
+            v_proj_weight=pool.v_proj.weight,
+            in_proj_weight=None,
             in_proj_bias=torch.cat([pool.q_proj.bias, pool.k_proj.bias, pool.v_proj.bias]),
-            bias_k=None, bias_v=None, add_zero_attn=False, dropout_p=0.0,
-            out_proj_weight=pool.c_proj.weight, out_proj_bias=pool.c_proj.bias,
-            use_separate_proj_weight=True, training=False, need_weights=False, attn_mask=attn_mask,
+            bias_k=None,
+            bias_v=None,
+            add_zero_attn=False,
+            dropout_p=0.0,
+            out_proj_weight=pool.c_proj.weight,
+            out_proj_bias=pool.c_proj.bias,
+            use_separate_proj_weight=True,
+            training=False,
+            need_weights=False,
+            attn_mask=attn_mask,
         )[0]
         return out.permute(1, 0, 2)
 
@@ -230,8 +260,13 @@ class CLIPBackbone(nn.Module):
         made of standard residual attention blocks)."""
         t = getattr(self.clip_model, "transformer", None)
         blocks = getattr(t, "resblocks", None)
-        return bool(getattr(t, "batch_first", False)) and blocks is not None and all(
-            hasattr(b, "attn") and hasattr(b, "ln_1") and not hasattr(b, "ln_1_kv") for b in blocks
+        return (
+            bool(getattr(t, "batch_first", False))
+            and blocks is not None
+            and all(
+                hasattr(b, "attn") and hasattr(b, "ln_1") and not hasattr(b, "ln_1_kv")
+                for b in blocks
+            )
         )
 
     def encode_text_with_prefix(self, prefix: torch.Tensor, rest: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,10 @@ from ovseg.models.position_encoding import PositionEmbeddingSine
 
 
 def classification_logits(
-    x: torch.Tensor, text_classifier: torch.Tensor, logit_scale: torch.Tensor, num_synonyms: Sequence[int]
+    x: torch.Tensor,
+    text_classifier: torch.Tensor,
+    logit_scale: torch.Tensor,
+    num_synonyms: Sequence[int],
 ) -> torch.Tensor:
     """Cosine logits against every synonym, max over each class's synonyms, void column last.
 
@@ -98,7 +101,11 @@ class CrossAttentionLayer(nn.Module):
     def forward(self, tgt, memory, memory_mask, pos, query_pos):
         t = self.norm(tgt) if self.normalize_before else tgt
         out = self.multihead_attn(
-            query=t + query_pos, key=memory + pos, value=memory, attn_mask=memory_mask, need_weights=False
+            query=t + query_pos,
+            key=memory + pos,
+            value=memory,
+            attn_mask=memory_mask,
+            need_weights=False,
         )[0]
         return tgt + out if self.normalize_before else self.norm(tgt + out)
 
@@ -174,7 +181,9 @@ class MaskedTransformerDecoder(nn.Module):
             else:
                 self.input_proj.append(nn.Sequential())
         self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, 3)
-        self._mask_pooling_proj = nn.Sequential(nn.LayerNorm(hidden_dim), nn.Linear(hidden_dim, hidden_dim))
+        self._mask_pooling_proj = nn.Sequential(
+            nn.LayerNorm(hidden_dim), nn.Linear(hidden_dim, hidden_dim)
+        )
         self.class_embed = MLP(hidden_dim, hidden_dim, clip_embedding_dim, 3)
         self.logit_scale = nn.Parameter(torch.ones([]) * math.log(1 / 0.07))
 
@@ -199,25 +208,39 @@ class MaskedTransformerDecoder(nn.Module):
             ``aux_outputs``: a list of ``num_layers`` dicts with the same keys.
         """
         if len(features) != self.num_feature_levels:
-            raise ValueError(f"expected {self.num_feature_levels} feature levels, got {len(features)}")
+            raise ValueError(
+                f"expected {self.num_feature_levels} feature levels, got {len(features)}"
+            )
         src, pos, sizes = [], [], []
         for i, x in enumerate(features):
             sizes.append(x.shape[-2:])
             pos.append(self.pe_layer(x).flatten(2).permute(2, 0, 1))
-            src.append((self.input_proj[i](x).flatten(2) + self.level_embed.weight[i][None, :, None]).permute(2, 0, 1))
+            src.append(
+                (
+                    self.input_proj[i](x).flatten(2) + self.level_embed.weight[i][None, :, None]
+                ).permute(2, 0, 1)
+            )
         bs = src[0].shape[1]
         query_embed = self.query_embed.weight.unsqueeze(1).repeat(1, bs, 1)
         output = self.query_feat.weight.unsqueeze(1).repeat(1, bs, 1)
 
         if not aux_outputs:
-            return self._forward_inference(output, src, pos, query_embed, sizes, mask_features, text_classifier, num_synonyms)
+            return self._forward_inference(
+                output, src, pos, query_embed, sizes, mask_features, text_classifier, num_synonyms
+            )
         predictions = []
-        cls, mask, attn_mask = self._heads(output, mask_features, sizes[0], text_classifier, num_synonyms)
+        cls, mask, attn_mask = self._heads(
+            output, mask_features, sizes[0], text_classifier, num_synonyms
+        )
         predictions.append((cls, mask))
         for i in range(self.num_layers):
             output = self._layer(i, output, src, pos, query_embed, attn_mask)
             cls, mask, attn_mask = self._heads(
-                output, mask_features, sizes[(i + 1) % self.num_feature_levels], text_classifier, num_synonyms
+                output,
+                mask_features,
+                sizes[(i + 1) % self.num_feature_levels],
+                text_classifier,
+                num_synonyms,
             )
             predictions.append((cls, mask))
         out = {"pred_logits": predictions[-1][0], "pred_masks": predictions[-1][1]}
@@ -234,12 +257,17 @@ class MaskedTransformerDecoder(nn.Module):
         output = self.transformer_self_attention_layers[i](output, query_pos=query_embed)
         return self.transformer_ffn_layers[i](output)
 
-    def _forward_inference(self, output, src, pos, query_embed, sizes, mask_features, text_classifier, num_synonyms):
+    def _forward_inference(
+        self, output, src, pos, query_embed, sizes, mask_features, text_classifier, num_synonyms
+    ):
         """Inference needs only the last layer's classes and masks. Intermediate masks only feed
         the next layer's attention mask at a coarse level, and the mask-embedding product
         commutes with bilinear resizing, so they are computed on mask features resized once to
         each level's size instead of at stride 4 (same numbers up to float rounding)."""
-        small = [F.interpolate(mask_features, size=sz, mode="bilinear", align_corners=False) for sz in sizes]
+        small = [
+            F.interpolate(mask_features, size=sz, mode="bilinear", align_corners=False)
+            for sz in sizes
+        ]
         attn_mask = self._attn_mask(output, small[0])
         for i in range(self.num_layers):
             output = self._layer(i, output, src, pos, query_embed, attn_mask)
@@ -266,8 +294,14 @@ class MaskedTransformerDecoder(nn.Module):
         outputs_mask = torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
         pooled = self._mask_pooling_proj(mask_pooling(mask_features, outputs_mask))
         class_embed = self.class_embed(pooled + decoder_output)
-        outputs_class = classification_logits(class_embed, text_classifier, self.logit_scale, num_synonyms)
+        outputs_class = classification_logits(
+            class_embed, text_classifier, self.logit_scale, num_synonyms
+        )
         if attn_size is None:
             return outputs_class, outputs_mask, None
         attn = F.interpolate(outputs_mask, size=attn_size, mode="bilinear", align_corners=False)
-        return outputs_class, outputs_mask, self._expand_heads((attn.sigmoid().flatten(2) < 0.5).detach())
+        return (
+            outputs_class,
+            outputs_mask,
+            self._expand_heads((attn.sigmoid().flatten(2) < 0.5).detach()),
+        )

@@ -73,7 +73,9 @@ def ms_deform_attn_core_bag(
     sizes = torch.tensor(spatial_shapes, device=dev, dtype=torch.long)  # (L, 2) as (H, W)
     h = sizes[:, 0].view(1, 1, 1, -1, 1)
     w = sizes[:, 1].view(1, 1, 1, -1, 1)
-    starts = torch.cat([sizes.new_zeros(1), (sizes[:, 0] * sizes[:, 1]).cumsum(0)[:-1]]).view(1, 1, 1, -1, 1)
+    starts = torch.cat([sizes.new_zeros(1), (sizes[:, 0] * sizes[:, 1]).cumsum(0)[:-1]]).view(
+        1, 1, 1, -1, 1
+    )
     # grid_sample's own arithmetic (align_corners=False) on the grid 2 * loc - 1, so that the
     # bilinear weights are (nearly) the ones grid_sample uses: pixel = ((g + 1) * size - 1) / 2.
     grid = 2 * sampling_locations - 1
@@ -96,12 +98,16 @@ def ms_deform_attn_core_bag(
     # (N, Lq, M, L, P, 4) -> rows of the value table of head m of image n: (n * M + m) * S + flat
     idx = torch.stack(idx, -1)
     wts = torch.stack(wts, -1)
-    base = (torch.arange(n, device=dev).view(n, 1, 1) * m + torch.arange(m, device=dev).view(1, 1, m)) * s
+    base = (
+        torch.arange(n, device=dev).view(n, 1, 1) * m + torch.arange(m, device=dev).view(1, 1, m)
+    ) * s
     idx = idx + base.view(n, 1, m, 1, 1, 1)
     table = value.permute(0, 2, 1, 3).reshape(n * m * s, d)
     out = F.embedding_bag(
-        idx.reshape(n * lq * m, num_levels * p * 4), table,
-        per_sample_weights=wts.reshape(n * lq * m, num_levels * p * 4).to(table.dtype), mode="sum",
+        idx.reshape(n * lq * m, num_levels * p * 4),
+        table,
+        per_sample_weights=wts.reshape(n * lq * m, num_levels * p * 4).to(table.dtype),
+        mode="sum",
     )
     return out.view(n, lq, m * d)
 
@@ -120,7 +126,11 @@ class MSDeformAttn(nn.Module):
     """
 
     def __init__(
-        self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4,
+        self,
+        d_model: int = 256,
+        n_levels: int = 4,
+        n_heads: int = 8,
+        n_points: int = 4,
         impl: str = "grid_sample",
     ):
         super().__init__()
@@ -129,7 +139,12 @@ class MSDeformAttn(nn.Module):
         self.impl = impl
         if d_model % n_heads != 0:
             raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
-        self.d_model, self.n_levels, self.n_heads, self.n_points = d_model, n_levels, n_heads, n_points
+        self.d_model, self.n_levels, self.n_heads, self.n_points = (
+            d_model,
+            n_levels,
+            n_heads,
+            n_points,
+        )
         self.sampling_offsets = nn.Linear(d_model, n_heads * n_levels * n_points * 2)
         self.attention_weights = nn.Linear(d_model, n_heads * n_levels * n_points)
         self.value_proj = nn.Linear(d_model, d_model)
@@ -172,11 +187,15 @@ class MSDeformAttn(nn.Module):
         """
         n, lq, _ = query.shape
         s = input_flatten.shape[1]
-        value = self.value_proj(input_flatten).view(n, s, self.n_heads, self.d_model // self.n_heads)
+        value = self.value_proj(input_flatten).view(
+            n, s, self.n_heads, self.d_model // self.n_heads
+        )
         offsets = self.sampling_offsets(query).view(
             n, lq, self.n_heads, self.n_levels, self.n_points, 2
         )
-        weights = self.attention_weights(query).view(n, lq, self.n_heads, self.n_levels * self.n_points)
+        weights = self.attention_weights(query).view(
+            n, lq, self.n_heads, self.n_levels * self.n_points
+        )
         weights = weights.softmax(-1).view(n, lq, self.n_heads, self.n_levels, self.n_points)
         normalizer = torch.tensor(
             [[w, h] for h, w in spatial_shapes], dtype=query.dtype, device=query.device

@@ -22,8 +22,16 @@ from ovseg.models.shape_spec import ShapeSpec
 class MSDeformAttnEncoderLayer(nn.Module):
     """Post-norm deformable self-attention + ReLU FFN."""
 
-    def __init__(self, d_model: int, d_ffn: int, dropout: float, n_levels: int, n_heads: int, n_points: int,
-                 impl: str = "grid_sample"):
+    def __init__(
+        self,
+        d_model: int,
+        d_ffn: int,
+        dropout: float,
+        n_levels: int,
+        n_heads: int,
+        n_points: int,
+        impl: str = "grid_sample",
+    ):
         super().__init__()
         self.self_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points, impl=impl)
         self.dropout1 = nn.Dropout(dropout)
@@ -35,7 +43,9 @@ class MSDeformAttnEncoderLayer(nn.Module):
         self.norm2 = nn.LayerNorm(d_model)
 
     def forward(self, src, pos, reference_points, spatial_shapes):
-        src = self.norm1(src + self.dropout1(self.self_attn(src + pos, reference_points, src, spatial_shapes)))
+        src = self.norm1(
+            src + self.dropout1(self.self_attn(src + pos, reference_points, src, spatial_shapes))
+        )
         src2 = self.linear2(self.dropout2(F.relu(self.linear1(src))))
         return self.norm2(src + self.dropout3(src2))
 
@@ -69,12 +79,23 @@ class MSDeformAttnEncoder(nn.Module):
 class MSDeformAttnTransformer(nn.Module):
     """Encoder-only deformable transformer over flattened multi-scale features."""
 
-    def __init__(self, d_model, nhead, num_layers, dim_feedforward, dropout, num_levels, n_points,
-                 impl: str = "grid_sample"):
+    def __init__(
+        self,
+        d_model,
+        nhead,
+        num_layers,
+        dim_feedforward,
+        dropout,
+        num_levels,
+        n_points,
+        impl: str = "grid_sample",
+    ):
         super().__init__()
         self.encoder = MSDeformAttnEncoder(
             [
-                MSDeformAttnEncoderLayer(d_model, dim_feedforward, dropout, num_levels, nhead, n_points, impl)
+                MSDeformAttnEncoderLayer(
+                    d_model, dim_feedforward, dropout, num_levels, nhead, n_points, impl
+                )
                 for _ in range(num_layers)
             ]
         )
@@ -91,7 +112,10 @@ class MSDeformAttnTransformer(nn.Module):
         shapes = [(int(s.shape[2]), int(s.shape[3])) for s in srcs]
         src_flat = torch.cat([s.flatten(2).transpose(1, 2) for s in srcs], 1)
         pos_flat = torch.cat(
-            [p.flatten(2).transpose(1, 2) + self.level_embed[i].view(1, 1, -1) for i, p in enumerate(pos_embeds)],
+            [
+                p.flatten(2).transpose(1, 2) + self.level_embed[i].view(1, 1, -1)
+                for i, p in enumerate(pos_embeds)
+            ],
             1,
         )
         return self.encoder(src_flat, shapes, pos_flat), shapes
@@ -131,7 +155,9 @@ class MSDeformAttnPixelDecoder(nn.Module):
         self.in_features = [k for k, _ in ordered]
         missing = [f for f in transformer_in_features if f not in input_shape]
         if missing:
-            raise ValueError(f"transformer_in_features {missing} are not backbone outputs {self.in_features}")
+            raise ValueError(
+                f"transformer_in_features {missing} are not backbone outputs {self.in_features}"
+            )
         t_ordered = [(k, v) for k, v in ordered if k in transformer_in_features]
         self.transformer_in_features = [k for k, _ in t_ordered]
         t_channels = [v.channels for _, v in t_ordered]
@@ -143,7 +169,13 @@ class MSDeformAttnPixelDecoder(nn.Module):
             nn.init.xavier_uniform_(proj[0].weight, gain=1)
             nn.init.constant_(proj[0].bias, 0)
         self.transformer = MSDeformAttnTransformer(
-            conv_dim, num_heads, num_layers, dim_feedforward, dropout, len(t_ordered), num_points,
+            conv_dim,
+            num_heads,
+            num_layers,
+            dim_feedforward,
+            dropout,
+            len(t_ordered),
+            num_points,
             deform_attn_impl,
         )
         self.pe_layer = PositionEmbeddingSine(conv_dim // 2, normalize=True)
@@ -156,10 +188,21 @@ class MSDeformAttnPixelDecoder(nn.Module):
         use_bias = norm == ""
         self.lateral_names, self.output_names = [], []
         for idx, (_, spec) in enumerate(ordered[: self.num_fpn_levels]):
-            lateral = ConvNorm(spec.channels, conv_dim, kernel_size=1, bias=use_bias, norm=build_norm(norm, conv_dim))
+            lateral = ConvNorm(
+                spec.channels,
+                conv_dim,
+                kernel_size=1,
+                bias=use_bias,
+                norm=build_norm(norm, conv_dim),
+            )
             output = ConvNorm(
-                conv_dim, conv_dim, kernel_size=3, padding=1, bias=use_bias,
-                norm=build_norm(norm, conv_dim), activation=F.relu,
+                conv_dim,
+                conv_dim,
+                kernel_size=3,
+                padding=1,
+                bias=use_bias,
+                norm=build_norm(norm, conv_dim),
+                activation=F.relu,
             )
             c2_xavier_fill(lateral)
             c2_xavier_fill(output)
@@ -168,7 +211,9 @@ class MSDeformAttnPixelDecoder(nn.Module):
             self.lateral_names.append(f"adapter_{idx + 1}")
             self.output_names.append(f"layer_{idx + 1}")
 
-    def forward(self, features: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward(
+        self, features: Mapping[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         srcs, pos = [], []
         for idx, name in enumerate(self.transformer_in_features[::-1]):
             x = features[name]
@@ -182,8 +227,12 @@ class MSDeformAttnPixelDecoder(nn.Module):
             for z, (h, w) in zip(memory.split(splits, dim=1), shapes)
         ]
         fpn_in = self.in_features[: self.num_fpn_levels][::-1]
-        for name, lat_name, out_name in zip(fpn_in, self.lateral_names[::-1], self.output_names[::-1]):
+        for name, lat_name, out_name in zip(
+            fpn_in, self.lateral_names[::-1], self.output_names[::-1]
+        ):
             cur = getattr(self, lat_name)(features[name])
-            y = cur + F.interpolate(outs[-1], size=cur.shape[-2:], mode="bilinear", align_corners=False)
+            y = cur + F.interpolate(
+                outs[-1], size=cur.shape[-2:], mode="bilinear", align_corners=False
+            )
             outs.append(getattr(self, out_name)(y))
         return self.mask_features(outs[-1]), outs[: self.num_outputs]

@@ -67,7 +67,9 @@ class FCCLIP(nn.Module):
         self.predictor = predictor
         self.text_encoder = text_encoder
         self.void_embedding = nn.Embedding(1, backbone.embed_dim)
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), persistent=False)
+        self.register_buffer(
+            "pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), persistent=False
+        )
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), persistent=False)
         self.size_divisibility = size_divisibility
         self.alpha = geometric_ensemble_alpha
@@ -87,7 +89,8 @@ class FCCLIP(nn.Module):
     def trainable_state_dict(self, include_clip: bool = False) -> dict[str, torch.Tensor]:
         """State dict without the frozen CLIP (unless asked): what ovseg checkpoints store."""
         return {
-            k: v for k, v in self.state_dict().items()
+            k: v
+            for k, v in self.state_dict().items()
             if include_clip or not k.startswith(CLIP_PREFIX)
         }
 
@@ -98,7 +101,9 @@ class FCCLIP(nn.Module):
 
     def classifier_with_void(self, text: TextClassifier) -> torch.Tensor:
         """(S + 1, D): synonym embeddings with the normalised learned void embedding last."""
-        return torch.cat([text.embeddings.to(self.device), F.normalize(self.void_embedding.weight, dim=-1)], 0)
+        return torch.cat(
+            [text.embeddings.to(self.device), F.normalize(self.void_embedding.weight, dim=-1)], 0
+        )
 
     # ------------------------------------------------------------------ image path
     def normalize_and_pad(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -116,7 +121,11 @@ class FCCLIP(nn.Module):
         return batch
 
     def forward_features(
-        self, x: torch.Tensor, classifier: torch.Tensor, num_synonyms: Sequence[int], aux_outputs: bool = True
+        self,
+        x: torch.Tensor,
+        classifier: torch.Tensor,
+        num_synonyms: Sequence[int],
+        aux_outputs: bool = True,
     ) -> tuple[dict, dict[str, torch.Tensor], dict[str, Any]]:
         """Backbone -> pixel decoder -> transformer decoder on a normalised padded batch.
 
@@ -124,8 +133,14 @@ class FCCLIP(nn.Module):
         """
         features = self.backbone(x)
         mask_features, multi_scale = self.pixel_decoder(features)
-        outputs = self.predictor(multi_scale, mask_features, classifier, num_synonyms, aux_outputs=aux_outputs)
-        return outputs, features, {"mask_features": mask_features, "multi_scale_features": multi_scale}
+        outputs = self.predictor(
+            multi_scale, mask_features, classifier, num_synonyms, aux_outputs=aux_outputs
+        )
+        return (
+            outputs,
+            features,
+            {"mask_features": mask_features, "multi_scale_features": multi_scale},
+        )
 
     # ------------------------------------------------------------------ training
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
@@ -133,10 +148,14 @@ class FCCLIP(nn.Module):
         common size) and ``targets`` (per image ``labels`` (N,) int64 and ``masks`` (N, H, W)),
         and optionally ``vocabulary``; returns the weighted loss terms."""
         if self.criterion is None:
-            raise RuntimeError("this model was built without a criterion (model.loss in the config)")
+            raise RuntimeError(
+                "this model was built without a criterion (model.loss in the config)"
+            )
         vocab = batch.get("vocabulary") or self.train_vocabulary
         if vocab is None:
-            raise ValueError("training needs a vocabulary: the dataset's classes or model.text.train_vocabulary")
+            raise ValueError(
+                "training needs a vocabulary: the dataset's classes or model.text.train_vocabulary"
+            )
         text = self.encode_vocabulary(vocab)
         images = batch["images"]
         x = self.normalize_and_pad(list(images))
@@ -152,7 +171,11 @@ class FCCLIP(nn.Module):
 
     # ------------------------------------------------------------------ inference
     def classify(
-        self, outputs: dict, features: dict[str, torch.Tensor], text: TextClassifier, classifier: torch.Tensor
+        self,
+        outputs: dict,
+        features: dict[str, torch.Tensor],
+        text: TextClassifier,
+        classifier: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
         """Geometric ensemble of in-vocabulary and out-of-vocabulary probabilities.
 
@@ -161,15 +184,21 @@ class FCCLIP(nn.Module):
         """
         pred_logits, pred_masks = outputs["pred_logits"], outputs["pred_masks"]
         dense = features["clip_vis_dense"]
-        mask_for_pooling = F.interpolate(pred_masks, size=dense.shape[-2:], mode="bilinear", align_corners=False)
+        mask_for_pooling = F.interpolate(
+            pred_masks, size=dense.shape[-2:], mode="bilinear", align_corners=False
+        )
         pooled = self.backbone.pool_masks(dense, mask_for_pooling)
-        out_logits = classification_logits(pooled, classifier, self.backbone.logit_scale, text.num_synonyms)
+        out_logits = classification_logits(
+            pooled, classifier, self.backbone.logit_scale, text.num_synonyms
+        )
         in_probs = pred_logits[..., :-1].softmax(-1)
         out_probs = out_logits[..., :-1].softmax(-1)
         seen = torch.tensor(
-            text.vocabulary.seen_mask(self.train_vocabulary) if self.train_vocabulary is not None
+            text.vocabulary.seen_mask(self.train_vocabulary)
+            if self.train_vocabulary is not None
             else [False] * len(text.vocabulary),
-            dtype=in_probs.dtype, device=in_probs.device,
+            dtype=in_probs.dtype,
+            device=in_probs.device,
         )
         alpha = torch.full_like(in_probs, self.alpha)
         beta = torch.full_like(in_probs, self.beta)
@@ -226,7 +255,12 @@ class FCCLIP(nn.Module):
             result["sem_seg"] = postprocess.semantic_inference(mask_cls, mask_logits, resize)
         if task in ("panoptic", "all"):
             result["panoptic_seg"], result["segments_info"] = postprocess.panoptic_inference(
-                mask_cls, mask_logits, resize, isthing, self.object_mask_threshold, self.overlap_threshold
+                mask_cls,
+                mask_logits,
+                resize,
+                isthing,
+                self.object_mask_threshold,
+                self.overlap_threshold,
             )
         if task in ("instance", "all"):
             result["instances"] = postprocess.instance_inference(
