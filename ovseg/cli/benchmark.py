@@ -182,7 +182,7 @@ def run(args: argparse.Namespace) -> dict:
         result["text_encoding_cold_seconds"] = time.perf_counter() - t0
 
     # The frozen image tower alone on the same padded input: the floor every run pays.
-    from ovseg.inference.preprocess import resize_shortest_edge
+    from ovseg.utils.image import resize_shortest_edge
 
     t = seg.config.model.test
     chw = torch.from_numpy(resize_shortest_edge(image, t.min_size, t.max_size).copy()).permute(

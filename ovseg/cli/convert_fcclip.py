@@ -36,8 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_intermixed_args(argv)
     from ovseg import Segmenter
+    from ovseg.checkpoint import CheckpointError
     from ovseg.config import ConfigError
-    from ovseg.models.weights import CheckpointError
 
     try:
         seg = Segmenter.from_pretrained(

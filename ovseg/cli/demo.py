@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ovseg.inference.io import IMAGE_EXTENSIONS, ImageLoadError, load_image
 from ovseg.text.vocabulary import Vocabulary, builtin_names
+from ovseg.utils.image import IMAGE_EXTENSIONS, ImageLoadError, load_image
 
 if TYPE_CHECKING:
     from ovseg.inference.predictor import Segmenter

@@ -144,8 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     from ovseg.config import ConfigError, load_config
     from ovseg.data.datasets import DatasetError
-    from ovseg.engine.dist import destroy_distributed, init_distributed
     from ovseg.evaluation.errors import EvaluationError
+    from ovseg.utils.dist import destroy_distributed, init_distributed
 
     bad = [o for o in args.opts if "=" not in o]
     if bad:
@@ -223,8 +223,8 @@ def _check_weights(weights: str | None) -> str | None:
 def _build_segmenter(config_path, cfg, weights, overrides, device, rank):
     import torch
 
+    from ovseg.checkpoint import CheckpointError
     from ovseg.inference.predictor import Segmenter
-    from ovseg.models.weights import CheckpointError
 
     # The same random initialisation on every rank and run (whatever weights do not overwrite).
     torch.manual_seed(0)
@@ -361,7 +361,7 @@ def _run_suite(args, segmenter, benches, missing, meta, size_overridden, rank) -
         table = suite_table(results)
         print(format_suite_markdown(table, missing))
         if args.out:
-            from ovseg.evaluation.cli import write_json
+            from ovseg.utils.io import atomic_write_json
 
             out = Path(args.out)
             suite = {
@@ -370,7 +370,7 @@ def _run_suite(args, segmenter, benches, missing, meta, size_overridden, rank) -
                 "missing": missing,
                 "meta": {**meta, "convention": args.convention},
             }
-            write_json(suite, out / "suite.json")
+            atomic_write_json(out / "suite.json", suite)
             (out / "suite.md").write_text(format_suite_markdown(table, missing) + "\n",
                                           encoding="utf-8")  # fmt: skip
             print(f"wrote {out / 'suite.json'} and {out / 'suite.md'}")

@@ -89,20 +89,20 @@ def environment_summary() -> dict:
 
 def train(args: argparse.Namespace) -> dict:
 
+    from ovseg.checkpoint import model_checkpoint
     from ovseg.config import load_config, to_yaml
     from ovseg.data import build_dataset, build_train_loader
     from ovseg.engine import (
         Trainer,
         build_lr_scheduler,
         build_optimizer,
-        dist,
         effective_lr,
         init_distributed,
         seed_everything,
     )
     from ovseg.inference.predictor import Segmenter
     from ovseg.models.builder import build_model
-    from ovseg.models.checkpoint_io import model_checkpoint
+    from ovseg.utils import dist
 
     overrides = list(args.overrides)
     for flag, key in (
@@ -186,9 +186,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # `--resume key=value`: the override is not a checkpoint path.
         args.overrides.append(args.resume)
         args.resume = True
+    from ovseg.checkpoint import CheckpointError
     from ovseg.config import ConfigError
     from ovseg.data import DatasetError
-    from ovseg.models.weights import CheckpointError
 
     try:
         result = train(args)

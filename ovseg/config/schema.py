@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
+from ovseg.config.data import DataConfig
+from ovseg.config.engine import OptimConfig, RuntimeConfig, ScheduleConfig
 from ovseg.config.loader import ConfigError
-from ovseg.data.config import DataConfig
-from ovseg.engine.config import OptimConfig, RuntimeConfig, ScheduleConfig
-from ovseg.models.losses.config import LossConfig
+from ovseg.config.loss import LossConfig
 
 CLIP_MEAN_255 = [122.7709383, 116.7460125, 104.09373615]
 CLIP_STD_255 = [68.5005327, 66.6321579, 70.32316305]

@@ -7,6 +7,8 @@ import os
 # An explicit user setting wins.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
+from ovseg.config.data import DataConfig, DatasetConfig, TrainAugConfig
+
 from .build import (
     TrainLoader,
     build_dataset,
@@ -16,7 +18,6 @@ from .build import (
     collate_train,
     seed_worker,
 )
-from .config import DataConfig, DatasetConfig, TrainAugConfig
 from .datasets import (
     CocoPanopticDataset,
     CorruptSampleError,

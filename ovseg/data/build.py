@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset
 
+from ovseg.config.data import DATASET_TYPES, DataConfig, DatasetConfig, TrainAugConfig
 from ovseg.text.vocabulary import Vocabulary
 
-from .config import DATASET_TYPES, DataConfig, DatasetConfig, TrainAugConfig
 from .datasets import (
     CocoPanopticDataset,
     DatasetError,

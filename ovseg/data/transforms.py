@@ -13,9 +13,8 @@ import albumentations as A
 import cv2
 import numpy as np
 
-from ovseg.inference.preprocess import resize_shortest_edge, shortest_edge_size  # noqa: F401
-
-from .config import TrainAugConfig
+from ovseg.config.data import TrainAugConfig
+from ovseg.utils.image import resize_shortest_edge, shortest_edge_size  # noqa: F401
 
 
 class ResizeScale(A.DualTransform):

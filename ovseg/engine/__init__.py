@@ -1,6 +1,6 @@
 """Training engine: loop, checkpoints, optimizer and schedule, logging, distributed helpers."""
 
-from ovseg.engine.checkpoint import (
+from ovseg.checkpoint import (
     CheckpointError,
     get_rng_state,
     latest_checkpoint,
@@ -11,8 +11,17 @@ from ovseg.engine.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from ovseg.engine.config import ClipGradConfig, OptimConfig, RuntimeConfig, ScheduleConfig
-from ovseg.engine.dist import (
+from ovseg.config.engine import ClipGradConfig, OptimConfig, RuntimeConfig, ScheduleConfig
+from ovseg.engine.logger import TrainLogger
+from ovseg.engine.optim import (
+    WarmupLRScheduler,
+    build_lr_scheduler,
+    build_optimizer,
+    clip_gradients,
+    effective_lr,
+)
+from ovseg.engine.trainer import FINAL_WEIGHTS, Trainer
+from ovseg.utils.dist import (
     DistInfo,
     all_reduce_mean,
     barrier,
@@ -23,15 +32,6 @@ from ovseg.engine.dist import (
     is_main_process,
     seed_everything,
 )
-from ovseg.engine.logger import TrainLogger
-from ovseg.engine.optim import (
-    WarmupLRScheduler,
-    build_lr_scheduler,
-    build_optimizer,
-    clip_gradients,
-    effective_lr,
-)
-from ovseg.engine.trainer import FINAL_WEIGHTS, Trainer
 
 __all__ = [
     "FINAL_WEIGHTS",

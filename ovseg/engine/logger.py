@@ -7,7 +7,6 @@ import logging
 import math
 import os
 import re
-import resource
 import sys
 import time
 from pathlib import Path
@@ -15,6 +14,8 @@ from typing import Any
 
 import torch
 from tqdm import tqdm
+
+from ovseg.utils.io import atomic_write_text
 
 __all__ = ["TrainLogger", "memory_mb", "truncate_metrics"]
 
@@ -32,7 +33,11 @@ def memory_mb(device: torch.device) -> float:
         with open("/proc/self/statm") as f:
             pages = int(f.read().split()[1])
         return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
+    except (OSError, ValueError, IndexError, AttributeError):
+        try:
+            import resource  # POSIX only: not on Windows
+        except ImportError:
+            return float("nan")
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
@@ -53,9 +58,7 @@ def truncate_metrics(path: str | os.PathLike, max_iteration: int) -> None:
             continue
         if int(rec.get("iteration", 0)) <= max_iteration:
             kept.append(line)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(k + "\n" for k in kept))
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, float]) -> None:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
-from ovseg.engine.config import ClipGradConfig, OptimConfig, ScheduleConfig
+from ovseg.config.engine import ClipGradConfig, OptimConfig, ScheduleConfig
 
 __all__ = [
     "NORM_TYPES",
@@ -42,7 +42,7 @@ _NO_DECAY_NAMES = ("relative_position_bias_table", "absolute_pos_embed")
 def effective_lr(lr: float, total_batch: int, schedule: ScheduleConfig) -> float:
     """The learning rate to use for ``total_batch`` images per optimizer step.
 
-    Linear scaling rule (see :mod:`ovseg.engine.config`): ``lr * total_batch /
+    Linear scaling rule (see :mod:`ovseg.config.engine`): ``lr * total_batch /
     schedule.reference_batch_size`` when ``schedule.scale_lr``, else ``lr`` unchanged.
 
     Args:

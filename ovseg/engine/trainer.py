@@ -60,8 +60,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ovseg.engine import dist
-from ovseg.engine.checkpoint import (
+from ovseg.checkpoint import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
     CheckpointError,
@@ -76,9 +75,10 @@ from ovseg.engine.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from ovseg.engine.config import ClipGradConfig
+from ovseg.config.engine import ClipGradConfig
 from ovseg.engine.logger import TrainLogger
 from ovseg.engine.optim import clip_gradients
+from ovseg.utils import dist
 
 __all__ = ["FINAL_WEIGHTS", "Trainer"]
 
@@ -120,7 +120,7 @@ class Trainer:
         meta: extra primitives for the checkpoints' ``"meta"`` entry.
         model_checkpoint_fn: builds the model-only checkpoint dict (``format``, ``version``,
             ``config``, ``model``, ``meta``) from the unwrapped model, e.g.
-            ``lambda m: ovseg.models.checkpoint_io.model_checkpoint(m, yaml)``; the Trainer
+            ``lambda m: ovseg.checkpoint.model_checkpoint(m, yaml)``; the Trainer
             adds its training entries and meta. Default: ``model_state_dict(model)`` (the
             model's ``trainable_state_dict()``) with ``config_yaml``.
     """

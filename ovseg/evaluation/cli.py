@@ -10,16 +10,13 @@ fixtures (semantic: ``summary_percent`` / ``per_class_percent``; panoptic: ``sum
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from ovseg.evaluation.errors import EvaluationError
+from ovseg.utils.io import atomic_write_json
 
 EPILOG = """examples:
   python -m ovseg.evaluation semantic \\
@@ -131,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = evaluate_instance_files(args.gt_json, args.pred_json)
             table = format_instance(result)
         if args.out:
-            write_json(result, args.out)
+            atomic_write_json(args.out, result)
     except (ValueError, KeyError, OSError) as e:  # EvaluationError is a ValueError
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"ovseg.evaluation {args.task}: error: {msg}", file=sys.stderr)
@@ -183,34 +180,6 @@ def _semantic(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------- output
-def to_jsonable(obj: Any) -> Any:
-    """NaN/inf -> None (JSON null), dict keys -> str, tuples -> lists, numpy scalars -> Python."""
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def write_json(result: dict[str, Any], path: str | Path) -> None:
-    """Write ``result`` as strict JSON, atomically (temporary file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(to_jsonable(result), f, indent=2, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _pct(v: float | None, width: int = 7) -> str:
     return f"{'nan':>{width}}" if v is None or math.isnan(v) else f"{v:>{width}.2f}"
 

@@ -23,22 +23,11 @@ from pycocotools.cocoeval import COCOeval
 
 from ovseg.evaluation.distributed import gather_per_image
 from ovseg.evaluation.errors import EvaluationError
+from ovseg.utils.masks import encode_mask
 
 STAT_NAMES = (
     "AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl",
 )  # fmt: skip
-
-
-def encode_mask(mask: np.ndarray | torch.Tensor) -> dict[str, Any]:
-    """(H, W) bool mask -> COCO compressed RLE ``{"size": [H, W], "counts": str}``."""
-    if isinstance(mask, torch.Tensor):
-        mask = mask.detach().cpu().numpy()
-    mask = np.asarray(mask)
-    if mask.ndim != 2:
-        raise EvaluationError(f"a mask must be (H, W), got shape {mask.shape}")
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
 
 
 def _to_rle(segmentation: Any, height: int, width: int) -> dict[str, Any]:

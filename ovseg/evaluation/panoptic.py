@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ovseg.evaluation.distributed import all_gather_objects, all_reduce_sum
 from ovseg.evaluation.errors import EvaluationError
+from ovseg.utils.dist import all_gather_object, all_reduce_sum
 from ovseg.utils.panoptic_ids import id2rgb, rgb2id  # noqa: F401 (re-exported)
 
 VOID = 0
@@ -243,7 +243,7 @@ class PanopticEvaluator:
         tp, fp, fn = (all_reduce_sum(a) for a in (self.tp, self.fp, self.fn))
         iou = all_reduce_sum(self.iou)
         num_images = int(all_reduce_sum(np.array([self.num_images], dtype=np.int64))[0])
-        _check_unique(all_gather_objects(self.image_ids))
+        _check_unique(all_gather_object(self.image_ids))
 
         per_class: dict[int, dict[str, Any]] = {}
         pq = np.zeros(len(tp))

@@ -46,17 +46,17 @@ from ovseg.evaluation.cityscapes_instance import (
     CityscapesInstanceEvaluator,
     write_cityscapes_predictions,
 )
-from ovseg.evaluation.distributed import all_gather_objects, get_rank, is_distributed
 from ovseg.evaluation.errors import EvaluationError
 from ovseg.evaluation.instance import InstanceEvaluator, encode_mask
 from ovseg.evaluation.panoptic import PanopticEvaluator, id2rgb, read_panoptic_png
 from ovseg.evaluation.sem_seg import SemSegEvaluator, read_label_png
 from ovseg.text.vocabulary import Vocabulary
+from ovseg.utils.dist import all_gather_object, get_rank, is_distributed
 
 if TYPE_CHECKING:
     from ovseg.data.benchmarks import Benchmark
     from ovseg.inference.predictor import Segmenter
-    from ovseg.inference.types import Prediction
+    from ovseg.structures import Prediction
 
 logger = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ class EvalSource:
     # --------------------------------------------------------------- ground truth
     def image(self, index: int) -> np.ndarray:
         """(H, W, 3) uint8 RGB image of record ``index`` (EXIF orientation applied)."""
-        from ovseg.inference.io import load_image
+        from ovseg.utils.image import load_image
 
         return load_image(self.records[index]["file_name"])
 
@@ -484,7 +484,7 @@ class TaskEvaluators:
             if evaluator is None:
                 images: list[dict[str, Any]] = []
                 anns: list[dict[str, Any]] = []
-                for part in all_gather_objects((self._instance_gt_images, self._instance_gt_anns)):
+                for part in all_gather_object((self._instance_gt_images, self._instance_gt_anns)):
                     images += part[0]
                     anns += part[1]
                 order = {r.get("image_id"): k for k, r in enumerate(self.source.records)}
@@ -500,14 +500,14 @@ class TaskEvaluators:
                 evaluator.process(image_id, dets)
             out["instance"] = evaluator.evaluate()
             if self.export_dir is not None:
-                dets = [d for part in all_gather_objects(self._detections) for v in part.values()
+                dets = [d for part in all_gather_object(self._detections) for v in part.values()
                         for d in v]  # fmt: skip
                 if get_rank() == 0:
                     _write_json(self.export_dir / "instances_results.json", dets)
                     if gt_dict is not None:
                         _write_json(self.export_dir / "instances_gt.json", gt_dict)
         if self.export_dir is not None and self.panoptic is not None:
-            anns = [a for part in all_gather_objects(self._panoptic_export) for a in part]
+            anns = [a for part in all_gather_object(self._panoptic_export) for a in part]
             if get_rank() == 0:
                 _write_json(
                     self.export_dir / "panoptic.json",
@@ -517,7 +517,7 @@ class TaskEvaluators:
 
     def _subset_evaluator(self, evaluator: InstanceEvaluator) -> InstanceEvaluator:
         """The JSON ground truth restricted to the images processed on any rank (``limit``)."""
-        done = {i for part in all_gather_objects(list(self._detections)) for i in part}
+        done = {i for part in all_gather_object(list(self._detections)) for i in part}
         gt = evaluator.coco_gt.dataset
         if done == set(evaluator.coco_gt.imgs):
             evaluator.reset()
@@ -540,9 +540,9 @@ def _encode_masks(masks: torch.Tensor, keep: Sequence[int]) -> list[dict[str, An
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    from ovseg.evaluation.cli import write_json
+    from ovseg.utils.io import atomic_write_json
 
-    write_json(obj, path)
+    atomic_write_json(path, obj)
 
 
 # ---------------------------------------------------------------------------------- driver
@@ -636,7 +636,7 @@ def evaluate(
     _sync(segmenter)
     seconds = time.perf_counter() - start
     # Wall time of the slowest rank; images of all ranks.
-    per_rank = all_gather_objects((seconds, len(indices)))
+    per_rank = all_gather_object((seconds, len(indices)))
     seconds = max(s for s, _ in per_rank)
     num_images = sum(n for _, n in per_rank)
     result = evaluators.evaluate()

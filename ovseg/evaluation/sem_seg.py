@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ovseg.evaluation.distributed import all_reduce_sum
 from ovseg.evaluation.errors import EvaluationError
+from ovseg.utils.dist import all_reduce_sum
 
 CONVENTIONS = ("mmseg", "detectron2")
 

@@ -17,22 +17,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ovseg.config import Config, config_from_yaml_string, load_config, to_yaml
-from ovseg.inference.io import load_image
-from ovseg.inference.preprocess import resize_shortest_edge
-from ovseg.inference.sliding import Window, sliding_windows
-from ovseg.inference.types import Instances, Prediction
-from ovseg.models.builder import build_model, resolve_vocabulary
-from ovseg.models.segmentors.fcclip import FCCLIP, TASKS
-from ovseg.models.weights import (
+from ovseg.checkpoint import (
     CheckpointError,
     checkpoint_kind,
-    convert_fcclip_state_dict,
-    load_weights,
-    read_checkpoint,
+    load_checkpoint,
+    load_model_state,
+    state_dict_from_checkpoint,
 )
-from ovseg.text.classifier import TextClassifier
-from ovseg.text.vocabulary import Vocabulary
+from ovseg.config import Config, config_from_yaml_string, load_config, to_yaml
+from ovseg.inference.sliding import Window, sliding_windows
+from ovseg.models.builder import build_model
+from ovseg.models.segmentors.fcclip import FCCLIP, TASKS
+from ovseg.structures import Instances, Prediction, TextClassifier
+from ovseg.text.vocabulary import Vocabulary, resolve_vocabulary
+from ovseg.utils.image import load_image, resize_shortest_edge
 from ovseg.utils.timing import NULL_TIMER, StageTimer
 
 logger = logging.getLogger(__name__)
@@ -93,7 +91,7 @@ class Segmenter:
             path = zoo.download(entry, zoo_file=zoo_file)
             if config is None and entry.config:
                 config = entry.config
-        ckpt = read_checkpoint(path)
+        ckpt = _read_checkpoint(path)
         kind = checkpoint_kind(ckpt)
         if isinstance(config, (str, Path)):
             cfg = load_config(config, overrides)
@@ -108,25 +106,22 @@ class Segmenter:
             )
         model = build_model(cfg.model)
         seg = cls(model, cfg, device)
-        seg._load_state(ckpt, kind, str(path))
+        seg._load_state(ckpt, str(path))
         return seg
 
     def load_weights(self, path: str | Path) -> None:
         """Load an ovseg or FC-CLIP checkpoint's weights into this model."""
-        ckpt = read_checkpoint(path)
-        self._load_state(ckpt, checkpoint_kind(ckpt), str(path))
+        self._load_state(_read_checkpoint(path), str(path))
 
-    def _load_state(self, ckpt: dict, kind: str, source: str) -> None:
-        sd = ckpt["model"] if "model" in ckpt else ckpt
-        if kind == "fcclip":
-            sd = convert_fcclip_state_dict(sd)
-        load_weights(self.model, sd, source=source)
+    def _load_state(self, ckpt: dict, source: str) -> None:
+        state = state_dict_from_checkpoint(ckpt, source)
+        load_model_state(self.model, state, source=source, strict=True, require_frozen=True)
         self.model.to(self.device)
 
     def save(self, path: str | Path, include_clip: bool | None = None) -> Path:
         """Write an ovseg checkpoint: resolved config + trainable weights (+ the frozen CLIP when
         no named pretrained source provides it). Written atomically."""
-        from ovseg.models.checkpoint_io import save_model_checkpoint
+        from ovseg.checkpoint import save_model_checkpoint
 
         return save_model_checkpoint(
             path, self.model, to_yaml(self.config), include_clip=include_clip
@@ -155,11 +150,7 @@ class Segmenter:
                     raise ValueError("no vocabulary given and model.test.vocabulary is not set")
                 self._default_vocab = resolve_vocabulary(name)
             return self._default_vocab
-        if isinstance(vocab, Vocabulary):
-            return vocab
-        if isinstance(vocab, str):
-            return resolve_vocabulary(vocab)
-        return Vocabulary(list(vocab))
+        return resolve_vocabulary(vocab)
 
     def encode_vocabulary(self, vocab: VocabularyLike = None) -> TextClassifier:
         """The text classifier of ``vocab``: computed once, then cached (memory and disk)."""
@@ -348,6 +339,13 @@ class Segmenter:
         pred = Prediction(vocabulary=vocabulary, image_size=tuple(output_size), sem_seg=sem_seg)
         pred.extras["input_size"] = (h, w)
         return pred
+
+
+def _read_checkpoint(path: str | Path) -> dict:
+    """A checkpoint dict; a missing file is a :class:`CheckpointError` naming it."""
+    if not Path(path).is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    return load_checkpoint(path)
 
 
 class _Forward(NamedTuple):

@@ -15,18 +15,7 @@ from ovseg.models.pixel_decoders.msdeform import MSDeformAttnPixelDecoder
 from ovseg.models.segmentors.fcclip import FCCLIP
 from ovseg.text.classifier import TextEncoder
 from ovseg.text.templates import resolve_templates
-from ovseg.text.vocabulary import Vocabulary
-
-
-def resolve_vocabulary(spec: str | Vocabulary | None) -> Vocabulary | None:
-    """A Vocabulary from a built-in name, a file path, or a ';'-separated string."""
-    if spec is None or isinstance(spec, Vocabulary):
-        return spec
-    if os.path.isfile(spec):
-        return Vocabulary.from_file(spec)
-    if ";" in spec or "," in spec:
-        return Vocabulary.parse(spec)
-    return Vocabulary.from_name(spec)
+from ovseg.text.vocabulary import Vocabulary, resolve_vocabulary
 
 
 def build_backbone(cfg: ModelConfig) -> CLIPBackbone:

@@ -12,40 +12,19 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from ovseg.structures import TextClassifier
 from ovseg.text.vocabulary import Vocabulary
+from ovseg.utils.io import atomic_write
+from ovseg.utils.paths import ovseg_home
 
 logger = logging.getLogger(__name__)
-
-
-def ovseg_home() -> Path:
-    return Path(os.environ.get("OVSEG_HOME", Path.home() / ".cache" / "ovseg")).expanduser()
-
-
-@dataclass
-class TextClassifier:
-    """Encoded vocabulary.
-
-    Attributes:
-        embeddings: (S, D) float, one L2-normalised row per synonym, class-major.
-        num_synonyms: synonyms per class (sums to S).
-        vocabulary: the classes, in order.
-    """
-
-    embeddings: torch.Tensor
-    num_synonyms: list[int]
-    vocabulary: Vocabulary
-
-    def to(self, device) -> TextClassifier:
-        return TextClassifier(self.embeddings.to(device), self.num_synonyms, self.vocabulary)
 
 
 class TextEncoder:
@@ -198,9 +177,7 @@ class TextEncoder:
     def _save_disk(self, key: str, emb: torch.Tensor) -> None:
         path = self._path(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            torch.save(emb.cpu(), tmp)
-            os.replace(tmp, path)
+            with atomic_write(path) as f:
+                torch.save(emb.cpu(), f)
         except OSError as e:
             logger.warning("could not write text-embedding cache %s (%s)", path, e)

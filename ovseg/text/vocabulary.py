@@ -279,6 +279,31 @@ def load_vocabulary(source: str | Path) -> Vocabulary:
     )
 
 
+def resolve_vocabulary(spec: Vocabulary | str | Path | Sequence[str]) -> Vocabulary:
+    """The one resolver for a vocabulary given in any form a user types.
+
+    * a :class:`Vocabulary`: itself;
+    * a list of names: one class per entry (``"car, auto"`` gives synonyms);
+    * a string or path: a built-in name (``"ade20k-150"``), else an existing vocabulary file,
+      else vocabulary text in ovseg's syntax (``"zebra; dry grass, hay [stuff]"``; a single name
+      such as ``"cat"`` is a one-class vocabulary).
+
+    Raises:
+        ValueError: an empty vocabulary, or a bad file.
+    """
+    if isinstance(spec, Vocabulary):
+        return spec
+    if isinstance(spec, (list, tuple)):
+        return Vocabulary(list(spec))
+    text = str(spec)
+    if text.lower().replace("_", "-") in builtin_names():
+        return Vocabulary.from_name(text)
+    path = Path(text).expanduser()
+    if path.is_file():
+        return Vocabulary.from_file(path)
+    return Vocabulary.parse(text)
+
+
 def builtin_names() -> list[str]:
     """Names accepted by :meth:`Vocabulary.from_name`."""
     return sorted([*BUILTIN_FILES, "pascal-voc-20"])

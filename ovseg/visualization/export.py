@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ovseg.inference.io import id2rgb, save_label_png
-from ovseg.inference.types import Prediction
+from ovseg.structures import Prediction
+from ovseg.utils.image import id2rgb, save_label_png
 from ovseg.visualization.overlay import visualize
 from ovseg.visualization.segments import check_task, label_map, segments_table
 

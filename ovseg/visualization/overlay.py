@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ovseg.inference.io import ImageInput, load_image
-from ovseg.inference.types import Prediction
+from ovseg.structures import Prediction
+from ovseg.utils.image import ImageInput, load_image
 from ovseg.visualization.palette import class_color, palette
 from ovseg.visualization.segments import (
     _np,

@@ -1,4 +1,4 @@
-"""Flat views of a :class:`~ovseg.inference.types.Prediction`: a label map and a segments table.
+"""Flat views of a :class:`~ovseg.structures.Prediction`: a label map and a segments table.
 
 Both are what the demo writes (the raw label PNG and the JSON) and what the overlay draws, so the
 three always agree. Conventions per task:
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ovseg.inference.types import Prediction
+from ovseg.structures import Prediction
 
 TASKS = ("semantic", "panoptic", "instance")
 

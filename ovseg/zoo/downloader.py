@@ -39,6 +39,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
+from ovseg.utils.io import atomic_write_text
+from ovseg.utils.paths import ovseg_home  # noqa: F401 (re-exported by ovseg.zoo)
 from ovseg.zoo.lock import FileLock, lock_path
 from ovseg.zoo.registry import ZooEntry, ZooFiles, get_entry
 
@@ -94,11 +96,6 @@ class _Unreachable(Exception):
 # -- locations and switches -----------------------------------------------------------------------
 
 
-def ovseg_home() -> Path:
-    """``$OVSEG_HOME``, default ``~/.cache/ovseg``."""
-    return Path(os.environ.get(ENV_HOME) or "~/.cache/ovseg").expanduser()
-
-
 def checkpoint_dir(cache_dir: str | Path | None = None) -> Path:
     """Where zoo weights are cached: ``cache_dir`` or ``$OVSEG_HOME/checkpoints``."""
     return Path(cache_dir).expanduser() if cache_dir is not None else ovseg_home() / "checkpoints"
@@ -147,10 +144,7 @@ def read_sidecar(path: str | Path) -> str | None:
 
 
 def _write_sidecar(path: Path, digest: str) -> None:
-    side = sidecar_path(path)
-    tmp = side.with_name(side.name + f".tmp{os.getpid()}")
-    tmp.write_text(f"{digest}  {path.name}\n", encoding="utf-8")
-    os.replace(tmp, side)
+    atomic_write_text(sidecar_path(path), f"{digest}  {path.name}\n")
 
 
 # -- the cache ------------------------------------------------------------------------------------

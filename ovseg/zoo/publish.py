@@ -1,6 +1,6 @@
 """Turn a training checkpoint into a published zoo file and the zoo entry that names it.
 
-ovseg's checkpoint format (written by ``ovseg.engine.checkpoint``, read by the loader) is a plain
+ovseg's checkpoint format (written by ``ovseg.checkpoint``, read by the loader) is a plain
 dict that loads with ``torch.load(path, map_location="cpu", weights_only=True)``::
 
     {"format": "ovseg", "version": 1,
@@ -17,13 +17,13 @@ Publishing keeps ``format``, ``version``, ``config``, ``model`` and ``meta`` and
 
 from __future__ import annotations
 
-import os
-import tempfile
+import hashlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ovseg.zoo.downloader import sha256_file
+from ovseg.utils.io import atomic_write_bytes
 
 CHECKPOINT_FORMAT = "ovseg"
 CHECKPOINT_VERSION = 1
@@ -120,19 +120,11 @@ def publish_model(
 
     out = Path(out_dir) if out_dir is not None else checkpoint.parent
     out.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{name}-", suffix=".pth.tmp", dir=out)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(published, f)
-            f.flush()
-            os.fsync(f.fileno())
-        digest = sha256_file(tmp)
-        final = out / f"{name}-{digest[:8]}.pth"
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    torch.save(published, buffer)
+    data = buffer.getvalue()
+    digest = hashlib.sha256(data).hexdigest()
+    final = atomic_write_bytes(out / f"{name}-{digest[:8]}.pth", data)
     size = final.stat().st_size
 
     url = f"{url_prefix.rstrip('/')}/{final.name}" if url_prefix else final.resolve().as_uri()

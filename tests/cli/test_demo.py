@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from ovseg.cli.demo import collect_inputs, main, output_stems, overwrite_clashes
-from ovseg.inference.io import rgb2id
+from ovseg.utils.image import rgb2id
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "tests" / "fcclip_tiny.yaml"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from ovseg.engine.checkpoint import (
+from ovseg.checkpoint import (
     CheckpointError,
     checkpoint_path,
     get_rng_state,

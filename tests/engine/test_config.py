@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from ovseg.engine.config import OptimConfig, RuntimeConfig, ScheduleConfig
+from ovseg.config.engine import OptimConfig, RuntimeConfig, ScheduleConfig
 
 
 def test_defaults_follow_fcclip():

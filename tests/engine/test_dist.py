@@ -12,8 +12,8 @@ import pytest
 import torch
 import torch.multiprocessing as tmp_mp
 
-from ovseg.engine import dist
-from ovseg.engine.checkpoint import load_checkpoint
+from ovseg.checkpoint import load_checkpoint
+from ovseg.utils import dist
 
 from . import toy
 

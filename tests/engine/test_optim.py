@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from ovseg.engine.config import ClipGradConfig, OptimConfig, ScheduleConfig
+from ovseg.config.engine import ClipGradConfig, OptimConfig, ScheduleConfig
 from ovseg.engine.optim import (
     WarmupLRScheduler,
     build_lr_scheduler,

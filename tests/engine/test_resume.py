@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ovseg.engine.checkpoint import (
+from ovseg.checkpoint import (
     CheckpointError,
     list_checkpoints,
     load_checkpoint,

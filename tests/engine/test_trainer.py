@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
+from ovseg.checkpoint import list_checkpoints, load_checkpoint
+from ovseg.config.engine import OptimConfig, ScheduleConfig
 from ovseg.engine import Trainer, build_lr_scheduler, build_optimizer
-from ovseg.engine.checkpoint import list_checkpoints, load_checkpoint
-from ovseg.engine.config import OptimConfig, ScheduleConfig
 
 from . import toy
 

@@ -29,7 +29,7 @@ from ovseg.evaluation.runner import (
     evaluate,
     summarize,
 )
-from ovseg.inference.types import Instances, Prediction
+from ovseg.structures import Instances, Prediction
 from ovseg.text.vocabulary import Vocabulary
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,9 +8,9 @@ import torch
 from ovseg_testing import REPO, fixture_dir
 
 from ovseg import Segmenter, Vocabulary
+from ovseg.checkpoint import CheckpointError
 from ovseg.config import ConfigError
-from ovseg.inference.io import ImageLoadError
-from ovseg.models.weights import CheckpointError
+from ovseg.utils.image import ImageLoadError
 
 TINY = REPO / "configs/tests/fcclip_tiny.yaml"
 VOCAB = Vocabulary.parse("person, man; zebra; dry grass, hay [stuff]; sky [stuff]")
@@ -138,7 +138,7 @@ def test_checkpoint_round_trip(seg, tmp_path):
 def test_shape_mismatch_names_key_and_shapes(seg, tmp_path):
     path = seg.save(tmp_path / "tiny.pth")
     with pytest.raises(
-        CheckpointError, match=r"shape mismatch at '.*': checkpoint \(.*\) vs model \(.*\)"
+        CheckpointError, match=r"'.*' has shape \(.*\) in the checkpoint but \(.*\) in the model"
     ):
         Segmenter.from_pretrained(path, config=TINY, overrides=["model.decoder.num_queries=100"])
 

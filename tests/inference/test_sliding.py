@@ -12,8 +12,8 @@ from ovseg_testing import REPO
 
 from ovseg import Segmenter, Vocabulary
 from ovseg.config import ConfigError, load_config
-from ovseg.inference.preprocess import resize_shortest_edge
 from ovseg.inference.sliding import Window, axis_starts, sliding_windows
+from ovseg.utils.image import resize_shortest_edge
 from ovseg.utils.timing import StageTimer
 
 TINY = REPO / "configs/tests/fcclip_tiny.yaml"

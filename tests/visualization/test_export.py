@@ -8,9 +8,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ovseg.inference.io import rgb2id
-from ovseg.inference.types import Instances, Prediction
+from ovseg.structures import Instances, Prediction
 from ovseg.text.vocabulary import Vocabulary
+from ovseg.utils.image import rgb2id
 from ovseg.visualization.export import save_prediction
 
 H, W = 12, 16

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ovseg.inference.types import Instances, Prediction
+from ovseg.structures import Instances, Prediction
 from ovseg.text.vocabulary import Vocabulary
 from ovseg.visualization import (
     class_color,

@@ -12,10 +12,10 @@ from typing import Any
 import albumentations as A
 import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from ovseg.text.vocabulary import Vocabulary
+from ovseg.utils.image import ImageLoadError, load_image, read_label
 
 from ..transforms import apply_train_transform, resize_shortest_edge
 
@@ -49,17 +49,15 @@ def list_paths(paths: Sequence[Any], limit: int = 20) -> str:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as (H, W, 3) uint8 RGB (EXIF orientation applied, as detectron2).
+    """Read an image file as (H, W, 3) uint8 RGB with :func:`ovseg.utils.image.load_image`.
 
     Raises:
         CorruptSampleError: the file is missing, empty, truncated or not an image.
     """
     try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            return np.array(img.convert("RGB"))  # writable: torch.from_numpy needs it
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
-        raise CorruptSampleError(f"cannot read image {path}: {e}", [path]) from None
+        return load_image(path)  # the same reader as inference (16-bit scaled, not clipped)
+    except ImageLoadError as e:
+        raise CorruptSampleError(str(e), [path]) from None
 
 
 def read_png_array(path: str | Path) -> np.ndarray:
@@ -69,10 +67,9 @@ def read_png_array(path: str | Path) -> np.ndarray:
         CorruptSampleError: the file is missing, truncated or not an image.
     """
     try:
-        with Image.open(path) as img:
-            return np.asarray(img)
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
-        raise CorruptSampleError(f"cannot read label file {path}: {e}", [path]) from None
+        return read_label(path)
+    except ImageLoadError as e:
+        raise CorruptSampleError(str(e), [path]) from None
 
 
 class SerializedList:

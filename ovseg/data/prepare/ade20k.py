@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ovseg.evaluation.instance import encode_mask
-from ovseg.evaluation.panoptic import id2rgb
 from ovseg.text.vocabulary import Vocabulary
+from ovseg.utils.masks import encode_mask
+from ovseg.utils.panoptic_ids import id2rgb
 
 from .common import PrepareError, bbox_of, find_dir, place, progress, read_array, save_label
 
@@ -150,6 +150,6 @@ def prepare_ade20k(src: Path, dst: Path, link: bool = False) -> list[str]:
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    from ovseg.evaluation.cli import write_json
+    from ovseg.utils.io import atomic_write_json
 
-    write_json(obj, path)
+    atomic_write_json(path, obj)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ovseg.evaluation.panoptic import id2rgb
+from ovseg.utils.panoptic_ids import id2rgb
 
 from .common import PrepareError, bbox_of, find_dir, place, progress, read_array, save_label
 
@@ -125,10 +125,12 @@ def prepare_cityscapes(src: Path, dst: Path, link: bool = False) -> list[str]:
                           "segments_info": segments})  # fmt: skip
     cats = [{"id": lid, "name": name, "isthing": int(thing)}
             for lid, name, _, thing, ignored in CITYSCAPES_LABELS if not ignored]  # fmt: skip
-    from ovseg.evaluation.cli import write_json
+    from ovseg.utils.io import atomic_write_json
 
-    write_json({"images": json_images, "annotations": json_anns, "categories": cats},
-               out / "gtFine" / "cityscapes_panoptic_val.json")  # fmt: skip
+    atomic_write_json(
+        out / "gtFine" / "cityscapes_panoptic_val.json",
+        {"images": json_images, "annotations": json_anns, "categories": cats},
+    )
     return ["cityscapes"]
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
-from PIL import Image
+
+from ovseg.utils.image import read_label as read_array  # noqa: F401 (one home: utils)
+from ovseg.utils.image import save_array
 
 T = TypeVar("T")
 
@@ -60,26 +61,6 @@ def place(src: Path, dst: Path, link: bool = False) -> None:
         shutil.copy2(src, dst)
 
 
-def save_label(array: np.ndarray, path: Path) -> None:
-    """Write a (H, W) label map atomically: uint8 / uint16 PNG, or 16-bit TIFF for ``.tif``
-    (an image array goes the same way, e.g. to a ``.jpg`` with Pillow's defaults)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        Image.fromarray(np.ascontiguousarray(array)).save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def read_array(path: Path) -> np.ndarray:
-    """A label / panoptic PNG (or TIFF) as stored: palette indices stay indices."""
-    with Image.open(path) as img:
-        return np.asarray(img)
-
-
 def progress(items: Iterable[T], desc: str, total: int | None = None) -> Iterable[T]:
     """tqdm over ``items`` (silent when not a terminal)."""
     from tqdm import tqdm
@@ -103,3 +84,9 @@ def bbox_of(mask: np.ndarray) -> list[int]:
 def read_list(path: Path) -> list[str]:
     """Non-empty stripped lines of a split file (``ImageSets/.../val.txt``)."""
     return [ln.strip().split()[0] for ln in path.read_text().splitlines() if ln.strip()]
+
+
+def save_label(array: np.ndarray, path: Path) -> None:
+    """Write a (H, W) label map (or an image) atomically; the format follows the suffix
+    (uint8 / uint16 PNG, 16-bit TIFF for ``.tif``, ``.jpg`` with Pillow's defaults)."""
+    save_array(path, array)

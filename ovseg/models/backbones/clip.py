@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ovseg.models.shape_spec import ShapeSpec
+from ovseg.structures import ShapeSpec
 
 logger = logging.getLogger(__name__)
 

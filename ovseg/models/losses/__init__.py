@@ -1,6 +1,7 @@
 """Mask2Former matching and losses: Hungarian matcher, set criterion, point sampling."""
 
-from .config import LossConfig
+from ovseg.config.loss import LossConfig
+
 from .criterion import SetCriterion, build_criterion, dice_loss, sigmoid_ce_loss
 from .matcher import HungarianMatcher, batch_dice_cost, batch_sigmoid_ce_cost
 from .point_sample import (

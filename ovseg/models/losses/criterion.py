@@ -11,7 +11,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .config import LossConfig
+from ovseg.config.loss import LossConfig
+
 from .matcher import HungarianMatcher
 from .point_sample import (
     calculate_uncertainty,

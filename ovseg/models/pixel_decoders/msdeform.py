@@ -16,7 +16,7 @@ from torch import nn
 from ovseg.models.layers import ConvNorm, build_norm, c2_xavier_fill
 from ovseg.models.ops.ms_deform_attn import MSDeformAttn
 from ovseg.models.position_encoding import PositionEmbeddingSine
-from ovseg.models.shape_spec import ShapeSpec
+from ovseg.structures import ShapeSpec
 
 
 class MSDeformAttnEncoderLayer(nn.Module):

@@ -18,7 +18,8 @@ from ovseg.models import postprocess
 from ovseg.models.backbones.clip import CLIPBackbone
 from ovseg.models.heads.transformer_decoder import MaskedTransformerDecoder, classification_logits
 from ovseg.models.pixel_decoders.msdeform import MSDeformAttnPixelDecoder
-from ovseg.text.classifier import TextClassifier, TextEncoder
+from ovseg.structures import TextClassifier
+from ovseg.text.classifier import TextEncoder
 from ovseg.text.vocabulary import Vocabulary
 
 TASKS = ("semantic", "instance", "panoptic", "all")
@@ -93,6 +94,12 @@ class FCCLIP(nn.Module):
             for k, v in self.state_dict().items()
             if include_clip or not k.startswith(CLIP_PREFIX)
         }
+
+    def frozen_weights_source(self) -> str | None:
+        """Where the frozen CLIP's weights come from when a checkpoint leaves them out (None:
+        nowhere, they would be random). Read by :func:`ovseg.checkpoint.load_model_state`."""
+        b = self.backbone
+        return f"open_clip {b.name}/{b.pretrained}" if b.pretrained else None
 
     # ------------------------------------------------------------------ text
     def encode_vocabulary(self, vocabulary: Vocabulary) -> TextClassifier:

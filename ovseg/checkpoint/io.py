@@ -30,21 +30,18 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+
+from ovseg.utils.io import atomic_write
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_VERSION",
     "CheckpointError",
-    "check_model_state",
     "checkpoint_path",
     "get_rng_state",
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
-    "load_model_state",
-    "load_weights",
-    "model_state_dict",
     "prune_checkpoints",
     "save_checkpoint",
     "set_rng_state",
@@ -91,9 +88,8 @@ def _check_plain(obj: Any, where: str) -> None:
 def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
     """Write ``state`` to ``path`` atomically.
 
-    The data go to ``<path>.tmp`` in the same directory, are flushed and fsync'ed, and the temp
-    file is then renamed over ``path`` (``os.replace``, atomic on POSIX). If anything fails,
-    a full disk included, the temp file is removed and a previous file at ``path`` is untouched.
+    Through :func:`ovseg.utils.io.atomic_write`: if anything fails, a full disk included, no
+    temporary file is left and a previous file at ``path`` is untouched.
 
     Args:
         path: destination file; parent directories are created.
@@ -108,29 +104,13 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
     """
     path = Path(path)
     _check_plain(dict(state), "")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        with open(tmp, "wb") as f:
+        with atomic_write(path) as f:
             torch.save(dict(state), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, Exception):
-            raise CheckpointError(
-                f"could not write checkpoint {path}: {e}; any previous file there is intact"
-            ) from e
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
+    except Exception as e:
+        raise CheckpointError(
+            f"could not write checkpoint {path}: {e}; any previous file there is intact"
+        ) from e
     return path
 
 
@@ -139,11 +119,13 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        CheckpointError: the file is truncated, corrupt or holds pickled objects.
+        CheckpointError: the file is empty, truncated, corrupt or holds pickled objects.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint is empty (0 bytes): {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -240,107 +222,3 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
         if len(cuda) != torch.cuda.device_count():
             cuda = cuda[: torch.cuda.device_count()]
         torch.cuda.set_rng_state_all(cuda)
-
-
-# ----------------------------------------------------------------------------- model state
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
-def model_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """What a checkpoint stores of ``model``: ``trainable_state_dict()`` if the model has one
-    (FC-CLIP leaves its frozen CLIP out), else the full ``state_dict()``. DDP is unwrapped."""
-    model = _unwrap(model)
-    fn = getattr(model, "trainable_state_dict", None)
-    state = fn() if callable(fn) else model.state_dict()
-    return OrderedDict((k, v) for k, v in state.items())
-
-
-def check_model_state(
-    model: nn.Module, state: Mapping[str, torch.Tensor], *, source: str, strict: bool = True
-) -> None:
-    """Verify that ``state`` fits ``model`` before anything is loaded.
-
-    Args:
-        model: the receiving model (DDP is unwrapped).
-        state: name -> tensor, as :func:`model_state_dict` wrote it.
-        source: the file it came from, for messages.
-        strict: also require exactly the keys of :func:`model_state_dict` (resume); otherwise
-            only the shapes of keys present in both must agree (fine-tuning).
-
-    Raises:
-        CheckpointError: naming the first mismatched key and both shapes, or the first
-            missing/unexpected key and how many there are.
-    """
-    expected = model_state_dict(model)
-    full = _unwrap(model).state_dict()
-    for key, value in state.items():
-        ref = expected.get(key, full.get(key))
-        if ref is None:
-            continue
-        if tuple(ref.shape) != tuple(value.shape):
-            raise CheckpointError(
-                f"{source} does not fit this model: '{key}' has shape {tuple(value.shape)} in the "
-                f"checkpoint but {tuple(ref.shape)} in the model (another architecture or config?)"
-            )
-    unexpected = [k for k in state if k not in full]
-    missing = [k for k in expected if k not in state]
-    if strict and (unexpected or missing):
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} model key(s) missing from it, first '{missing[0]}'")
-        if unexpected:
-            parts.append(f"{len(unexpected)} key(s) the model lacks, first '{unexpected[0]}'")
-        raise CheckpointError(
-            f"{source} does not fit this model: "
-            + "; ".join(parts)
-            + " (another architecture or config?)"
-        )
-
-
-def load_model_state(
-    model: nn.Module, state: Mapping[str, torch.Tensor], *, source: str, strict: bool = True
-) -> list[str]:
-    """Check (:func:`check_model_state`) then copy ``state`` into ``model``.
-
-    Keys of the full state dict that :func:`model_state_dict` leaves out (the frozen CLIP) are
-    expected to be absent and are not reported.
-
-    Returns:
-        Trainable keys the model kept its own values for (only non-empty when not strict).
-    """
-    check_model_state(model, state, source=source, strict=strict)
-    target = _unwrap(model)
-    full = target.state_dict()
-    usable = {k: v for k, v in state.items() if k in full}
-    target.load_state_dict(usable, strict=False)
-    return [k for k in model_state_dict(model) if k not in state]
-
-
-def load_weights(model: nn.Module, path: str | os.PathLike, *, strict: bool = False) -> list[str]:
-    """Initialise ``model`` from the weights of a checkpoint (``--load-from``), nothing else.
-
-    Accepts an ovseg checkpoint (its ``"model"`` entry) or a bare state dict of tensors. Shapes
-    are always checked; with ``strict`` the keys must match exactly as well. Frozen keys left
-    out of checkpoints (the CLIP tower) are expected-missing and never reported.
-
-    Returns:
-        Trainable keys that kept the model's own initialisation (absent from the file); the
-        caller should report their count in one line.
-    """
-    ckpt = load_checkpoint(path)
-    if ckpt.get("format") == CHECKPOINT_FORMAT:
-        state = ckpt.get("model")
-        if not isinstance(state, dict):
-            raise CheckpointError(f"checkpoint {path} has no 'model' weights")
-    else:
-        state = ckpt.get("model", ckpt) if isinstance(ckpt.get("model"), dict) else ckpt
-    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise CheckpointError(
-            f"{path} is not a state dict of tensors: entry '{bad[0]}' is a "
-            f"{type(state[bad[0]]).__name__}"
-        )
-    return load_model_state(model, state, source=str(path), strict=strict)

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ovseg.utils.io import atomic_write
 from ovseg.utils.panoptic_ids import id2rgb, rgb2id  # noqa: F401 (re-exported)
 
 ImageInput = str | os.PathLike | Image.Image | np.ndarray
@@ -192,7 +193,7 @@ def save_label_png(path: str | os.PathLike, labels: np.ndarray, bits: int | None
     """
     labels = np.asarray(labels)
     if labels.ndim == 3 and labels.shape[-1] == 3 and labels.dtype == np.uint8:
-        Image.fromarray(labels).save(path, format="PNG")
+        save_array(path, labels, format="PNG")
         return
     if labels.ndim != 2:
         raise ValueError(f"label map must be (H, W), got shape {labels.shape}")
@@ -203,6 +204,56 @@ def save_label_png(path: str | os.PathLike, labels: np.ndarray, bits: int | None
     if lo < 0 or hi > limit:
         raise ValueError(f"label values must lie in [0, {limit}] for this PNG, got [{lo}, {hi}]")
     if bits == 8 or (bits is None and hi <= 255):
-        Image.fromarray(labels.astype(np.uint8)).save(path, format="PNG")
+        save_array(path, labels.astype(np.uint8), format="PNG")
     else:
-        Image.fromarray(labels.astype(np.uint16)).save(path, format="PNG")
+        save_array(path, labels.astype(np.uint16), format="PNG")
+
+
+def save_array(path: str | os.PathLike, array: np.ndarray, format: str | None = None) -> None:
+    """Write an image or label array with Pillow, atomically; the format follows the suffix
+    (``.png``, 16-bit ``.tif``, ``.jpg`` with Pillow's defaults) unless ``format`` is given."""
+    path = Path(path)
+    fmt = format or Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"cannot tell the image format of {path} from its suffix")
+    img = Image.fromarray(np.ascontiguousarray(array))
+    with atomic_write(path) as f:
+        img.save(f, format=fmt)
+
+
+def read_label(path: str | os.PathLike) -> np.ndarray:
+    """A label / panoptic PNG (or TIFF) as stored, without mode conversion: palette indices
+    stay indices, 16-bit stays 16-bit.
+
+    Raises:
+        ImageLoadError: missing, truncated or not an image (the message names the file).
+    """
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img)
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+        raise ImageLoadError(f"cannot read label file {path}: {e}") from None
+
+
+# -- test-time resize, exactly as detectron2's ResizeShortestEdge in FC-CLIP's evaluation --
+
+
+def shortest_edge_size(h: int, w: int, short: int, max_size: int = 0) -> tuple[int, int]:
+    """Output (h, w): short side -> ``short``, long side capped at ``max_size`` (0: no cap),
+    each rounded as ``int(x + 0.5)`` (detectron2's ``ResizeShortestEdge.get_output_shape``)."""
+    scale = short / min(h, w)
+    newh, neww = (short, scale * w) if h < w else (scale * h, short)
+    if max_size > 0 and max(newh, neww) > max_size:
+        s = max_size / max(newh, neww)
+        newh, neww = newh * s, neww * s
+    return int(newh + 0.5), int(neww + 0.5)
+
+
+def resize_shortest_edge(image: np.ndarray, short: int, max_size: int = 0) -> np.ndarray:
+    """Resize an (H, W, 3) uint8 RGB image with PIL bilinear (antialiased when shrinking), the
+    filter detectron2 applies to uint8 images. Returns (h, w, 3) uint8."""
+    h, w = image.shape[:2]
+    nh, nw = shortest_edge_size(h, w, short, max_size)
+    if (nh, nw) == (h, w):
+        return image
+    return np.asarray(Image.fromarray(image).resize((nw, nh), Image.BILINEAR))

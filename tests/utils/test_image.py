@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ovseg.inference.io import ImageLoadError, id2rgb, load_image, rgb2id, save_label_png
+from ovseg.utils.image import ImageLoadError, id2rgb, load_image, rgb2id, save_label_png
 
 
 def _rgb(h: int = 6, w: int = 5) -> np.ndarray:

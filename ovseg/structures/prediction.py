@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ovseg.text.vocabulary import Vocabulary
+if TYPE_CHECKING:  # structures sit below text: annotations only
+    from ovseg.text.vocabulary import Vocabulary
 
 
 @dataclass

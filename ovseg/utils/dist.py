@@ -182,6 +182,22 @@ def all_reduce_max(value: float) -> float:
     return float(buf.item())
 
 
+def all_reduce_sum(array: np.ndarray) -> np.ndarray:
+    """Sum a numpy array over all ranks (int64 or float64); returns it unchanged in one process.
+
+    Args:
+        array: any shape, dtype int64 or float64; every rank must pass the same shape and dtype.
+
+    Returns:
+        The element-wise sum over ranks, same shape and dtype, on every rank.
+    """
+    if not is_distributed():
+        return array
+    tensor = torch.from_numpy(np.ascontiguousarray(array)).to(_collective_device())
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor.cpu().numpy()
+
+
 def all_gather_object(obj: Any) -> list[Any]:
     """Gather a picklable object from every rank; ``[obj]`` in a single process."""
     if not is_distributed():
