@@ -11,7 +11,7 @@ __all__ = ["Segmenter", "Vocabulary", "__version__"]
 
 def __getattr__(name: str):
     if name == "Segmenter":
-        from ovseg.inference.predictor import Segmenter
+        from ovseg.inference.segmenter import Segmenter
 
         return Segmenter
     raise AttributeError(f"module 'ovseg' has no attribute {name!r}")

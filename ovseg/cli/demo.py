@@ -16,7 +16,7 @@ from ovseg.text.vocabulary import Vocabulary, builtin_names
 from ovseg.utils.image import IMAGE_EXTENSIONS, ImageLoadError, load_image
 
 if TYPE_CHECKING:
-    from ovseg.inference.predictor import Segmenter
+    from ovseg.inference.segmenter import Segmenter
 
 TASK_CHOICES = ("panoptic", "semantic", "instance")
 _OUTPUT_SUFFIXES = ("_overlay.png", *(f"_{t}.png" for t in TASK_CHOICES))

@@ -224,7 +224,7 @@ def _build_segmenter(config_path, cfg, weights, overrides, device, rank):
     import torch
 
     from ovseg.checkpoint import CheckpointError
-    from ovseg.inference.predictor import Segmenter
+    from ovseg.inference.segmenter import Segmenter
 
     # The same random initialisation on every rank and run (whatever weights do not overwrite).
     torch.manual_seed(0)

@@ -100,7 +100,7 @@ def train(args: argparse.Namespace) -> dict:
         init_distributed,
         seed_everything,
     )
-    from ovseg.inference.predictor import Segmenter
+    from ovseg.inference.segmenter import Segmenter
     from ovseg.models.builder import build_model
     from ovseg.utils import dist
 

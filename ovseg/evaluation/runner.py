@@ -55,7 +55,7 @@ from ovseg.utils.dist import all_gather_object, get_rank, is_distributed
 
 if TYPE_CHECKING:
     from ovseg.data.benchmarks import Benchmark
-    from ovseg.inference.predictor import Segmenter
+    from ovseg.inference.segmenter import Segmenter
     from ovseg.structures import Prediction
 
 logger = logging.getLogger(__name__)

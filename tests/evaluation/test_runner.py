@@ -300,7 +300,7 @@ def test_two_process_gloo_equals_single_process(coco_source, tmp_path):
 # ------------------------------------------------------------------------ with the model
 @pytest.mark.skipif(not TINY.is_file(), reason="tiny config missing")
 def test_evaluate_with_tiny_model_limit_and_exports(ade_root, tmp_path):
-    from ovseg.inference.predictor import Segmenter
+    from ovseg.inference.segmenter import Segmenter
 
     seg = Segmenter.from_config(TINY, overrides=["model.test.min_size=32",
                                                  "model.test.max_size=48"])  # fmt: skip

@@ -22,7 +22,8 @@ def classification_logits(
     x: torch.Tensor,
     text_classifier: torch.Tensor,
     logit_scale: torch.Tensor,
-    num_synonyms: Sequence[int],
+    synonym_index: torch.Tensor,
+    num_classes: int,
 ) -> torch.Tensor:
     """Cosine logits against every synonym, max over each class's synonyms, void column last.
 
@@ -30,28 +31,32 @@ def classification_logits(
         x: (B, Q, D) embeddings (any norm).
         text_classifier: (S + 1, D) L2-normalised synonym embeddings, void embedding last.
         logit_scale: scalar log-scale; ``exp`` is clamped at 100 (CLIP / FC-CLIP).
-        num_synonyms: synonyms per class, summing to S.
+        synonym_index: (S,) int64 class of each synonym row (class-major, see
+            :attr:`ovseg.structures.TextClassifier.synonym_index`).
+        num_classes: C.
 
     Returns:
         (B, Q, C + 1) logits.
     """
     x = F.normalize(x, dim=-1)
     logits = torch.clamp(logit_scale.exp(), max=100) * x @ text_classifier.T
-    return synonym_max(logits, num_synonyms)
+    return synonym_max(logits, synonym_index, num_classes)
 
 
-def synonym_max(logits: torch.Tensor, num_synonyms: Sequence[int]) -> torch.Tensor:
-    """(..., S + 1) -> (..., C + 1): max over each class's synonyms; last column passes through."""
+def synonym_max(
+    logits: torch.Tensor, synonym_index: torch.Tensor, num_classes: int
+) -> torch.Tensor:
+    """(..., S + 1) -> (..., C + 1): max over each class's synonyms; last column passes through.
+
+    A tensor-only formulation (one ``scatter_reduce``), so traced and exported graphs take any
+    vocabulary."""
     syn, void = logits[..., :-1], logits[..., -1:]
-    if all(n == 1 for n in num_synonyms):
-        return logits
-    index = torch.repeat_interleave(
-        torch.arange(len(num_synonyms), device=logits.device),
-        torch.as_tensor(list(num_synonyms), device=logits.device),
-    )
-    shape = (*syn.shape[:-1], len(num_synonyms))
+    if isinstance(num_classes, int) and syn.shape[-1] == num_classes:
+        return logits  # one synonym per class
+    shape = (*syn.shape[:-1], num_classes)
     out = torch.full(shape, float("-inf"), dtype=syn.dtype, device=syn.device)
-    out = out.scatter_reduce(-1, index.expand_as(syn), syn, reduce="amax", include_self=True)
+    index = synonym_index.to(syn.device).expand_as(syn)
+    out = out.scatter_reduce(-1, index, syn, reduce="amax", include_self=True)
     return torch.cat([out, void], dim=-1)
 
 
@@ -192,7 +197,8 @@ class MaskedTransformerDecoder(nn.Module):
         features: Sequence[torch.Tensor],
         mask_features: torch.Tensor,
         text_classifier: torch.Tensor,
-        num_synonyms: Sequence[int],
+        synonym_index: torch.Tensor,
+        num_classes: int,
         aux_outputs: bool = True,
     ) -> dict:
         """
@@ -200,7 +206,7 @@ class MaskedTransformerDecoder(nn.Module):
             features: three (B, C, h, w) memories at strides 32, 16, 8.
             mask_features: (B, mask_dim, H/4, W/4).
             text_classifier: (S + 1, D) normalised synonym embeddings + void.
-            num_synonyms: synonyms per class.
+            synonym_index: (S,) int64 class of each synonym row; num_classes: C.
             aux_outputs: also return the intermediate predictions (training needs them).
 
         Returns:
@@ -226,11 +232,19 @@ class MaskedTransformerDecoder(nn.Module):
 
         if not aux_outputs:
             return self._forward_inference(
-                output, src, pos, query_embed, sizes, mask_features, text_classifier, num_synonyms
+                output,
+                src,
+                pos,
+                query_embed,
+                sizes,
+                mask_features,
+                text_classifier,
+                synonym_index,
+                num_classes,
             )
         predictions = []
         cls, mask, attn_mask = self._heads(
-            output, mask_features, sizes[0], text_classifier, num_synonyms
+            output, mask_features, sizes[0], text_classifier, synonym_index, num_classes
         )
         predictions.append((cls, mask))
         for i in range(self.num_layers):
@@ -240,7 +254,8 @@ class MaskedTransformerDecoder(nn.Module):
                 mask_features,
                 sizes[(i + 1) % self.num_feature_levels],
                 text_classifier,
-                num_synonyms,
+                synonym_index,
+                num_classes,
             )
             predictions.append((cls, mask))
         out = {"pred_logits": predictions[-1][0], "pred_masks": predictions[-1][1]}
@@ -258,7 +273,16 @@ class MaskedTransformerDecoder(nn.Module):
         return self.transformer_ffn_layers[i](output)
 
     def _forward_inference(
-        self, output, src, pos, query_embed, sizes, mask_features, text_classifier, num_synonyms
+        self,
+        output,
+        src,
+        pos,
+        query_embed,
+        sizes,
+        mask_features,
+        text_classifier,
+        synonym_index,
+        num_classes,
     ):
         """Inference needs only the last layer's classes and masks. Intermediate masks only feed
         the next layer's attention mask at a coarse level, and the mask-embedding product
@@ -273,7 +297,9 @@ class MaskedTransformerDecoder(nn.Module):
             output = self._layer(i, output, src, pos, query_embed, attn_mask)
             if i + 1 < self.num_layers:
                 attn_mask = self._attn_mask(output, small[(i + 1) % self.num_feature_levels])
-        cls, mask, _ = self._heads(output, mask_features, None, text_classifier, num_synonyms)
+        cls, mask, _ = self._heads(
+            output, mask_features, None, text_classifier, synonym_index, num_classes
+        )
         return {"pred_logits": cls, "pred_masks": mask}
 
     def _attn_mask(self, output, features):
@@ -288,14 +314,14 @@ class MaskedTransformerDecoder(nn.Module):
             return mask[0]
         return mask.unsqueeze(1).repeat(1, self.num_heads, 1, 1).flatten(0, 1)
 
-    def _heads(self, output, mask_features, attn_size, text_classifier, num_synonyms):
+    def _heads(self, output, mask_features, attn_size, text_classifier, synonym_index, num_classes):
         decoder_output = self.decoder_norm(output).transpose(0, 1)
         mask_embed = self.mask_embed(decoder_output)
         outputs_mask = torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
         pooled = self._mask_pooling_proj(mask_pooling(mask_features, outputs_mask))
         class_embed = self.class_embed(pooled + decoder_output)
         outputs_class = classification_logits(
-            class_embed, text_classifier, self.logit_scale, num_synonyms
+            class_embed, text_classifier, self.logit_scale, synonym_index, num_classes
         )
         if attn_size is None:
             return outputs_class, outputs_mask, None

@@ -21,6 +21,7 @@ from ovseg.models.pixel_decoders.msdeform import MSDeformAttnPixelDecoder
 from ovseg.structures import TextClassifier
 from ovseg.text.classifier import TextEncoder
 from ovseg.text.vocabulary import Vocabulary
+from ovseg.utils.timing import NULL_TIMER, StageTimer
 
 TASKS = ("semantic", "instance", "panoptic", "all")
 CLIP_PREFIX = "backbone.clip_model."
@@ -106,11 +107,11 @@ class FCCLIP(nn.Module):
         """Text classifier of ``vocabulary`` (cached per CLIP weights, templates, vocabulary)."""
         return self.text_encoder(vocabulary, device=self.device)
 
-    def classifier_with_void(self, text: TextClassifier) -> torch.Tensor:
-        """(S + 1, D): synonym embeddings with the normalised learned void embedding last."""
-        return torch.cat(
-            [text.embeddings.to(self.device), F.normalize(self.void_embedding.weight, dim=-1)], 0
-        )
+    def classifier_with_void(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """(S, D) synonym embeddings -> (S + 1, D) with the normalised learned void embedding
+        last."""
+        void = F.normalize(self.void_embedding.weight, dim=-1)
+        return torch.cat([embeddings.to(void.device, void.dtype), void], 0)
 
     # ------------------------------------------------------------------ image path
     def normalize_and_pad(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -131,23 +132,110 @@ class FCCLIP(nn.Module):
         self,
         x: torch.Tensor,
         classifier: torch.Tensor,
-        num_synonyms: Sequence[int],
+        synonym_index: torch.Tensor,
+        num_classes: int,
         aux_outputs: bool = True,
+        timer: StageTimer = NULL_TIMER,
     ) -> tuple[dict, dict[str, torch.Tensor], dict[str, Any]]:
         """Backbone -> pixel decoder -> transformer decoder on a normalised padded batch.
 
+        Args:
+            x: (B, 3, Hp, Wp) normalised, zero-padded images.
+            classifier: (S + 1, D) synonym embeddings with the void embedding last.
+            synonym_index: (S,) int64 class of each row; num_classes: C.
+
         Returns (decoder outputs, backbone features, pixel decoder outputs).
         """
-        features = self.backbone(x)
-        mask_features, multi_scale = self.pixel_decoder(features)
-        outputs = self.predictor(
-            multi_scale, mask_features, classifier, num_synonyms, aux_outputs=aux_outputs
-        )
+        with timer("backbone"):
+            features = self.backbone(x)
+        with timer("pixel_decoder"):
+            mask_features, multi_scale = self.pixel_decoder(features)
+        with timer("transformer_decoder"):
+            outputs = self.predictor(
+                multi_scale,
+                mask_features,
+                classifier,
+                synonym_index,
+                num_classes,
+                aux_outputs=aux_outputs,
+            )
         return (
             outputs,
             features,
             {"mask_features": mask_features, "multi_scale_features": multi_scale},
         )
+
+    # ------------------------------------------------------------------ the inference seam
+    def predict_logits(
+        self,
+        images: torch.Tensor,
+        text_classifier: torch.Tensor,
+        synonym_index: torch.Tensor,
+        seen_mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The image path, tensors in and out: the one place it is written. ``Segmenter`` (with
+        timers and autocast), the ONNX exporter and ``torch.export`` all call it.
+
+        Args:
+            images: (B, 3, Hp, Wp) float, normalised (:meth:`normalize_and_pad`), zero-padded
+                to a multiple of ``size_divisibility``.
+            text_classifier: (S, D) float, L2-normalised synonym embeddings, class-major
+                (:attr:`TextClassifier.embeddings`); the learned void embedding is appended here.
+            synonym_index: (S,) int64, the class of each row (:attr:`TextClassifier.synonym_index`).
+            seen_mask: (C,) bool, classes seen in training (ensemble weight alpha, else beta).
+
+        Returns:
+            ``mask_cls``: (B, Q, C + 1) float log-probabilities, void last (what the
+            post-processing consumes); ``mask_logits``: (B, Q, Hp / 4, Wp / 4) float.
+        """
+        out = self.predict_intermediates(images, text_classifier, synonym_index, seen_mask)
+        return out["mask_cls"], out["pred_masks"]
+
+    def predict_intermediates(
+        self,
+        images: torch.Tensor,
+        text_classifier: torch.Tensor,
+        synonym_index: torch.Tensor,
+        seen_mask: torch.Tensor,
+        aux_outputs: bool = False,
+        timer: StageTimer = NULL_TIMER,
+    ) -> dict[str, Any]:
+        """:meth:`predict_logits` keeping every intermediate tensor (tests, analysis, timing).
+
+        Returns a dict with ``mask_cls`` and ``pred_masks`` (the seam's outputs), ``outputs``
+        (decoder), ``features`` (backbone), ``mask_features``, ``multi_scale_features``,
+        ``text_classifier`` (S + 1, D) and the classifier intermediates of :meth:`classify`.
+        Under autocast the decoders run in reduced precision; the classifiers, the ensemble and
+        everything after them always run in fp32. ``aux_outputs`` also keeps every decoder
+        layer's predictions (the training path of the decoder; same final outputs).
+        """
+        num_classes = seen_mask.shape[0]
+        classifier = self.classifier_with_void(text_classifier)
+        outputs, features, pixel = self.forward_features(
+            images, classifier, synonym_index, num_classes, aux_outputs=aux_outputs, timer=timer
+        )
+        with torch.autocast(images.device.type, enabled=False), timer("classifiers"):
+            features = {k: v.float() for k, v in features.items()}
+            outputs = {k: v.float() if torch.is_tensor(v) else v for k, v in outputs.items()}
+            cls = self.classify(outputs, features, classifier, synonym_index, seen_mask)
+        return {
+            **cls,
+            "pred_masks": outputs["pred_masks"],
+            "outputs": outputs,
+            "features": features,
+            **pixel,
+            "text_classifier": classifier,
+        }
+
+    def seen_mask(self, vocabulary: Vocabulary) -> torch.Tensor:
+        """(C,) bool: which of ``vocabulary``'s classes share a synonym with the training
+        vocabulary (FC-CLIP's ``category_overlapping_mask``); all False without one."""
+        seen = (
+            vocabulary.seen_mask(self.train_vocabulary)
+            if self.train_vocabulary is not None
+            else [False] * len(vocabulary)
+        )
+        return torch.tensor(seen, dtype=torch.bool, device=self.device)
 
     # ------------------------------------------------------------------ training
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
@@ -166,7 +254,9 @@ class FCCLIP(nn.Module):
         text = self.encode_vocabulary(vocab)
         images = batch["images"]
         x = self.normalize_and_pad(list(images))
-        outputs, _, _ = self.forward_features(x, self.classifier_with_void(text), text.num_synonyms)
+        outputs, _, _ = self.forward_features(
+            x, self.classifier_with_void(text.embeddings), text.synonym_index, len(vocab)
+        )
         hp, wp = x.shape[-2:]
         targets = []
         for t in batch["targets"]:
@@ -181,10 +271,15 @@ class FCCLIP(nn.Module):
         self,
         outputs: dict,
         features: dict[str, torch.Tensor],
-        text: TextClassifier,
         classifier: torch.Tensor,
+        synonym_index: torch.Tensor,
+        seen_mask: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
         """Geometric ensemble of in-vocabulary and out-of-vocabulary probabilities.
+
+        Args:
+            classifier: (S + 1, D) synonym embeddings with the void embedding last.
+            synonym_index: (S,) int64; seen_mask: (C,) bool.
 
         Returns a dict with ``mask_cls`` (B, Q, C + 1) log-probabilities (void last), which the
         post-processing consumes, and the intermediate tensors (for tests and analysis).
@@ -196,17 +291,11 @@ class FCCLIP(nn.Module):
         )
         pooled = self.backbone.pool_masks(dense, mask_for_pooling)
         out_logits = classification_logits(
-            pooled, classifier, self.backbone.logit_scale, text.num_synonyms
+            pooled, classifier, self.backbone.logit_scale, synonym_index, seen_mask.shape[0]
         )
         in_probs = pred_logits[..., :-1].softmax(-1)
         out_probs = out_logits[..., :-1].softmax(-1)
-        seen = torch.tensor(
-            text.vocabulary.seen_mask(self.train_vocabulary)
-            if self.train_vocabulary is not None
-            else [False] * len(text.vocabulary),
-            dtype=in_probs.dtype,
-            device=in_probs.device,
-        )
+        seen = seen_mask.to(device=in_probs.device, dtype=in_probs.dtype)
         alpha = torch.full_like(in_probs, self.alpha)
         beta = torch.full_like(in_probs, self.beta)
         if self.ensemble_on_valid_mask:

@@ -217,18 +217,16 @@ class Segmenter:
             t = self.config.model.test
             resized = resize_shortest_edge(rgb, t.min_size, t.max_size)
             windows = sliding_windows(resized.shape[:2], *slide) if slide else None
-            classifier = self.model.classifier_with_void(text)
+            seen = self.model.seen_mask(vocabulary)
         if windows is not None and len(windows) > 1:
-            pred = self._predict_windows(
-                resized, windows, (h0, w0), vocabulary, text, classifier, timer
-            )
+            pred = self._predict_windows(resized, windows, (h0, w0), vocabulary, text, seen, timer)
             pred.extras["windows"] = windows
             return pred
-        run = self._forward(resized, text, classifier, return_intermediates, timer)
+        run = self._forward(resized, text, seen, timer, intermediates=return_intermediates)
         with timer("postprocess"):
             res = self.model.postprocess(
-                run.cls["mask_cls"][0],
-                run.outputs["pred_masks"][0],
+                run.out["mask_cls"][0],
+                run.out["pred_masks"][0],
                 run.padded_size,
                 resized.shape[:2],
                 (h0, w0),
@@ -251,53 +249,33 @@ class Segmenter:
         if windows is not None:
             pred.extras["windows"] = windows
         if return_intermediates:
-            pixel = {"mask_features": run.mask_features, "multi_scale_features": run.multi_scale}
-            pred.extras.update(
-                {
-                    "input_image": run.chw,
-                    "outputs": run.outputs,
-                    "features": run.features,
-                    "pixel_decoder": pixel,
-                    "text_classifier": classifier,
-                    **run.cls,
-                }
-            )
+            out = dict(run.out)
+            out["pixel_decoder"] = {
+                "mask_features": out.pop("mask_features"),
+                "multi_scale_features": out.pop("multi_scale_features"),
+            }
+            pred.extras.update({"input_image": run.chw, **out})
         return pred
 
     def _forward(
         self,
         image: np.ndarray,
         text: TextClassifier,
-        classifier: torch.Tensor,
-        aux_outputs: bool = False,
+        seen: torch.Tensor,
         timer: StageTimer = NULL_TIMER,
+        intermediates: bool = False,
     ) -> _Forward:
-        """The model on one (h, w, 3) uint8 RGB image at model resolution, up to the ensembled
-        class scores (everything before post-processing)."""
+        """The model's tensor seam on one (h, w, 3) uint8 RGB image at model resolution, up to
+        the ensembled class scores (everything before post-processing)."""
         m = self.model
         with timer("preprocess"):
             chw = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)
             x = m.normalize_and_pad([chw])
         with self._autocast():
-            with timer("backbone"):
-                features = m.backbone(x)
-            with timer("pixel_decoder"):
-                mask_features, multi_scale = m.pixel_decoder(features)
-            with timer("transformer_decoder"):
-                outputs = m.predictor(
-                    multi_scale,
-                    mask_features,
-                    classifier,
-                    text.num_synonyms,
-                    aux_outputs=aux_outputs,
-                )
-        if self._precision != "fp32":
-            features = {k: v.float() for k, v in features.items()}
-            outputs = {k: v.float() if torch.is_tensor(v) else v for k, v in outputs.items()}
-        with timer("classifiers"):
-            cls = m.classify(outputs, features, text, classifier)
-        padded = tuple(x.shape[-2:])
-        return _Forward(chw, padded, features, mask_features, multi_scale, outputs, cls)
+            out = m.predict_intermediates(
+                x, text.embeddings, text.synonym_index, seen, aux_outputs=intermediates, timer=timer
+            )
+        return _Forward(chw, tuple(x.shape[-2:]), out)
 
     def _predict_windows(
         self,
@@ -306,7 +284,7 @@ class Segmenter:
         output_size: tuple[int, int],
         vocabulary: Vocabulary,
         text: TextClassifier,
-        classifier: torch.Tensor,
+        seen: torch.Tensor,
         timer: StageTimer,
     ) -> Prediction:
         """Sliding-window semantic inference: each window's (C, h, w) scores at model
@@ -317,11 +295,11 @@ class Segmenter:
         count = torch.zeros(h, w, device=self.device)
         for win in windows:
             crop = resized[win.y1 : win.y2, win.x1 : win.x2]
-            run = self._forward(crop, text, classifier, timer=timer)
+            run = self._forward(crop, text, seen, timer=timer)
             with timer("postprocess"):
                 scores = self.model.postprocess(
-                    run.cls["mask_cls"][0],
-                    run.outputs["pred_masks"][0],
+                    run.out["mask_cls"][0],
+                    run.out["pred_masks"][0],
                     run.padded_size,
                     win.size,
                     win.size,
@@ -353,8 +331,4 @@ class _Forward(NamedTuple):
 
     chw: torch.Tensor  # (3, h, w) uint8 model input before normalisation and padding
     padded_size: tuple[int, int]
-    features: dict[str, torch.Tensor]
-    mask_features: torch.Tensor
-    multi_scale: list[torch.Tensor]
-    outputs: dict[str, Any]
-    cls: dict[str, torch.Tensor]
+    out: dict[str, Any]  # FCCLIP.predict_intermediates
