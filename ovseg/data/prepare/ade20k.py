@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from ovseg.evaluation.instance import encode_mask
-from ovseg.evaluation.panoptic import id2rgb
 from ovseg.text.vocabulary import Vocabulary
+from ovseg.utils.panoptic_ids import id2rgb
 
 from .common import PrepareError, bbox_of, find_dir, place, progress, read_array, save_label
 

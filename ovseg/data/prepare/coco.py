@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ovseg.evaluation.panoptic import rgb2id
+from ovseg.utils.panoptic_ids import rgb2id
 
 from .common import PrepareError, find_dir, place, progress, read_array, require_file, save_label
 
