@@ -49,18 +49,19 @@ or missing data/weights.
 """
 
 SUITES = ("fcclip",)
-# FC-CLIP README table: (column label, benchmark, metrics) in order.
-SUITE_COLUMNS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("ADE20K", "ade20k-150", ("PQ", "AP", "mIoU")),
-    ("A-847", "ade20k-847", ("mIoU",)),
-    ("PC-459", "pascal-context-459", ("mIoU",)),
-    ("PC-59", "pascal-context-59", ("mIoU",)),
-    ("PAS-21", "pascal-voc-21", ("mIoU",)),
-    ("PAS-20", "pascal-voc-20", ("mIoU",)),
-    ("Cityscapes", "cityscapes", ("PQ", "AP", "mIoU")),
-    ("Mapillary", "mapillary-vistas", ("PQ", "mIoU")),
-    ("COCO", "coco-panoptic", ("PQ", "AP", "mIoU")),
-)
+
+
+def suite_columns() -> tuple[tuple[str, str, tuple[str, ...]], ...]:
+    """FC-CLIP README table, from the dataset catalog: (column label, benchmark, metrics)."""
+    from ovseg.data.catalog import suite_specs
+
+    return tuple((s.suite_label or s.name, s.name, s.suite_metrics) for s in suite_specs())
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SUITE_COLUMNS":  # the old constant, now a view of the catalog
+        return suite_columns()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class UsageError(Exception):
@@ -255,14 +256,15 @@ def _load_benchmark(name: str, args: argparse.Namespace, tasks: Sequence[str] | 
 
 def _single_source(args: argparse.Namespace, cfg: Any, rank: int) -> Any:
     from ovseg.data import build_dataset
-    from ovseg.data.benchmarks import BENCHMARKS, BenchmarkNotFoundError
+    from ovseg.data.benchmarks import BenchmarkNotFoundError
+    from ovseg.data.catalog import DATASETS, canonical
 
     name = args.dataset
     test = cfg.data.test
     unset = not any((test.image_root, test.panoptic_json, test.image_dir, test.label_dir))
     if name is None and unset:
-        vocab = (cfg.model.test.vocabulary or "").lower().replace("_", "-")
-        if vocab not in BENCHMARKS:
+        vocab = canonical(cfg.model.test.vocabulary or "")
+        if vocab not in DATASETS:
             raise UsageError(
                 f"{args.config} has no data.test: set data.test.* (e.g. data.test.type="
                 "coco_panoptic data.test.image_root=...) or pass --dataset NAME / --suite fcclip"
@@ -323,11 +325,13 @@ def _evaluate_one(args, segmenter, source, out_dir, meta, size_overridden) -> di
 # ---------------------------------------------------------------------------------- suite
 def _suite_sources(args, rank) -> tuple[list[Any], dict[str, str]]:
     """The suite's prepared benchmarks (in FC-CLIP's column order) and the missing ones."""
-    from ovseg.data.benchmarks import FCCLIP_SUITE, BenchmarkNotFoundError
+    from ovseg.data.benchmarks import BenchmarkNotFoundError
+    from ovseg.data.catalog import suite_specs
 
     benches: list[Any] = []
     missing: dict[str, str] = {}
-    for name, suite_tasks in FCCLIP_SUITE:
+    for spec in suite_specs():
+        name, suite_tasks = spec.name, spec.suite_tasks
         if args.task != "all" and args.task not in suite_tasks:
             continue
         tasks = list(suite_tasks) if args.task == "all" else [args.task]
@@ -403,7 +407,7 @@ def suite_table(results: dict[str, dict[str, Any]]) -> dict[str, float | None]:
     from ovseg.evaluation.runner import summarize
 
     row: dict[str, float | None] = {}
-    for label, bench, metrics in SUITE_COLUMNS:
+    for label, bench, metrics in suite_columns():
         s = summarize(results[bench]) if bench in results else {}
         for m in metrics:
             v = s.get(m)

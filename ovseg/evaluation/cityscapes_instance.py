@@ -36,16 +36,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ovseg.data.catalog.cityscapes_labels import INSTANCE_LABELS, VOID_LABEL_IDS
 from ovseg.evaluation.distributed import gather_per_image
 from ovseg.evaluation.errors import EvaluationError
 
-# cityscapesscripts' labels.py: label id -> name of the classes with instances that are evaluated,
-# and the label ids whose pixels are void in evaluation (ignoreInEval).
-INSTANCE_LABELS: dict[int, str] = {
-    24: "person", 25: "rider", 26: "car", 27: "truck", 28: "bus", 31: "train",
-    32: "motorcycle", 33: "bicycle",
-}  # fmt: skip
-VOID_LABEL_IDS = (0, 1, 2, 3, 4, 5, 6, 9, 10, 14, 15, 16, 18, 29, 30, -1)
+# cityscapesscripts' labels.py (one home: the catalog): label id -> name of the evaluated classes
+# with instances, and the label ids whose pixels are void in evaluation (ignoreInEval).
 OVERLAPS = np.arange(0.5, 1.0, 0.05)  # the official thresholds, float values included
 MIN_REGION_SIZE = 100
 

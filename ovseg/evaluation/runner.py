@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ovseg.data.catalog.cityscapes_labels import LABEL_IDS, THING_TRAIN_IDS
 from ovseg.evaluation.cityscapes_instance import (
     CityscapesInstanceEvaluator,
     write_cityscapes_predictions,
@@ -62,11 +63,9 @@ logger = logging.getLogger(__name__)
 
 TASKS = ("semantic", "panoptic", "instance")
 
-# Cityscapes label ids of the 19 trainIds (cityscapesscripts' labels.py): the category ids of the
-# panoptic json and of gtFine_instanceIds (value = label id * 1000 + instance, or label id alone
-# for a crowd/group region).
-CITYSCAPES_LABEL_IDS = (7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33)
-CITYSCAPES_THING_TRAIN_IDS = tuple(range(11, 19))
+# Kept for importers: the catalog's Cityscapes label table is the one home.
+CITYSCAPES_LABEL_IDS = LABEL_IDS
+CITYSCAPES_THING_TRAIN_IDS = THING_TRAIN_IDS
 
 
 # ---------------------------------------------------------------------------------- sources
@@ -151,7 +150,8 @@ class EvalSource:
 
     @classmethod
     def from_benchmark(cls, bench: Benchmark) -> EvalSource:
-        """Wrap a prepared benchmark (:func:`ovseg.data.benchmarks.load_benchmark`)."""
+        """Wrap a prepared benchmark (:func:`ovseg.data.benchmarks.load_benchmark`): its category
+        ids and instance evaluator are the dataset's catalog spec's, not a name branch."""
         vocab = Vocabulary.from_name(bench.vocabulary)
         if len(vocab) != bench.num_classes:
             raise EvaluationError(
@@ -174,8 +174,6 @@ class EvalSource:
                     f"but vocabulary {bench.vocabulary!r} has {len(vocab)} classes"
                 )
             category_ids = [int(i) for i in bench.category_ids]
-        elif bench.name == "cityscapes":
-            category_ids = list(CITYSCAPES_LABEL_IDS)
         else:
             category_ids = list(range(len(vocab)))
         return cls(
@@ -190,7 +188,7 @@ class EvalSource:
             panoptic_categories=categories,
             instances_json=Path(bench.instances_json) if bench.instances_json else None,
             test_size=(bench.min_size_test, bench.max_size_test),
-            cityscapes_instances=bench.name == "cityscapes",
+            cityscapes_instances=bench.instance_evaluator == "cityscapes",
         )
 
     # --------------------------------------------------------------- ground truth
@@ -242,7 +240,7 @@ class EvalSource:
         if "inst_seg_file_name" in record:
             ids = read_label_png(record["inst_seg_file_name"])
             height, width = ids.shape
-            things = {CITYSCAPES_LABEL_IDS[t] for t in CITYSCAPES_THING_TRAIN_IDS}
+            things = {LABEL_IDS[t] for t in THING_TRAIN_IDS}
             for value in np.unique(ids).tolist():
                 label = value // 1000 if value >= 1000 else value
                 if label not in things:

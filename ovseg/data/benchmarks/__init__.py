@@ -8,9 +8,11 @@ folder raises :class:`BenchmarkNotFoundError` naming the dataset, the expected p
 
 from __future__ import annotations
 
-import difflib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+
+from ovseg.data.catalog.spec import DATASETS, get_spec, suite_specs
+from ovseg.utils.registry import RegistryError
 
 from .ade20k import load_ade20k_150, load_ade20k_847
 from .base import TASKS, Benchmark, BenchmarkNotFoundError, data_root
@@ -24,52 +26,57 @@ from .pascal import (
     load_pascal_voc_21,
 )
 
-BENCHMARKS: dict[str, Callable[..., Benchmark]] = {
-    "ade20k-150": load_ade20k_150,
-    "ade20k-847": load_ade20k_847,
-    "pascal-context-59": load_pascal_context_59,
-    "pascal-context-459": load_pascal_context_459,
-    "pascal-voc-20": load_pascal_voc_20,
-    "pascal-voc-21": load_pascal_voc_21,
-    "cityscapes": load_cityscapes,
-    "mapillary-vistas": load_mapillary_vistas,
-    "coco-panoptic": load_coco_panoptic,
-}
 
-# FC-CLIP's zero-shot table (README), in column order: (benchmark, tasks reported).
-FCCLIP_SUITE: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("ade20k-150", ("panoptic", "instance", "semantic")),
-    ("ade20k-847", ("semantic",)),
-    ("pascal-context-459", ("semantic",)),
-    ("pascal-context-59", ("semantic",)),
-    ("pascal-voc-21", ("semantic",)),
-    ("pascal-voc-20", ("semantic",)),
-    ("cityscapes", ("panoptic", "instance", "semantic")),
-    ("mapillary-vistas", ("panoptic", "semantic")),
-    ("coco-panoptic", ("panoptic", "instance", "semantic")),
-)
+class _BenchmarkView(Mapping):
+    """Read-only ``name -> loader`` view of the dataset catalog (the old ``BENCHMARKS`` dict)."""
+
+    def __getitem__(self, name: str) -> Callable[..., Benchmark]:
+        if name not in DATASETS:
+            raise KeyError(name)
+        return DATASETS.get(name).loader
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(benchmark_names())
+
+    def __len__(self) -> int:
+        return len(DATASETS)
+
+
+BENCHMARKS: Mapping[str, Callable[..., Benchmark]] = _BenchmarkView()
 
 
 def benchmark_names() -> list[str]:
-    """Names accepted by :func:`load_benchmark`."""
-    return list(BENCHMARKS)
+    """Names accepted by :func:`load_benchmark`: the suite in FC-CLIP's order, then the rest."""
+    suite = [s.name for s in suite_specs()]
+    return suite + [n for n in DATASETS.names() if n not in suite]
+
+
+def __getattr__(name: str):
+    if name == "FCCLIP_SUITE":  # FC-CLIP's zero-shot table: (benchmark, tasks reported)
+        return tuple((s.name, s.suite_tasks) for s in suite_specs())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_benchmark(
     name: str, root: str | os.PathLike | None = None, tasks: Sequence[str] | None = None
 ) -> Benchmark:
-    """Load a prepared benchmark split by name (see :func:`benchmark_names`).
+    """Load a prepared benchmark split by name (see :func:`benchmark_names`); its test size,
+    category ids and instance evaluator come from the dataset's catalog spec.
 
     Raises:
-        KeyError: unknown name (with the closest names).
+        KeyError: unknown name (a RegistryError naming the closest names).
         BenchmarkNotFoundError: the data is missing (names the paths and the prepare command).
     """
-    key = name.lower().replace("_", "-")
-    if key not in BENCHMARKS:
-        close = difflib.get_close_matches(key, BENCHMARKS, n=3, cutoff=0.4)
-        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise KeyError(f"unknown benchmark {name!r}{hint} (known: {', '.join(BENCHMARKS)})")
-    return BENCHMARKS[key](root, tasks)
+    try:
+        spec = get_spec(name)
+    except RegistryError as e:
+        raise RegistryError(f"{e} (unknown benchmark)") from None
+    bench = spec.loader(root, tasks)
+    bench.min_size_test, bench.max_size_test = spec.min_size_test, spec.max_size_test
+    if bench.category_ids is None and spec.category_ids is not None:
+        bench.category_ids = list(spec.category_ids)
+    bench.instance_evaluator = spec.instance_evaluator
+    return bench
 
 
 __all__ = [
@@ -80,5 +87,14 @@ __all__ = [
     "BenchmarkNotFoundError",
     "benchmark_names",
     "data_root",
+    "load_ade20k_150",
+    "load_ade20k_847",
     "load_benchmark",
+    "load_cityscapes",
+    "load_coco_panoptic",
+    "load_mapillary_vistas",
+    "load_pascal_context_59",
+    "load_pascal_context_459",
+    "load_pascal_voc_20",
+    "load_pascal_voc_21",
 ]

@@ -24,6 +24,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from ovseg.data.catalog.spec import DatasetSpec, register_dataset
+
 from .base import (
     Benchmark,
     attach_semantic,
@@ -106,3 +108,20 @@ def _images(image_dir: Path) -> list[dict]:
         records.append({"file_name": str(path), "image_id": path.stem, "height": height,
                         "width": width})  # fmt: skip
     return records
+
+
+register_dataset(DatasetSpec(
+    NAME_150, load_ade20k_150, "ade20k-150", ("semantic", "panoptic", "instance"),
+    suite_order=0, suite_label="ADE20K",
+    suite_tasks=("panoptic", "instance", "semantic"),
+    preparer="ovseg.data.prepare.ade20k:prepare_ade20k", aliases=("ade20k",),
+    expected_images=2000, description="ADE20K scene parsing val, 150 classes",
+    licence="BSD-3 (MIT CSAIL); images under their own terms",
+))  # fmt: skip
+register_dataset(DatasetSpec(
+    NAME_847, load_ade20k_847, "ade20k-847", ("semantic",),
+    suite_order=1, suite_label="A-847", suite_tasks=("semantic",),
+    preparer="ovseg.data.prepare.ade20k_full:prepare_ade20k_full", aliases=("ade20k-full",),
+    expected_images=2000, description="full ADE20K (2021_17_01) val, 847 classes",
+    licence="ADE20K terms of use (registration required)",
+))  # fmt: skip

@@ -16,7 +16,6 @@ Each image is one record (a plain dict, detectron2's dataset-dict convention)::
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,14 +23,15 @@ from typing import Any
 
 from PIL import Image
 
+from ovseg.utils.paths import data_root
+
 TASKS = ("semantic", "panoptic", "instance")
-
-
-def data_root(root: str | os.PathLike | None = None) -> Path:
-    """The benchmark data root: ``root`` if given, else ``$OVSEG_DATA``, else ``./data``."""
-    if root is not None:
-        return Path(root).expanduser()
-    return Path(os.environ.get("OVSEG_DATA", "data")).expanduser()
+__all__ = [
+    "TASKS",
+    "Benchmark",
+    "BenchmarkNotFoundError",
+    "data_root",
+]  # data_root: one home, utils.paths
 
 
 def prepare_command(name: str, root: Path) -> str:
@@ -73,6 +73,7 @@ class Benchmark:
         instances_json: COCO instances ground truth (instance task, where the dataset has one).
         category_ids: dataset category id of each class (from the panoptic json, when loaded).
         min_size_test / max_size_test: FC-CLIP's whole-image test resolution.
+        instance_evaluator: ``"coco"`` (COCO mask AP) or ``"cityscapes"`` (official rules).
     """
 
     name: str
@@ -88,6 +89,7 @@ class Benchmark:
     category_ids: list[int] | None = None
     min_size_test: int = 800
     max_size_test: int = 1333
+    instance_evaluator: str = "coco"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:

@@ -17,6 +17,9 @@ import json
 import os
 from collections.abc import Sequence
 
+from ovseg.data.catalog.cityscapes_labels import LABEL_IDS
+from ovseg.data.catalog.spec import DatasetSpec, register_dataset
+
 from .base import Benchmark, data_root, image_size, prepare_command, require, resolve_tasks
 
 NAME = "cityscapes"
@@ -77,3 +80,14 @@ def load_cityscapes(
             r["pan_seg_file_name"] = str(bench.panoptic_root / ann["file_name"])
             r["segments_info"] = ann["segments_info"]
     return bench
+
+
+register_dataset(DatasetSpec(
+    NAME, load_cityscapes, "cityscapes", ("semantic", "panoptic", "instance"),
+    min_size_test=1024, max_size_test=2560, suite_order=6, suite_label="Cityscapes",
+    suite_tasks=("panoptic", "instance", "semantic"), category_ids=LABEL_IDS,
+    instance_evaluator="cityscapes",
+    preparer="ovseg.data.prepare.cityscapes:prepare_cityscapes", expected_images=500,
+    description="Cityscapes gtFine val, 19 classes; AP by the official cityscapesscripts rules",
+    licence="Cityscapes terms (registration; non-commercial)",
+))  # fmt: skip

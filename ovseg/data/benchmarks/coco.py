@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+from ovseg.data.catalog.spec import DatasetSpec, register_dataset
+
 from .base import (
     Benchmark,
     attach_semantic,
@@ -53,3 +55,12 @@ def load_coco_panoptic(
         require(NAME, root, [bench.instances_json])
         link_instances(NAME, root, bench.records, bench.instances_json)
     return bench
+
+
+register_dataset(DatasetSpec(
+    NAME, load_coco_panoptic, "coco-panoptic", ("semantic", "panoptic", "instance"),
+    suite_order=8, suite_label="COCO", suite_tasks=("panoptic", "instance", "semantic"),
+    preparer="ovseg.data.prepare.coco:prepare_coco", aliases=("coco",), expected_images=5000,
+    description="COCO panoptic val2017, 133 classes (FC-CLIP's training set)",
+    licence="CC BY 4.0 annotations; Flickr images",
+))  # fmt: skip

@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+from ovseg.data.catalog.spec import DatasetSpec, register_dataset
+
 from .base import (
     Benchmark,
     attach_semantic,
@@ -47,3 +49,13 @@ def load_mapillary_vistas(
     else:
         bench.records = pair_by_stem(NAME, root, base / "images", base / "labels", ".jpg", ".png")
     return bench
+
+
+register_dataset(DatasetSpec(
+    NAME, load_mapillary_vistas, "mapillary-vistas", ("semantic", "panoptic"),
+    min_size_test=1024, max_size_test=2560, suite_order=7, suite_label="Mapillary",
+    suite_tasks=("panoptic", "semantic"),
+    preparer="ovseg.data.prepare.cityscapes:prepare_mapillary", aliases=("mapillary",),
+    expected_images=2000, description="Mapillary Vistas v1.2 val, 65 classes",
+    licence="CC BY-NC-SA 4.0",
+))  # fmt: skip

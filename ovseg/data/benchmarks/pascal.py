@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+from ovseg.data.catalog.spec import DatasetSpec, register_dataset
+
 from .base import Benchmark, data_root, pair_by_stem, resolve_tasks
 
 # name -> (folder, label folder, label suffix, num classes, ignore index, vocabulary)
@@ -59,3 +61,55 @@ def load_pascal_voc_21(root=None, tasks=None) -> Benchmark:
 def load_pascal_voc_20(root=None, tasks=None) -> Benchmark:
     """Pascal VOC 2012 validation without background (1,449 images)."""
     return _load("pascal-voc-20", root, tasks)
+
+
+_PC = "ovseg.data.prepare.pascal:prepare_pascal_context"
+_VOC = "ovseg.data.prepare.pascal:prepare_pascal_voc"
+for _name, _loader, _order, _label, _prep, _conv, _n, _what in (
+    (
+        "pascal-context-459",
+        load_pascal_context_459,
+        2,
+        "PC-459",
+        _PC,
+        "pascal-context",
+        5104,
+        "Pascal Context val, 459 classes",
+    ),
+    (
+        "pascal-context-59",
+        load_pascal_context_59,
+        3,
+        "PC-59",
+        _PC,
+        "pascal-context",
+        5104,
+        "Pascal Context val, 59 classes",
+    ),
+    (
+        "pascal-voc-21",
+        load_pascal_voc_21,
+        4,
+        "PAS-21",
+        _VOC,
+        "pascal-voc",
+        1449,
+        "Pascal VOC 2012 val with background",
+    ),
+    (
+        "pascal-voc-20",
+        load_pascal_voc_20,
+        5,
+        "PAS-20",
+        _VOC,
+        "pascal-voc",
+        1449,
+        "Pascal VOC 2012 val without background",
+    ),
+):
+    register_dataset(DatasetSpec(
+        _name, _loader, _name, ("semantic",),
+        suite_order=_order, suite_label=_label, suite_tasks=("semantic",), preparer=_prep,
+        preparer_name=_conv, expected_images=_n, description=_what,
+        licence="Pascal VOC / Context terms (Flickr images)",
+    ))  # fmt: skip

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ovseg.data.catalog import DATASETS, suite_specs
+
 from .ade20k import prepare_ade20k
 from .ade20k_full import prepare_ade20k_full
 from .cityscapes import prepare_cityscapes, prepare_mapillary
@@ -31,40 +33,46 @@ from .coco import prepare_coco
 from .common import PrepareError
 from .pascal import prepare_pascal_context, prepare_pascal_voc
 
-# converter name -> (function, the benchmarks it writes)
-PREPARERS: dict[str, tuple[Callable[..., list[str]], tuple[str, ...]]] = {
-    "ade20k-150": (prepare_ade20k, ("ade20k-150",)),
-    "ade20k-847": (prepare_ade20k_full, ("ade20k-847",)),
-    "pascal-context": (prepare_pascal_context, ("pascal-context-59", "pascal-context-459")),
-    "pascal-voc": (prepare_pascal_voc, ("pascal-voc-21", "pascal-voc-20")),
-    "cityscapes": (prepare_cityscapes, ("cityscapes",)),
-    "mapillary-vistas": (prepare_mapillary, ("mapillary-vistas",)),
-    "coco-panoptic": (prepare_coco, ("coco-panoptic",)),
-}
-ALIASES = {
-    "ade20k": "ade20k-150",
-    "pascal-context-59": "pascal-context",
-    "pascal-context-459": "pascal-context",
-    "pascal-voc-20": "pascal-voc",
-    "pascal-voc-21": "pascal-voc",
-    "coco": "coco-panoptic",
-    "mapillary": "mapillary-vistas",
-    "ade20k-full": "ade20k-847",
-}
+
+def _preparers() -> dict[str, tuple[Callable[..., list[str]], tuple[str, ...]]]:
+    """converter name -> (function, the benchmarks it writes), from the dataset catalog."""
+    out: dict[str, tuple[Callable[..., list[str]], list[str]]] = {}
+    for _, spec in DATASETS.items():
+        if spec.preparer is not None:
+            fn = out.get(spec.converter, (spec.load_preparer(), []))
+            out[spec.converter] = (fn[0], [*fn[1], spec.name])
+    order = {s.name: i for i, s in enumerate(suite_specs())}
+    return {
+        k: (fn, tuple(sorted(b, key=lambda n: order.get(n, len(order)))))
+        for k, (fn, b) in out.items()
+    }
+
+
+def _aliases() -> dict[str, str]:
+    """other accepted name -> converter name (a spec's aliases, a sibling's own name)."""
+    out: dict[str, str] = {}
+    for _, spec in DATASETS.items():
+        for alias in spec.aliases:
+            out[alias] = spec.converter
+        if spec.preparer is not None and spec.converter != spec.name:
+            out[spec.name] = spec.converter
+    return out
+
+
+def _expected_images() -> dict[str, int]:
+    return {n: s.expected_images for n, s in DATASETS.items() if s.expected_images is not None}
+
+
+PREPARERS = _preparers()
+ALIASES = _aliases()
 # benchmark name -> why ovseg cannot convert it (every benchmark is converted today)
-NOT_CONVERTED: dict[str, str] = {}
-# Validation images of each benchmark (the issue's numbers).
-EXPECTED_IMAGES = {
-    "ade20k-150": 2000,
-    "ade20k-847": 2000,
-    "pascal-context-59": 5104,
-    "pascal-context-459": 5104,
-    "pascal-voc-21": 1449,
-    "pascal-voc-20": 1449,
-    "cityscapes": 500,
-    "mapillary-vistas": 2000,
-    "coco-panoptic": 5000,
+NOT_CONVERTED: dict[str, str] = {
+    n: f"{n}: ovseg has no converter for this dataset; prepare its layout by hand"
+    for n, s in DATASETS.items()
+    if s.preparer is None
 }
+# Validation images of each benchmark (the catalog's numbers).
+EXPECTED_IMAGES = _expected_images()
 
 
 def names() -> list[str]:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ovseg.data.catalog.cityscapes_labels import CITYSCAPES_LABELS
 from ovseg.utils.panoptic_ids import id2rgb
 
 from .common import PrepareError, bbox_of, find_dir, place, progress, read_array, save_label
@@ -34,26 +35,6 @@ MV_HINT = (
     "extract it into --src (validation/images, validation/labels, validation/panoptic)"
 )
 
-# cityscapesscripts labels.py: (id, name, trainId, hasInstances, ignoreInEval) of ids 0..33.
-CITYSCAPES_LABELS = (
-    (0, "unlabeled", 255, False, True), (1, "ego vehicle", 255, False, True),
-    (2, "rectification border", 255, False, True), (3, "out of roi", 255, False, True),
-    (4, "static", 255, False, True), (5, "dynamic", 255, False, True),
-    (6, "ground", 255, False, True), (7, "road", 0, False, False),
-    (8, "sidewalk", 1, False, False), (9, "parking", 255, False, True),
-    (10, "rail track", 255, False, True), (11, "building", 2, False, False),
-    (12, "wall", 3, False, False), (13, "fence", 4, False, False),
-    (14, "guard rail", 255, False, True), (15, "bridge", 255, False, True),
-    (16, "tunnel", 255, False, True), (17, "pole", 5, False, False),
-    (18, "polegroup", 255, False, True), (19, "traffic light", 6, False, False),
-    (20, "traffic sign", 7, False, False), (21, "vegetation", 8, False, False),
-    (22, "terrain", 9, False, False), (23, "sky", 10, False, False),
-    (24, "person", 11, True, False), (25, "rider", 12, True, False),
-    (26, "car", 13, True, False), (27, "truck", 14, True, False),
-    (28, "bus", 15, True, False), (29, "caravan", 255, True, True),
-    (30, "trailer", 255, True, True), (31, "train", 16, True, False),
-    (32, "motorcycle", 17, True, False), (33, "bicycle", 18, True, False),
-)  # fmt: skip
 _BY_ID = {lab[0]: lab for lab in CITYSCAPES_LABELS}
 
 
