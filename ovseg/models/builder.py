@@ -9,7 +9,8 @@ import os
 import open_clip
 
 from ovseg.config.schema import ModelConfig
-from ovseg.models.backbones.clip import CLIPBackbone, create_clip, register_clip_configs
+from ovseg.models.backbones import Backbone, select_backbone_class
+from ovseg.models.backbones.clip import create_clip, register_clip_configs
 from ovseg.models.heads.transformer_decoder import MaskedTransformerDecoder
 from ovseg.models.pixel_decoders.msdeform import MSDeformAttnPixelDecoder
 from ovseg.models.segmentors.fcclip import FCCLIP
@@ -29,15 +30,17 @@ def resolve_vocabulary(spec: str | Vocabulary | None) -> Vocabulary | None:
     return Vocabulary.from_name(spec)
 
 
-def build_backbone(cfg: ModelConfig) -> CLIPBackbone:
+def build_backbone(cfg: ModelConfig) -> Backbone:
+    """The registered backbone ``model.backbone.type`` (\"auto\": by the built tower's class)."""
     b = cfg.backbone
     clip = create_clip(
         b.name, b.pretrained, force_quick_gelu=b.force_quick_gelu, cache_dir=b.cache_dir
     )
-    return CLIPBackbone(clip, name=b.name, pretrained=b.pretrained)
+    cls = select_backbone_class(b.type, clip.visual)
+    return cls(clip, name=b.name, pretrained=b.pretrained)
 
 
-def clip_weights_id(backbone: CLIPBackbone) -> str:
+def clip_weights_id(backbone: Backbone) -> str:
     """Identifies the text tower's weights for the on-disk embedding cache."""
     p = backbone.pretrained
     if p and not os.path.isfile(p):
@@ -55,7 +58,7 @@ def clip_weights_id(backbone: CLIPBackbone) -> str:
     return h.hexdigest()[:16]
 
 
-def build_text_encoder(cfg: ModelConfig, backbone: CLIPBackbone) -> TextEncoder:
+def build_text_encoder(cfg: ModelConfig, backbone: Backbone) -> TextEncoder:
     register_clip_configs()
     tokenizer = open_clip.get_tokenizer(backbone.name)
     return TextEncoder(
