@@ -10,7 +10,7 @@ import open_clip
 
 from ovseg.config.schema import ModelConfig
 from ovseg.models.backbones import Backbone, select_backbone_class
-from ovseg.models.backbones.clip import create_clip, register_clip_configs
+from ovseg.models.backbones.clip import create_clip, register_clip_configs, register_config_file
 from ovseg.models.heads.transformer_decoder import MaskedTransformerDecoder
 from ovseg.models.pixel_decoders.msdeform import MSDeformAttnPixelDecoder
 from ovseg.models.segmentors.fcclip import FCCLIP
@@ -33,11 +33,24 @@ def resolve_vocabulary(spec: str | Vocabulary | None) -> Vocabulary | None:
 def build_backbone(cfg: ModelConfig) -> Backbone:
     """The registered backbone ``model.backbone.type`` (\"auto\": by the built tower's class)."""
     b = cfg.backbone
+    name = b.name
+    if b.config_file:
+        stem = register_config_file(b.config_file)
+        if name and name != stem:
+            raise ValueError(
+                f"model.backbone.name={name!r} differs from config_file's stem {stem!r}; "
+                "set name to the stem or null"
+            )
+        name = stem
+    if not name:
+        raise ValueError(
+            "model.backbone.name is empty; give an open_clip model name or config_file"
+        )
     clip = create_clip(
-        b.name, b.pretrained, force_quick_gelu=b.force_quick_gelu, cache_dir=b.cache_dir
+        name, b.pretrained, force_quick_gelu=b.force_quick_gelu, cache_dir=b.cache_dir
     )
     cls = select_backbone_class(b.type, clip.visual)
-    return cls(clip, name=b.name, pretrained=b.pretrained)
+    return cls(clip, name=name, pretrained=b.pretrained)
 
 
 def clip_weights_id(backbone: Backbone) -> str:

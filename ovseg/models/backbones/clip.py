@@ -24,6 +24,28 @@ def register_clip_configs() -> None:
         _registered = True
 
 
+def register_config_file(path: str) -> str:
+    """Register a user's open_clip model-config JSON under its file-name stem; returns the stem."""
+    import json
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ValueError(
+            f"model.backbone.config_file={path!r}: no such file (resolved: {p.resolve()})"
+        )
+    try:
+        cfg = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"model.backbone.config_file={path!r} is not valid JSON: {e}") from None
+    if not isinstance(cfg, dict) or not {"embed_dim", "vision_cfg", "text_cfg"} <= cfg.keys():
+        raise ValueError(
+            f"model.backbone.config_file={path!r} is not an open_clip model config "
+            "(needs embed_dim, vision_cfg, text_cfg)"
+        )
+    open_clip.add_model_config(p)
+    return p.stem
+
+
 def create_clip(
     name: str, pretrained: str | None, force_quick_gelu: bool = False, cache_dir: str | None = None
 ) -> nn.Module:
