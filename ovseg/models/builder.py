@@ -11,6 +11,7 @@ import open_clip
 from ovseg.config.schema import ModelConfig
 from ovseg.models.backbones import Backbone, select_backbone_class
 from ovseg.models.backbones.clip import create_clip, register_clip_configs, register_config_file
+from ovseg.models.backbones.clip_vit import CLIPViTBackbone
 from ovseg.models.heads.transformer_decoder import MaskedTransformerDecoder
 from ovseg.models.pixel_decoders.msdeform import MSDeformAttnPixelDecoder
 from ovseg.models.segmentors.fcclip import FCCLIP
@@ -50,7 +51,8 @@ def build_backbone(cfg: ModelConfig) -> Backbone:
         name, b.pretrained, force_quick_gelu=b.force_quick_gelu, cache_dir=b.cache_dir
     )
     cls = select_backbone_class(b.type, clip.visual)
-    return cls(clip, name=name, pretrained=b.pretrained)
+    extra = {"pyramid_channels": b.pyramid_channels} if cls is CLIPViTBackbone else {}
+    return cls(clip, name=name, pretrained=b.pretrained, **extra)
 
 
 def clip_weights_id(backbone: Backbone) -> str:

@@ -1,6 +1,10 @@
 """CLIP backbones. Importing this package registers every backbone in :data:`BACKBONES`."""
 
-from ovseg.models.backbones import clip_convnext, clip_resnet  # noqa: F401 (registration)
+from ovseg.models.backbones import (  # noqa: F401 (registration)
+    clip_convnext,
+    clip_resnet,
+    clip_vit,
+)
 from ovseg.models.backbones.base import Backbone
 from ovseg.models.backbones.registry import BACKBONES
 

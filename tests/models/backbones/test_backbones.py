@@ -66,3 +66,37 @@ def test_config_file(tmp_path, monkeypatch) -> None:
         build_backbone(_cfg(name=None, config_file=str(bad)))
     with pytest.raises(ValueError, match="missing.json.*no such file"):
         build_backbone(_cfg(name=None, config_file="missing.json"))
+
+
+def test_vit_pyramid_trains_tower_frozen() -> None:
+    from ovseg.models.backbones.clip_vit import CLIPViTBackbone
+
+    bb = build_backbone(_cfg(name="vit_fcclip_tiny_v", pyramid_channels=32))
+    assert isinstance(bb, CLIPViTBackbone)
+    bb.train()
+    out = bb(torch.randn(2, 3, 64, 96))
+    for key, spec in bb.output_shape().items():
+        assert out[key].shape == (2, 32, 64 // spec.stride, 96 // spec.stride)
+    sum(out[k].square().mean() for k in bb.output_shape()).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in bb.pyramid.parameters())
+    assert all(p.grad is None for p in bb.clip_model.parameters())
+    assert not bb.clip_model.training
+    pooled = bb.pool_masks(out["clip_vis_dense"], torch.randn(2, 4, 4, 6))
+    assert pooled.shape == (2, 4, bb.embed_dim) and torch.isfinite(pooled).all()
+
+
+def test_vit_segmenter_all_tasks() -> None:
+    import numpy as np
+
+    from ovseg import Segmenter
+    from ovseg.text.vocabulary import Vocabulary
+
+    torch.manual_seed(0)
+    seg = Segmenter.from_config("configs/tests/fcclip_tiny_vit.yaml")
+    vocab = Vocabulary.parse("cat;dog;sky")
+    img = np.random.default_rng(0).integers(0, 255, (90, 130, 3), dtype=np.uint8)
+    pred = seg.predict(img, vocab, task="all")
+    assert pred.sem_seg.shape == (3, 90, 130) and torch.isfinite(pred.sem_seg).all()
+    assert pred.panoptic_seg.shape == (90, 130)
+    assert set(pred.panoptic_seg.unique().tolist()) - {0} == {s["id"] for s in pred.segments_info}
+    assert pred.instances.masks.shape[1:] == (90, 130)
