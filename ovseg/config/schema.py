@@ -25,12 +25,19 @@ class BackboneConfig:
 
     ``pretrained``: an open_clip pretrained tag (e.g. ``laion2b_s29b_b131k_ft_soup``, downloaded
     by open_clip into its own cache), a local weights file, or null (random init, for tests).
+    ``type``: a registered backbone (``clip_convnext``, ``clip_resnet``, ``clip_vit``) or ``auto`` (chosen by
+    the built image tower's class). ``config_file``: an open_clip model-config JSON (resolved
+    against the cwd, or absolute), registered with open_clip under its file-name stem before
+    building; ``name`` may then be that stem or null.
     """
 
-    name: str = "convnext_large_d_320"
+    type: str = "auto"
+    name: Optional[str] = "convnext_large_d_320"
     pretrained: Optional[str] = "laion2b_s29b_b131k_ft_soup"
     force_quick_gelu: bool = False
     cache_dir: Optional[str] = None
+    config_file: Optional[str] = None
+    pyramid_channels: int = 256  # clip_vit only: channels of its trainable res2..res5 pyramid
 
 
 @dataclass

@@ -9,7 +9,9 @@ import os
 import open_clip
 
 from ovseg.config.schema import ModelConfig
-from ovseg.models.backbones.clip import CLIPBackbone, create_clip, register_clip_configs
+from ovseg.models.backbones import Backbone, select_backbone_class
+from ovseg.models.backbones.clip import create_clip, register_clip_configs, register_config_file
+from ovseg.models.backbones.clip_vit import CLIPViTBackbone
 from ovseg.models.heads.transformer_decoder import MaskedTransformerDecoder
 from ovseg.models.pixel_decoders.msdeform import MSDeformAttnPixelDecoder
 from ovseg.models.segmentors.fcclip import FCCLIP
@@ -18,15 +20,31 @@ from ovseg.text.templates import resolve_templates
 from ovseg.text.vocabulary import Vocabulary, resolve_vocabulary
 
 
-def build_backbone(cfg: ModelConfig) -> CLIPBackbone:
+def build_backbone(cfg: ModelConfig) -> Backbone:
+    """The registered backbone ``model.backbone.type`` (\"auto\": by the built tower's class)."""
     b = cfg.backbone
+    name = b.name
+    if b.config_file:
+        stem = register_config_file(b.config_file)
+        if name and name != stem:
+            raise ValueError(
+                f"model.backbone.name={name!r} differs from config_file's stem {stem!r}; "
+                "set name to the stem or null"
+            )
+        name = stem
+    if not name:
+        raise ValueError(
+            "model.backbone.name is empty; give an open_clip model name or config_file"
+        )
     clip = create_clip(
-        b.name, b.pretrained, force_quick_gelu=b.force_quick_gelu, cache_dir=b.cache_dir
+        name, b.pretrained, force_quick_gelu=b.force_quick_gelu, cache_dir=b.cache_dir
     )
-    return CLIPBackbone(clip, name=b.name, pretrained=b.pretrained)
+    cls = select_backbone_class(b.type, clip.visual)
+    extra = {"pyramid_channels": b.pyramid_channels} if cls is CLIPViTBackbone else {}
+    return cls(clip, name=name, pretrained=b.pretrained, **extra)
 
 
-def clip_weights_id(backbone: CLIPBackbone) -> str:
+def clip_weights_id(backbone: Backbone) -> str:
     """Identifies the text tower's weights for the on-disk embedding cache."""
     p = backbone.pretrained
     if p and not os.path.isfile(p):
@@ -44,7 +62,7 @@ def clip_weights_id(backbone: CLIPBackbone) -> str:
     return h.hexdigest()[:16]
 
 
-def build_text_encoder(cfg: ModelConfig, backbone: CLIPBackbone) -> TextEncoder:
+def build_text_encoder(cfg: ModelConfig, backbone: Backbone) -> TextEncoder:
     register_clip_configs()
     tokenizer = open_clip.get_tokenizer(backbone.name)
     return TextEncoder(

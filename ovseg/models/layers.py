@@ -68,3 +68,17 @@ class MLP(nn.Module):
             if i < len(self.layers) - 1:
                 x = F.relu(x)
         return x
+
+
+def mask_pooling(features: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Average ``features`` (B, C, H, W) inside each binarised mask (B, Q, H, W) -> (B, Q, C).
+
+    Masks are logits; a pixel belongs to a mask where the logit is > 0 (FC-CLIP / ODISE). The
+    1e-8 in the denominator makes an empty mask pool to zeros.
+    """
+    if masks.shape[-2:] != features.shape[-2:]:
+        masks = F.interpolate(masks, size=features.shape[-2:], mode="bilinear", align_corners=False)
+    with torch.no_grad():
+        binary = (masks.detach() > 0).to(features.dtype)
+        denom = binary.sum(dim=(-1, -2), keepdim=True) + 1e-8
+    return torch.einsum("bchw,bqhw->bqc", features, binary / denom)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ovseg.models.layers import MLP, c2_xavier_fill
+from ovseg.models.layers import MLP, c2_xavier_fill, mask_pooling
 from ovseg.models.position_encoding import PositionEmbeddingSine
 
 
@@ -58,20 +58,6 @@ def synonym_max(
     index = synonym_index.to(syn.device).expand_as(syn)
     out = out.scatter_reduce(-1, index, syn, reduce="amax", include_self=True)
     return torch.cat([out, void], dim=-1)
-
-
-def mask_pooling(features: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Average ``features`` (B, C, H, W) inside each binarised mask (B, Q, H, W) -> (B, Q, C).
-
-    Masks are logits; a pixel belongs to a mask where the logit is > 0 (FC-CLIP / ODISE). The
-    1e-8 in the denominator makes an empty mask pool to zeros.
-    """
-    if masks.shape[-2:] != features.shape[-2:]:
-        masks = F.interpolate(masks, size=features.shape[-2:], mode="bilinear", align_corners=False)
-    with torch.no_grad():
-        binary = (masks.detach() > 0).to(features.dtype)
-        denom = binary.sum(dim=(-1, -2), keepdim=True) + 1e-8
-    return torch.einsum("bchw,bqhw->bqc", features, binary / denom)
 
 
 class SelfAttentionLayer(nn.Module):

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ovseg.models import postprocess
-from ovseg.models.backbones.clip import CLIPBackbone
+from ovseg.models.backbones.base import Backbone
 from ovseg.models.heads.transformer_decoder import MaskedTransformerDecoder, classification_logits
 from ovseg.models.pixel_decoders.msdeform import MSDeformAttnPixelDecoder
 from ovseg.structures import TextClassifier
@@ -47,7 +47,7 @@ class FCCLIP(nn.Module):
     def __init__(
         self,
         *,
-        backbone: CLIPBackbone,
+        backbone: Backbone,
         pixel_decoder: MSDeformAttnPixelDecoder,
         predictor: MaskedTransformerDecoder,
         text_encoder: TextEncoder,
