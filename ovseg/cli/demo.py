@@ -275,12 +275,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: could not set up the model: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
-    if seg.config.model.test.mode == "slide" and args.task != "semantic":
-        print(
-            f"error: model.test.mode=slide (sliding windows) computes the semantic task only; "
-            f"got --task {args.task}: add --task semantic",
-            file=sys.stderr,
-        )
+    try:
+        seg.config.model.test.check_task(args.task, asked="--task {}")
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
 
     from tqdm import tqdm

@@ -158,13 +158,9 @@ def _run(args: argparse.Namespace) -> int:
     weights = _check_weights(args.weights)
     try:
         cfg = load_config(args.config, args.opts)
+        cfg.model.test.check_task(args.task, asked="--task {}")
     except ConfigError as e:
         raise UsageError(str(e)) from None
-    if cfg.model.test.mode == "slide" and args.task != "semantic":
-        raise UsageError(
-            f"model.test.mode=slide (sliding windows) computes the semantic task only; "
-            f"got --task {args.task}: add --task semantic"
-        )
     info = init_distributed("cpu" if args.device == "cpu" else "auto")
     rank = info.rank
     try:

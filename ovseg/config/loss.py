@@ -18,8 +18,10 @@ class LossConfig:
         oversample_ratio: PointRend oversampling factor (>= 1).
         importance_sample_ratio: share of points chosen by uncertainty, in [0, 1].
         deep_supervision: also apply the losses to every intermediate decoder layer.
+        type: the registered loss (``mask2former``: Hungarian matching + CE / BCE / dice).
     """
 
+    type: str = "mask2former"  # a registered loss (ovseg.models.registry.LOSSES)
     class_weight: float = 2.0
     mask_weight: float = 5.0
     dice_weight: float = 5.0

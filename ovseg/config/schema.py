@@ -6,6 +6,7 @@ of each field's module says what the field means.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
@@ -44,6 +45,8 @@ class BackboneConfig:
 class PixelDecoderConfig:
     """Multi-scale deformable-attention pixel decoder (Mask2Former)."""
 
+    type: str = "msdeform"  # a registered pixel decoder (ovseg.models.registry.PIXEL_DECODERS)
+
     conv_dim: int = 256
     mask_dim: int = 256
     norm: str = "GN"
@@ -64,6 +67,8 @@ class PixelDecoderConfig:
 class TransformerDecoderConfig:
     """Masked-attention transformer decoder. ``num_layers`` = FC-CLIP's DEC_LAYERS - 1."""
 
+    type: str = "masked_attention"  # ovseg.models.registry.TRANSFORMER_DECODERS
+
     hidden_dim: int = 256
     num_queries: int = 250
     num_heads: int = 8
@@ -77,9 +82,12 @@ class TransformerDecoderConfig:
 class TextConfig:
     """Text classifier: prompt templates x synonyms through the frozen text tower."""
 
+    type: str = "templates"  # a registered prompt builder (ovseg.text.registry.PROMPT_BUILDERS)
+
     templates: Any = "vild"  # a built-in template set name or a list of "... {} ..." strings
     batch_size: int = 256
     disk_cache: bool = True  # cache embeddings under $OVSEG_HOME/text_embeddings
+    memory_cache_size: int = 32  # vocabularies kept in memory (LRU)
     train_vocabulary: Optional[str] = "coco-panoptic"  # classes sharing a synonym are "seen"
 
 
@@ -113,6 +121,26 @@ class TestConfig:
     def __post_init__(self) -> None:
         self.check_mode()
 
+    def check_task(self, tasks: str | Sequence[str], asked: str = "task={!r}") -> None:
+        """Raise ConfigError unless the test mode can compute ``tasks``: the one check of mode
+        vs task (Segmenter, tools/test.py, the demo and the evaluation runner call it).
+
+        Averaging per-pixel class scores merges windows; panoptic segments and instances cut by
+        a window border do not merge that way (mmseg slides for the semantic task only).
+
+        Args:
+            tasks: a task name or the tasks asked for.
+            asked: how the caller's user asked, for the message (``"--task {}"``).
+        """
+        self.check_mode()
+        names = [tasks] if isinstance(tasks, str) else list(tasks)
+        if self.mode == "slide" and any(t != "semantic" for t in names):
+            shown = asked.format(tasks if isinstance(tasks, str) else ", ".join(names))
+            raise ConfigError(
+                f"model.test.mode=slide (sliding windows) computes the semantic task only; "
+                f"got {shown}: ask for the semantic task, or use model.test.mode=whole"
+            )
+
     def check_mode(self) -> None:
         """Raise ConfigError naming the key if ``mode`` / ``crop_size`` / ``stride`` are invalid
         (also called at predict time: configs can be edited after loading)."""
@@ -134,6 +162,7 @@ class TestConfig:
 
 @dataclass
 class ModelConfig:
+    type: str = "fcclip"  # a registered segmentor (ovseg.models.registry.SEGMENTORS)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     pixel_decoder: PixelDecoderConfig = field(default_factory=PixelDecoderConfig)
     decoder: TransformerDecoderConfig = field(default_factory=TransformerDecoderConfig)

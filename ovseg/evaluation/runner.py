@@ -598,12 +598,10 @@ def evaluate(
         raise EvaluationError("save_predictions / visualize need an out_dir")
     export = out_path / "predictions" if save_predictions and out_path is not None else None
     evaluators = TaskEvaluators(src, tasks, convention, export)
-    if segmenter.config.model.test.mode == "slide" and evaluators.predict_task != "semantic":
-        raise EvaluationError(
-            f"sliding-window inference (model.test.mode=slide) scores the semantic task only, "
-            f"but {', '.join(evaluators.tasks)} was asked for {src.name}: evaluate "
-            "tasks='semantic', or use model.test.mode=whole"
-        )
+    try:
+        segmenter.config.model.test.check_task(evaluators.tasks, asked="{} for " + src.name)
+    except ValueError as e:
+        raise EvaluationError(str(e)) from None
     vocab = src.vocabulary
     indices = shard_indices(len(src), limit)
     rank = get_rank()

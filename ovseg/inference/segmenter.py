@@ -162,16 +162,9 @@ class Segmenter:
         """``(crop_size, stride)`` in slide mode, None in whole-image mode; bad settings, and
         what slide mode cannot compute, fail here, before any work."""
         t = self.config.model.test
-        t.check_mode()
+        t.check_task(task)
         if t.mode == "whole":
             return None
-        if task != "semantic":
-            # Averaging per-pixel class scores merges windows; panoptic segments and instances
-            # cut by a window border do not merge that way (mmseg slides for semantic only).
-            raise ValueError(
-                f"sliding-window inference (model.test.mode='slide') is for the semantic task "
-                f"only; got task={task!r}: use task='semantic', or model.test.mode='whole'"
-            )
         if return_intermediates:
             raise ValueError(
                 "return_intermediates needs one forward pass: use model.test.mode='whole'"

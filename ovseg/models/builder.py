@@ -6,17 +6,15 @@ from __future__ import annotations
 import hashlib
 import os
 
-import open_clip
-
 from ovseg.config.schema import ModelConfig
+from ovseg.models import heads, losses, pixel_decoders  # noqa: F401 (registration)
 from ovseg.models.backbones import Backbone, select_backbone_class
 from ovseg.models.backbones.clip import create_clip, register_clip_configs, register_config_file
 from ovseg.models.backbones.clip_vit import CLIPViTBackbone
-from ovseg.models.heads.transformer_decoder import MaskedTransformerDecoder
-from ovseg.models.pixel_decoders.msdeform import MSDeformAttnPixelDecoder
+from ovseg.models.registry import LOSSES, PIXEL_DECODERS, SEGMENTORS, TRANSFORMER_DECODERS
 from ovseg.models.segmentors.fcclip import FCCLIP
-from ovseg.text.classifier import TextEncoder
-from ovseg.text.templates import resolve_templates
+from ovseg.text import classifier  # noqa: F401 (registers the built-in prompt builders)
+from ovseg.text.registry import PROMPT_BUILDERS
 from ovseg.text.vocabulary import Vocabulary, resolve_vocabulary
 
 
@@ -62,60 +60,33 @@ def clip_weights_id(backbone: Backbone) -> str:
     return h.hexdigest()[:16]
 
 
-def build_text_encoder(cfg: ModelConfig, backbone: Backbone) -> TextEncoder:
+def build_text_encoder(cfg: ModelConfig, backbone: Backbone):
+    """The registered prompt builder ``model.text.type`` over the backbone's text tower."""
     register_clip_configs()
-    tokenizer = open_clip.get_tokenizer(backbone.name)
-    return TextEncoder(
-        encode_tokens=backbone.encode_text,
-        tokenizer=tokenizer,
-        templates=resolve_templates(cfg.text.templates),
-        weights_id=clip_weights_id(backbone) if cfg.text.disk_cache else "",
-        context_length=backbone.context_length,
-        batch_size=cfg.text.batch_size,
-        disk_cache=cfg.text.disk_cache,
-        encode_with_prefix=backbone.encode_text_with_prefix
-        if backbone.supports_prefix_cache
-        else None,
-    )
+    builder = PROMPT_BUILDERS.get(cfg.text.type)
+    weights_id = clip_weights_id(backbone) if cfg.text.disk_cache else ""
+    return builder(cfg.text, backbone, weights_id)
 
 
 def build_criterion(cfg: ModelConfig):
-    from ovseg.models.losses import build_criterion as _build
+    """The registered loss ``model.loss.type``."""
+    return LOSSES.get(cfg.loss.type)(cfg.loss)
 
-    return _build(cfg.loss)
+
+def build_model(cfg: ModelConfig, train_vocabulary: Vocabulary | None = None):
+    """The registered segmentor ``model.type`` (default FC-CLIP) from the ``model`` section
+    (CLIP weights per ``backbone.pretrained``)."""
+    return SEGMENTORS.get(cfg.type)(cfg, train_vocabulary)
 
 
-def build_model(cfg: ModelConfig, train_vocabulary: Vocabulary | None = None) -> FCCLIP:
-    """Build FC-CLIP from the ``model`` section (CLIP weights per ``backbone.pretrained``)."""
+@SEGMENTORS.register("fcclip")
+def build_fcclip(cfg: ModelConfig, train_vocabulary: Vocabulary | None = None) -> FCCLIP:
+    """FC-CLIP: each part is the registered ``type`` of its config section."""
     backbone = build_backbone(cfg)
     pd = cfg.pixel_decoder
-    shapes = {k: v for k, v in backbone.output_shape().items() if k in pd.in_features}
-    pixel_decoder = MSDeformAttnPixelDecoder(
-        shapes,
-        transformer_in_features=pd.transformer_in_features,
-        conv_dim=pd.conv_dim,
-        mask_dim=pd.mask_dim,
-        norm=pd.norm,
-        num_layers=pd.num_layers,
-        num_heads=pd.num_heads,
-        num_points=pd.num_points,
-        dim_feedforward=pd.dim_feedforward,
-        dropout=pd.dropout,
-        common_stride=pd.common_stride,
-        deform_attn_impl=pd.deform_attn_impl,
-    )
-    d = cfg.decoder
-    predictor = MaskedTransformerDecoder(
-        pd.conv_dim,
-        hidden_dim=d.hidden_dim,
-        num_queries=d.num_queries,
-        num_heads=d.num_heads,
-        dim_feedforward=d.dim_feedforward,
-        num_layers=d.num_layers,
-        pre_norm=d.pre_norm,
-        mask_dim=pd.mask_dim,
-        enforce_input_proj=d.enforce_input_proj,
-        clip_embedding_dim=backbone.embed_dim,
+    pixel_decoder = PIXEL_DECODERS.get(pd.type)(pd, backbone.output_shape())
+    predictor = TRANSFORMER_DECODERS.get(cfg.decoder.type)(
+        cfg.decoder, in_channels=pd.conv_dim, mask_dim=pd.mask_dim, embed_dim=backbone.embed_dim
     )
     t = cfg.test
     if train_vocabulary is None and cfg.text.train_vocabulary:

@@ -11,15 +11,20 @@ under ``$OVSEG_HOME/text_embeddings``.
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 import logging
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from ovseg.config.schema import TextConfig
 from ovseg.structures import TextClassifier
+from ovseg.text.registry import PROMPT_BUILDERS
+from ovseg.text.templates import resolve_templates
 from ovseg.text.vocabulary import Vocabulary
 from ovseg.utils.io import atomic_write
 from ovseg.utils.paths import ovseg_home
@@ -37,6 +42,8 @@ class TextEncoder:
         weights_id: identifies the CLIP weights (part of the cache key).
         batch_size: prompts per forward pass.
         disk_cache: also store embeddings under ``$OVSEG_HOME/text_embeddings``.
+        memory_entries: vocabularies kept in memory (least recently used dropped first), so a
+            long-running server with free-text vocabularies stays bounded.
     """
 
     def __init__(
@@ -49,6 +56,7 @@ class TextEncoder:
         batch_size: int = 256,
         disk_cache: bool = False,
         encode_with_prefix: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        memory_entries: int = 32,
     ):
         self.encode_tokens = encode_tokens
         self.tokenizer = tokenizer
@@ -58,7 +66,8 @@ class TextEncoder:
         self.batch_size = batch_size
         self.disk_cache = disk_cache
         self.encode_with_prefix = encode_with_prefix
-        self._memory: dict[str, torch.Tensor] = {}
+        self._memory: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self.memory_entries = memory_entries
 
     def cache_key(self, vocabulary: Vocabulary) -> str:
         h = hashlib.sha256()
@@ -72,6 +81,8 @@ class TextEncoder:
     ) -> TextClassifier:
         key = self.cache_key(vocabulary)
         emb = self._memory.get(key)
+        if emb is not None:
+            self._memory.move_to_end(key)
         if emb is None and self.disk_cache and self.weights_id:
             emb = self._load_disk(key)
         if emb is None:
@@ -82,6 +93,8 @@ class TextEncoder:
             if self.disk_cache and self.weights_id:
                 self._save_disk(key, emb)
         self._memory[key] = emb
+        while len(self._memory) > self.memory_entries:  # LRU: a server's free-text vocabularies
+            self._memory.popitem(last=False)
         return TextClassifier(emb.to(device), vocabulary.num_synonyms, vocabulary)
 
     def encode_synonyms(
@@ -181,3 +194,22 @@ class TextEncoder:
                 torch.save(emb.cpu(), f)
         except OSError as e:
             logger.warning("could not write text-embedding cache %s (%s)", path, e)
+
+
+@PROMPT_BUILDERS.register("templates")
+def build_template_encoder(cfg: TextConfig, tower: Any, weights_id: str) -> TextEncoder:
+    """FC-CLIP's classifier: every template x every synonym through the frozen text tower,
+    averaged over templates (``model.text.templates``; see :mod:`ovseg.text.templates`)."""
+    import open_clip
+
+    return TextEncoder(
+        encode_tokens=tower.encode_text,
+        tokenizer=open_clip.get_tokenizer(tower.name),
+        templates=resolve_templates(cfg.templates),
+        weights_id=weights_id if cfg.disk_cache else "",
+        context_length=tower.context_length,
+        batch_size=cfg.batch_size,
+        disk_cache=cfg.disk_cache,
+        encode_with_prefix=tower.encode_text_with_prefix if tower.supports_prefix_cache else None,
+        memory_entries=cfg.memory_cache_size,
+    )

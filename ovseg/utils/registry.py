@@ -23,7 +23,7 @@ from typing import Any, Generic, TypeVar
 T = TypeVar("T")
 
 
-class RegistryError(KeyError):
+class RegistryError(KeyError, ValueError):
     """An unknown or duplicate registry name; ``str()`` is the whole message (not KeyError's
     quoted repr)."""
 

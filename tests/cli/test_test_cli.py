@@ -188,7 +188,7 @@ def test_sliding_window_mode_is_recorded(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip().splitlines()[-1]  # after the random-weights warning
     assert err == (
         "test.py: error: model.test.mode=slide (sliding windows) computes the semantic task "
-        "only; got --task all: add --task semantic"
+        "only; got --task all: ask for the semantic task, or use model.test.mode=whole"
     )
     assert main([*argv, "--task", "semantic", "model.test.stride=[64,32]"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]

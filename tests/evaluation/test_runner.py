@@ -324,7 +324,7 @@ def test_evaluate_with_tiny_model_limit_and_exports(ade_root, tmp_path):
     from ovseg.evaluation.errors import EvaluationError
 
     seg.config.model.test.mode = "slide"
-    with pytest.raises(EvaluationError, match="semantic task only, but semantic, panoptic"):
+    with pytest.raises(EvaluationError, match="semantic task only; got semantic, panoptic"):
         evaluate(seg, bench, limit=1, progress=False)
     slid = evaluate(seg, bench, tasks="semantic", limit=1, progress=False)
     assert slid["meta"]["test_mode"] == "slide" and slid["semantic"]["num_images"] == 1

@@ -32,3 +32,19 @@ def test_prefix_cache_and_batching_do_not_change_embeddings():
     torch.testing.assert_close(small_batches, plain, atol=1e-6, rtol=0)
     assert cached.shape == (len(synonyms), 64)
     np.testing.assert_allclose(cached.norm(dim=-1).numpy(), 1.0, atol=1e-6)
+
+
+def test_memory_cache_is_a_bounded_lru():
+    seg = Segmenter.from_config(
+        "configs/tests/fcclip_tiny.yaml",
+        overrides=["model.text.disk_cache=false", "model.text.memory_cache_size=2"],
+    )
+    enc = seg.model.text_encoder
+    a, b, c = (Vocabulary.parse(v) for v in ("cat; dog", "car; road", "sky; tree"))
+    first = enc(a).embeddings
+    enc(b)
+    enc(a)  # a is now the most recently used
+    enc(c)  # evicts b, not a
+    keys = list(enc._memory)
+    assert len(keys) == 2 and keys == [enc.cache_key(a), enc.cache_key(c)]
+    assert torch.equal(enc(a).embeddings, first)  # served from memory, unchanged

@@ -14,8 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ovseg.config.schema import TransformerDecoderConfig
 from ovseg.models.layers import MLP, c2_xavier_fill, mask_pooling
 from ovseg.models.position_encoding import PositionEmbeddingSine
+from ovseg.models.registry import TRANSFORMER_DECODERS
 
 
 def classification_logits(
@@ -317,3 +319,23 @@ class MaskedTransformerDecoder(nn.Module):
             outputs_mask,
             self._expand_heads((attn.sigmoid().flatten(2) < 0.5).detach()),
         )
+
+
+@TRANSFORMER_DECODERS.register("masked_attention")
+def build_masked_attention_decoder(
+    cfg: TransformerDecoderConfig, *, in_channels: int, mask_dim: int, embed_dim: int
+) -> MaskedTransformerDecoder:
+    """``model.decoder`` -> :class:`MaskedTransformerDecoder` (Mask2Former with FC-CLIP's
+    text-embedding classifier of width ``embed_dim``) over ``in_channels``-wide pixel features."""
+    return MaskedTransformerDecoder(
+        in_channels,
+        hidden_dim=cfg.hidden_dim,
+        num_queries=cfg.num_queries,
+        num_heads=cfg.num_heads,
+        dim_feedforward=cfg.dim_feedforward,
+        num_layers=cfg.num_layers,
+        pre_norm=cfg.pre_norm,
+        mask_dim=mask_dim,
+        enforce_input_proj=cfg.enforce_input_proj,
+        clip_embedding_dim=embed_dim,
+    )

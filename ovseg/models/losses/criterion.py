@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ovseg.config.loss import LossConfig
+from ovseg.models.registry import LOSSES
 
 from .matcher import HungarianMatcher
 from .point_sample import (
@@ -274,6 +275,7 @@ def _src_permutation_idx(indices: Indices) -> tuple[torch.Tensor, torch.Tensor]:
     return batch_idx, src_idx
 
 
+@LOSSES.register("mask2former")
 def build_criterion(
     cfg: LossConfig | Mapping[str, Any] | None = None,
     num_classes: int | None = None,
@@ -299,6 +301,7 @@ def build_criterion(
         cfg = LossConfig()
     elif not isinstance(cfg, LossConfig):
         values = dict(cfg.items()) if hasattr(cfg, "items") else vars(cfg)
+        values.setdefault("type", "mask2former")
         unknown = sorted(set(values) - {f.name for f in dataclasses.fields(LossConfig)})
         if unknown:
             raise TypeError(

@@ -13,9 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ovseg.config.schema import PixelDecoderConfig
 from ovseg.models.layers import ConvNorm, build_norm, c2_xavier_fill
 from ovseg.models.ops.ms_deform_attn import MSDeformAttn
 from ovseg.models.position_encoding import PositionEmbeddingSine
+from ovseg.models.registry import PIXEL_DECODERS
 from ovseg.structures import ShapeSpec
 
 
@@ -236,3 +238,26 @@ class MSDeformAttnPixelDecoder(nn.Module):
             )
             outs.append(getattr(self, out_name)(y))
         return self.mask_features(outs[-1]), outs[: self.num_outputs]
+
+
+@PIXEL_DECODERS.register("msdeform")
+def build_msdeform_pixel_decoder(
+    cfg: PixelDecoderConfig, input_shape: dict[str, ShapeSpec]
+) -> MSDeformAttnPixelDecoder:
+    """``model.pixel_decoder`` -> :class:`MSDeformAttnPixelDecoder` over the backbone outputs
+    named in ``cfg.in_features``."""
+    shapes = {k: v for k, v in input_shape.items() if k in cfg.in_features}
+    return MSDeformAttnPixelDecoder(
+        shapes,
+        transformer_in_features=cfg.transformer_in_features,
+        conv_dim=cfg.conv_dim,
+        mask_dim=cfg.mask_dim,
+        norm=cfg.norm,
+        num_layers=cfg.num_layers,
+        num_heads=cfg.num_heads,
+        num_points=cfg.num_points,
+        dim_feedforward=cfg.dim_feedforward,
+        dropout=cfg.dropout,
+        common_stride=cfg.common_stride,
+        deform_attn_impl=cfg.deform_attn_impl,
+    )
