@@ -123,3 +123,19 @@ def test_the_checker_sees_upward_imports(code):
 def test_type_checking_imports_are_exempt():
     code = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ovseg.text import x\n"
     assert _imports(ast.parse(code), "ovseg.structures.prediction") == []
+
+
+def test_loading_a_config_imports_no_torch_and_the_api_no_engine():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, ovseg.config as c; c.load_config('configs/tests/fcclip_tiny.yaml');"
+        "assert 'torch' not in sys.modules, 'config imported torch';"
+        "from ovseg import Segmenter;"
+        "bad = sorted(m for m in sys.modules if m.startswith(('ovseg.engine', 'ovseg.cli')));"
+        "assert not bad, bad"
+    )
+    repo = PACKAGE.parent
+    r = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
