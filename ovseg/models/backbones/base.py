@@ -71,6 +71,8 @@ class Backbone(TextTowerMixin, nn.Module, ABC):
     def train(self, mode: bool = True) -> Backbone:
         super().train(mode)
         self.clip_model.eval()  # frozen: always eval, whatever the parent does
+        if not any(p.requires_grad for p in self.parameters()):
+            self.training = False  # nothing trainable (ConvNeXt, ResNet): the whole module is eval
         return self
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
