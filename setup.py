@@ -21,6 +21,7 @@ setup(
             "text/builtin/*.json",
             "text/builtin/LICENSE-*",
             "zoo/*.yaml",
+            "configs/**/*.yaml",
             "models/backbones/clip_configs/*.json",
         ]
     },

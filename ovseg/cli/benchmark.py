@@ -21,10 +21,10 @@ import torch
 
 EPILOG = """examples:
   # the FC-CLIP ConvNeXt-L architecture at the ADE20K test size, ADE-150 vocabulary, panoptic
-  python tools/benchmark.py configs/fcclip/fcclip_convnext_large_eval_ade20k.yaml \\
+  python tools/benchmark.py fcclip/fcclip_convnext_large_eval_ade20k.yaml \\
       --size 512x683 --vocab ade20k-150 --task panoptic --repeats 3 --out bench.json
   # the tiny CI model, with a training step
-  python tools/benchmark.py configs/tests/fcclip_tiny.yaml --repeats 2 --train
+  python tools/benchmark.py tests/fcclip_tiny.yaml --repeats 2 --train
 """
 
 STAGES = (

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 
 EPILOG = """examples:
   python tools/convert_fcclip.py fcclip_cocopan.pth \\
-      --config configs/fcclip/fcclip_convnext_large_eval_ade20k.yaml --out fcclip_convnext_large.pth
+      --config fcclip/fcclip_convnext_large_eval_ade20k.yaml --out fcclip_convnext_large.pth
   python tools/convert_fcclip.py ../shared/fixtures/fcclip_tiny/fcclip_tiny_a.pth \\
-      --config configs/tests/fcclip_tiny.yaml --out tiny.pth
+      --config tests/fcclip_tiny.yaml --out tiny.pth
 """
 
 

@@ -25,7 +25,7 @@ EPILOG = """\
 examples:
   # official FC-CLIP weights: the config that describes them + the checkpoint; your own classes
   # (';' between classes, ',' between synonyms, [stuff] marks a stuff class)
-  python demo/demo.py --config configs/fcclip/fcclip_convnext_large_eval_ade20k.yaml \\
+  python demo/demo.py --config fcclip/fcclip_convnext_large_eval_ade20k.yaml \\
       --weights fcclip_cocopan.pth --input demo/examples/chelsea.jpg \\
       --vocab "cat, kitten; wooden table, table [stuff]; wall [stuff]" --output out/
 
@@ -39,7 +39,7 @@ examples:
       --task instance --score-threshold 0.3 --output out/
 
   # the tiny random-weight test model (runs anywhere in seconds; its output is noise)
-  python demo/demo.py --config configs/tests/fcclip_tiny.yaml --input demo/examples/ \\
+  python demo/demo.py --config tests/fcclip_tiny.yaml --input demo/examples/ \\
       --vocab "person; cat; cup" --output out/ --device cpu
 
 outputs, per input image <stem>:

@@ -20,11 +20,11 @@ from typing import Any
 EPILOG = """\
 examples:
   # official FC-CLIP weights on ADE20K-150 (panoptic, instance and semantic), results in work/ade
-  python tools/test.py configs/fcclip/fcclip_convnext_large_eval_ade20k.yaml \\
+  python tools/test.py fcclip/fcclip_convnext_large_eval_ade20k.yaml \\
       --weights fcclip_cocopan.pth --dataset ade20k-150 --out work/ade
 
   # the whole zero-shot table (prepared benchmarks under $OVSEG_DATA; missing ones are skipped)
-  OVSEG_DATA=/data python tools/test.py configs/fcclip/fcclip_convnext_large_eval_ade20k.yaml \\
+  OVSEG_DATA=/data python tools/test.py fcclip/fcclip_convnext_large_eval_ade20k.yaml \\
       --weights fcclip_cocopan.pth --suite fcclip --out work/suite
 
   # the config's own data.test, semantic only, mmseg's NaN rules, 50 images, saved predictions

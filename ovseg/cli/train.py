@@ -18,10 +18,10 @@ from pathlib import Path
 
 EPILOG = """examples:
   # FC-CLIP on COCO panoptic (8 GPUs, 2 images each = FC-CLIP's batch 16)
-  torchrun --nproc-per-node 8 tools/train.py configs/fcclip/fcclip_convnext_large_coco_panoptic.yaml \\
+  torchrun --nproc-per-node 8 tools/train.py fcclip/fcclip_convnext_large_coco_panoptic.yaml \\
       --work-dir work_dirs/fcclip_convnext_large
   # your own data in COCO-panoptic format, on one machine
-  python tools/train.py configs/fcclip/fcclip_convnext_large_coco_panoptic.yaml --work-dir work_dirs/mine \\
+  python tools/train.py fcclip/fcclip_convnext_large_coco_panoptic.yaml --work-dir work_dirs/mine \\
       data.train.image_root=mydata/images data.train.panoptic_json=mydata/panoptic.json \\
       data.train.panoptic_root=mydata/panoptic
   # continue an interrupted run exactly where it stopped

@@ -10,6 +10,7 @@ from ovseg.config.loader import (
     apply_overrides,
     build_config,
     find_config,
+    list_configs,
     load_yaml_with_bases,
     to_yaml,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "ModelConfig",
     "config_from_yaml_string",
     "find_config",
+    "list_configs",
     "load_config",
     "to_yaml",
 ]

@@ -19,22 +19,47 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-REPO_CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+"""The configs shipped inside the package (``ovseg/configs``), present after a plain install."""
 
 
 class ConfigError(ValueError):
     """A config file or override is invalid; the message names the key and what to do."""
 
 
+def list_configs() -> list[str]:
+    """Names of the shipped configs, relative to ``ovseg/configs`` (``tests/fcclip_tiny.yaml``)."""
+    if not CONFIG_DIR.is_dir():
+        return []
+    return sorted(
+        p.relative_to(CONFIG_DIR).as_posix()
+        for p in CONFIG_DIR.rglob("*.yaml")
+        if "_base_" not in p.relative_to(CONFIG_DIR).parts
+    )
+
+
 def find_config(path: str | Path) -> Path:
-    """Resolve a config path: as given, else relative to the repository's ``configs/`` folder."""
+    """Resolve a config: an existing file as given, else a shipped config by name.
+
+    ``tests/fcclip_tiny.yaml`` and the old repository spelling ``configs/tests/fcclip_tiny.yaml``
+    both name ``ovseg/configs/tests/fcclip_tiny.yaml``, from any working directory.
+    """
     p = Path(path)
     if p.is_file():
         return p
-    alt = REPO_CONFIG_DIR / p
-    if alt.is_file():
-        return alt
-    raise ConfigError(f"config file not found: {path} (also looked in {REPO_CONFIG_DIR})")
+    name = p.as_posix()
+    candidates = [name]
+    if name.startswith("configs/"):
+        candidates.append(name[len("configs/") :])
+    for cand in candidates:
+        alt = CONFIG_DIR / cand
+        if not p.is_absolute() and alt.is_file():
+            return alt
+    close = difflib.get_close_matches(candidates[-1], list_configs(), n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise ConfigError(
+        f"config file not found: {path} (looked in the current folder and in {CONFIG_DIR}){hint}"
+    )
 
 
 def load_yaml_with_bases(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict:

@@ -5,7 +5,7 @@ trainer's periodic evaluation.
     from ovseg.data.benchmarks import load_benchmark
     from ovseg.evaluation.runner import evaluate
 
-    seg = Segmenter.from_config("configs/fcclip/fcclip_convnext_large_eval_ade20k.yaml", "w.pth")
+    seg = Segmenter.from_config("fcclip/fcclip_convnext_large_eval_ade20k.yaml", "w.pth")
     metrics = evaluate(seg, load_benchmark("ade20k-150"), convention="detectron2")
 
 A test set is either a config dataset (``build_dataset(cfg.data.test, train=False)``) or a

@@ -102,7 +102,7 @@ class Segmenter:
         else:
             raise CheckpointError(
                 f"{path} is an official FC-CLIP checkpoint without a config: pass config=... "
-                "(e.g. configs/fcclip/fcclip_convnext_large_eval_ade20k.yaml)"
+                "(e.g. fcclip/fcclip_convnext_large_eval_ade20k.yaml)"
             )
         model = build_model(cfg.model)
         seg = cls(model, cfg, device)

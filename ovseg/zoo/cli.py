@@ -192,7 +192,7 @@ def publish_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="output directory (default: the checkpoint's)")
     parser.add_argument("--url-prefix", default=None, help="where the file will be hosted")
     parser.add_argument(
-        "--config", default=None, help="config path relative to configs/ (optional)"
+        "--config", default=None, help="shipped config name, e.g. tests/fcclip_tiny.yaml (optional)"
     )
     parser.add_argument(
         "--clip-model", default=None, help="open_clip model (default: meta['clip'])"

@@ -70,7 +70,7 @@ class ZooEntry:
     Attributes:
         name: the model's name, e.g. ``"fcclip-convnext-large-coco"``.
         urls: download URLs tried in order (the first is the primary, the rest are mirrors).
-        config: config path relative to the repository's ``configs/`` directory, or None when
+        config: shipped config name (relative to ``ovseg/configs/``, see :func:`ovseg.config.find_config`), or None when
             the checkpoint carries its own resolved config (format ``"ovseg"``).
         sha256: full lowercase hex sha256 of the file, or None when not known (unverified).
         size: file size in bytes, or None when not known.

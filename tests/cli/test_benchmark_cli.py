@@ -13,7 +13,7 @@ def test_benchmark_reports_split_ratios_and_params(tmp_path, capsys):
     out = tmp_path / "bench.json"
     code = main(
         [
-            str(REPO / "configs/tests/fcclip_tiny.yaml"),
+            str(REPO / "ovseg/configs/tests/fcclip_tiny.yaml"),
             "--size",
             "96x128",
             "--vocab",
@@ -55,7 +55,13 @@ def test_benchmark_reports_split_ratios_and_params(tmp_path, capsys):
 def test_benchmark_bad_vocabulary(capsys):
     assert (
         main(
-            [str(REPO / "configs/tests/fcclip_tiny.yaml"), "--vocab", "ade20k-15", "--repeats", "1"]
+            [
+                str(REPO / "ovseg/configs/tests/fcclip_tiny.yaml"),
+                "--vocab",
+                "ade20k-15",
+                "--repeats",
+                "1",
+            ]
         )
         == 2
     )

@@ -13,7 +13,7 @@ from ovseg.cli.demo import collect_inputs, main, output_stems, overwrite_clashes
 from ovseg.utils.image import rgb2id
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = ROOT / "configs" / "tests" / "fcclip_tiny.yaml"
+TINY = ROOT / "ovseg" / "configs" / "tests" / "fcclip_tiny.yaml"
 EXAMPLES = ROOT / "demo" / "examples"
 # A smaller test size than the config's 200 keeps each run to a second or two on a CPU; outputs
 # still come back at the input's resolution.

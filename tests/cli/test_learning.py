@@ -12,7 +12,7 @@ from ovseg.cli import test as test_cli
 from ovseg.cli import train as train_cli
 from ovseg.data import make_synthetic_coco_panoptic
 
-CFG = str(REPO / "configs/tests/fcclip_tiny_train.yaml")
+CFG = str(REPO / "ovseg/configs/tests/fcclip_tiny_train.yaml")
 
 
 def test_tiny_model_learns_synthetic_shapes(tmp_path):

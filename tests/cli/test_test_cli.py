@@ -22,7 +22,7 @@ from ovseg.evaluation import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = str(ROOT / "configs" / "tests" / "fcclip_tiny.yaml")
+TINY = str(ROOT / "ovseg" / "configs" / "tests" / "fcclip_tiny.yaml")
 SMALL = ["model.test.min_size=64", "model.test.max_size=96"]
 
 

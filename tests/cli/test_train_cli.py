@@ -13,7 +13,7 @@ from ovseg import Segmenter
 from ovseg.cli.train import main
 from ovseg.data import make_synthetic_coco_panoptic
 
-CFG = str(REPO / "configs/tests/fcclip_tiny_train.yaml")
+CFG = str(REPO / "ovseg/configs/tests/fcclip_tiny_train.yaml")
 
 
 @pytest.fixture(scope="module")

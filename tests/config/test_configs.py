@@ -10,10 +10,12 @@ from ovseg_testing import REPO
 from ovseg.config import ConfigError, load_config, to_yaml
 from ovseg.config.loader import load_yaml_with_bases
 
-CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml"))
+CONFIGS = sorted(p for p in (REPO / "ovseg" / "configs").rglob("*.yaml"))
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(REPO / "configs")))
+@pytest.mark.parametrize(
+    "path", CONFIGS, ids=lambda p: str(p.relative_to(REPO / "ovseg" / "configs"))
+)
 def test_every_config_loads(path: Path):
     cfg = load_config(path)
     assert cfg.model.decoder.num_queries > 0
@@ -21,13 +23,13 @@ def test_every_config_loads(path: Path):
 
 
 def test_base_inheritance_and_overrides():
-    cfg = load_config(REPO / "configs/fcclip/fcclip_rn50_eval_cityscapes.yaml")
+    cfg = load_config(REPO / "ovseg/configs/fcclip/fcclip_rn50_eval_cityscapes.yaml")
     assert cfg.model.backbone.name == "RN50" and cfg.model.backbone.force_quick_gelu
     assert cfg.model.test.ensemble_on_valid_mask is True
     assert (cfg.model.test.min_size, cfg.model.test.max_size) == (1024, 2560)
     assert cfg.model.test.vocabulary == "cityscapes"
     cfg = load_config(
-        REPO / "configs/tests/fcclip_tiny.yaml",
+        REPO / "ovseg/configs/tests/fcclip_tiny.yaml",
         ["model.decoder.num_queries=10", "model.backbone.pretrained=null"],
     )
     assert cfg.model.decoder.num_queries == 10 and cfg.model.backbone.pretrained is None

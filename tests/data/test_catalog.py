@@ -23,7 +23,7 @@ from ovseg.text.vocabulary import Vocabulary
 from ovseg.utils.registry import RegistryError
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = str(ROOT / "configs" / "tests" / "fcclip_tiny.yaml")
+TINY = str(ROOT / "ovseg" / "configs" / "tests" / "fcclip_tiny.yaml")
 
 # FC-CLIP README zero-shot table, column by column.
 FCCLIP_TABLE = [

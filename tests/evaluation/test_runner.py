@@ -33,7 +33,7 @@ from ovseg.structures import Instances, Prediction
 from ovseg.text.vocabulary import Vocabulary
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = ROOT / "configs" / "tests" / "fcclip_tiny.yaml"
+TINY = ROOT / "ovseg" / "configs" / "tests" / "fcclip_tiny.yaml"
 
 
 def gt_prediction(source: EvalSource, index: int, shift: int = 0) -> Prediction:

@@ -12,7 +12,7 @@ from ovseg.checkpoint import CheckpointError
 from ovseg.config import ConfigError
 from ovseg.utils.image import ImageLoadError
 
-TINY = REPO / "configs/tests/fcclip_tiny.yaml"
+TINY = REPO / "ovseg/configs/tests/fcclip_tiny.yaml"
 VOCAB = Vocabulary.parse("person, man; zebra; dry grass, hay [stuff]; sky [stuff]")
 
 

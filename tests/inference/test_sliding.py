@@ -16,7 +16,7 @@ from ovseg.inference.sliding import Window, axis_starts, sliding_windows
 from ovseg.utils.image import resize_shortest_edge
 from ovseg.utils.timing import StageTimer
 
-TINY = REPO / "configs/tests/fcclip_tiny.yaml"
+TINY = REPO / "ovseg/configs/tests/fcclip_tiny.yaml"
 VOCAB = Vocabulary.parse("person, man; zebra; dry grass, hay [stuff]; sky [stuff]")
 
 

@@ -18,7 +18,7 @@ def test_convert_then_load_without_config(tmp_path):
             [
                 str(fx / "fcclip_tiny_a.pth"),
                 "--config",
-                str(REPO / "configs/tests/fcclip_tiny.yaml"),
+                str(REPO / "ovseg/configs/tests/fcclip_tiny.yaml"),
                 "--out",
                 str(out),
             ]
@@ -45,7 +45,7 @@ def test_convert_reports_bad_input(tmp_path, capsys):
             [
                 str(tmp_path / "missing.pth"),
                 "--config",
-                str(REPO / "configs/tests/fcclip_tiny.yaml"),
+                str(REPO / "ovseg/configs/tests/fcclip_tiny.yaml"),
                 "--out",
                 str(tmp_path / "o.pth"),
             ]

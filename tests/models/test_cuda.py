@@ -20,7 +20,9 @@ pytestmark = [
 def test_fixture_on_cuda():
     fx = fixture_dir("fcclip_tiny")
     seg = Segmenter.from_pretrained(
-        fx / "fcclip_tiny_a.pth", config=REPO / "configs/tests/fcclip_tiny.yaml", device="cuda"
+        fx / "fcclip_tiny_a.pth",
+        config=REPO / "ovseg/configs/tests/fcclip_tiny.yaml",
+        device="cuda",
     )
     classes = json.loads((fx / "vocabulary.json").read_text())["classes"]
     vocab = Vocabulary([c["name"] for c in classes], isthing=[c["isthing"] for c in classes])

@@ -12,13 +12,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from ovseg_testing import REPO, fixture_dir
+from ovseg_testing import fixture_dir
 
 from ovseg import Segmenter, Vocabulary
 
 CASES = {
-    "fcclip_tiny": ("fcclip_tiny_a.pth", "configs/tests/fcclip_tiny.yaml"),
-    "fcclip_tiny_rn": ("fcclip_tiny_rn_c.pth", "configs/tests/fcclip_tiny_rn.yaml"),
+    "fcclip_tiny": ("fcclip_tiny_a.pth", "tests/fcclip_tiny.yaml"),
+    "fcclip_tiny_rn": ("fcclip_tiny_rn_c.pth", "tests/fcclip_tiny_rn.yaml"),
 }
 
 
@@ -34,7 +34,7 @@ def run(request):
     name = request.param
     path = fixture_dir(name)
     ckpt, config = CASES[name]
-    seg = Segmenter.from_pretrained(path / ckpt, config=REPO / config)
+    seg = Segmenter.from_pretrained(path / ckpt, config=config)
     vocab = fixture_vocabulary(path)
     pred = seg.predict(path / "image.png", vocab, task="all", return_intermediates=True)
     return path, seg, vocab, pred

@@ -13,7 +13,7 @@ from ovseg.text.vocabulary import Vocabulary
 def test_prefix_cache_and_batching_do_not_change_embeddings():
     fx = fixture_dir("fcclip_tiny_rn")
     seg = Segmenter.from_pretrained(
-        fx / "fcclip_tiny_rn_c.pth", config=REPO / "configs/tests/fcclip_tiny_rn.yaml"
+        fx / "fcclip_tiny_rn_c.pth", config=REPO / "ovseg/configs/tests/fcclip_tiny_rn.yaml"
     )
     enc = seg.model.text_encoder
     assert enc.encode_with_prefix is not None, "open_clip's text tower supports the prefix cache"

@@ -10,7 +10,7 @@ import torch
 from zoo_server import sha256
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = REPO / "configs" / "tests" / "fcclip_tiny.yaml"
+TINY = REPO / "ovseg" / "configs" / "tests" / "fcclip_tiny.yaml"
 
 
 def _segmenter_cls():

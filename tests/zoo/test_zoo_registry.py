@@ -145,7 +145,7 @@ def test_cli_list(capsys, make_zoo):
 def test_builtin_configs_exist_and_name_the_same_clip():
     from ovseg.config import load_config
 
-    configs = Path(__file__).resolve().parents[2] / "configs"
+    configs = Path(__file__).resolve().parents[2] / "ovseg" / "configs"
     for e in load_zoo_file(zoo.MANIFEST).values():
         path = configs / e.config
         assert path.is_file(), f"{e.name}: {path} is missing"
