@@ -11,9 +11,9 @@ under ``$OVSEG_HOME/text_embeddings``.
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
 import logging
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
