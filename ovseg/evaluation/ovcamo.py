@@ -1,0 +1,408 @@
+"""OVCamo class-aware camouflaged-object metrics, equal to the official evaluator.
+
+OVCamo (Pang et al., "Open-Vocabulary Camouflaged Object Segmentation", ECCV 2024;
+github.com/lartpang/OVCamo) judges one class and one soft mask per image. The official
+``evaluate.py`` + ``utils/recorder/ovcos_metricer.py`` wrap pysodmetrics' S-measure, weighted
+F-measure, MAE, F-measure, E-measure and an IoU curve so that a wrong class (exact string compare)
+gets the worst value of every metric and every curve point (sm 0, wfm 0, mae 1, curves 0) while the
+image still counts. We call the same pysodmetrics ``cal_*`` functions and aggregate the same way:
+
+* GT read as grey, binarised ``> 0``; prediction read as grey uint8, ``/ 255`` and min-max
+  normalised per image unless constant (pysodmetrics ``prepare_data``).
+* adaptive threshold ``min(2 * mean, 1)``; curves at 256 thresholds of ``(pred * 255).uint8``.
+* ``adp*`` = mean of per-image adaptive values; ``avg*`` / ``max*`` = mean / max of the
+  dataset-mean 256-point curve; sm, wfm, mae = plain means over prediction files.
+
+Where we differ, on purpose and loudly: a prediction whose size differs from its GT mask (the
+official code asserts and stops) is resized to the GT size with ``cv2.INTER_LINEAR``, as OVCamo's
+own inference script does before saving, and counted in ``num_resized``; a GT mask with no
+prediction is skipped as in the official code but listed in ``missing`` and warned about.
+
+Tested against ``fixtures/ovcamo_metrics`` (official numbers on pysodmetrics 1.4.2) to 1e-9.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ovseg.evaluation.errors import EvaluationError
+
+METRIC_KEYS = (
+    "sm",
+    "wfm",
+    "mae",
+    "adpfm",
+    "avgfm",
+    "maxfm",
+    "adpem",
+    "avgem",
+    "maxem",
+    "adpiou",
+    "avgiou",
+    "maxiou",
+)
+INFO_KEYS = (
+    "OVCamo_CLASS_JSON_PATH",
+    "OVCamo_SAMPLE_JSON_PATH",
+    "OVCamo_TE_IMAGE_DIR",
+    "OVCamo_TE_MASK_DIR",
+)
+_PRED_NAME = re.compile(r"^\[(.*?)\](.*?)$")
+
+
+@dataclass(frozen=True)
+class OVCamoSample:
+    """One image of the OVCamo release: ``unique_id``, its class and the files on disk."""
+
+    unique_id: str
+    base_class: str
+    image_path: str
+    mask_path: str
+
+    @property
+    def mask_name(self) -> str:
+        """``<unique_id><mask suffix>``: what a prediction file names after ``[<class>]``."""
+        return os.path.basename(self.mask_path)
+
+
+@dataclass
+class OVCamoInfo:
+    """The resolved ``splitted_ovcamo.yaml``: class lists and per-split samples."""
+
+    yaml_path: str
+    test_classes: list[str]
+    train_classes: list[str]
+    test_samples: list[OVCamoSample] = field(default_factory=list)
+    train_samples: list[OVCamoSample] = field(default_factory=list)
+
+
+def _resolve(value: str, key: str, yaml_path: Path) -> str:
+    """OVCamo's evaluate.py opens yaml paths from the working directory; we also accept them
+    relative to the yaml's folder (so the fixture works from anywhere)."""
+    p = Path(os.path.expanduser(str(value)))
+    if p.is_absolute() or p.exists():
+        return str(p)
+    beside = yaml_path.parent / p
+    if beside.exists():
+        return str(beside)
+    raise EvaluationError(
+        f"{yaml_path}: {key}: {value!r} exists neither from the working directory nor beside the "
+        "yaml; fix the path"
+    )
+
+
+def _load_json_list(path: str, what: str, keys: Iterable[str]) -> list[dict[str, Any]]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise EvaluationError(f"cannot read {what} {path}: {e}") from None
+    if not isinstance(data, list):
+        raise EvaluationError(f"{path}: expected a JSON list of {what} entries")
+    for i, item in enumerate(data):
+        missing = [k for k in keys if not isinstance(item, dict) or k not in item]
+        if missing:
+            raise EvaluationError(f"{path}: entry {i} lacks {', '.join(missing)}")
+    return data
+
+
+def load_ovcamo_info(yaml_path: str | os.PathLike) -> OVCamoInfo:
+    """Read OVCamo's ``splitted_ovcamo.yaml`` env file and the two JSON files it names.
+
+    Files on disk are ``<unique_id>`` + the suffix of each sample's ``image`` / ``mask`` field
+    (as in OVCamo's evaluate.py and dataset code). Train dirs are optional (evaluation needs only
+    the test split).
+
+    Raises:
+        EvaluationError: unreadable yaml, a missing key, a path that does not exist, malformed
+            JSON; the message names the file.
+    """
+    import yaml
+
+    ypath = Path(yaml_path)
+    try:
+        with open(ypath, encoding="utf-8") as f:
+            cfg = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as e:
+        raise EvaluationError(f"cannot read OVCamo info file {ypath}: {e}") from None
+    if not isinstance(cfg, dict):
+        raise EvaluationError(f"{ypath}: expected a mapping of OVCamo_* keys")
+    missing = [k for k in INFO_KEYS if k not in cfg]
+    if missing:
+        raise EvaluationError(f"{ypath}: missing key(s) {', '.join(missing)}")
+    paths = {k: _resolve(cfg[k], k, ypath) for k in INFO_KEYS}
+    train_dirs = {}
+    for k in ("OVCamo_TR_IMAGE_DIR", "OVCamo_TR_MASK_DIR"):
+        if k in cfg:
+            try:
+                train_dirs[k] = _resolve(cfg[k], k, ypath)
+            except EvaluationError:
+                train_dirs[k] = None
+    classes = _load_json_list(paths["OVCamo_CLASS_JSON_PATH"], "class_info", ("name", "split"))
+    samples = _load_json_list(
+        paths["OVCamo_SAMPLE_JSON_PATH"],
+        "sample_info",
+        ("unique_id", "base_class", "image", "mask"),
+    )
+    test = [c["name"] for c in classes if c["split"] == "test"]
+    train = [c["name"] for c in classes if c["split"] == "train"]
+    info = OVCamoInfo(str(ypath), test, train)
+    test_set, train_set = set(test), set(train)
+    for s in samples:
+        uid = s["unique_id"]
+        img_sfx = os.path.splitext(s["image"])[1]
+        msk_sfx = os.path.splitext(s["mask"])[1]
+        if s["base_class"] in test_set:
+            img_dir, msk_dir, out = (
+                paths["OVCamo_TE_IMAGE_DIR"],
+                paths["OVCamo_TE_MASK_DIR"],
+                info.test_samples,
+            )
+        elif s["base_class"] in train_set and train_dirs.get("OVCamo_TR_MASK_DIR"):
+            img_dir = train_dirs.get("OVCamo_TR_IMAGE_DIR") or ""
+            msk_dir, out = train_dirs["OVCamo_TR_MASK_DIR"], info.train_samples
+        else:
+            continue
+        out.append(
+            OVCamoSample(
+                uid,
+                s["base_class"],
+                os.path.join(img_dir, uid + img_sfx),
+                os.path.join(msk_dir, uid + msk_sfx),
+            )
+        )
+    return info
+
+
+def parse_prediction_name(name: str) -> tuple[str, str]:
+    """``"[<class>]<mask name>"`` -> ``(class, mask name)``, as OVCamo's evaluate.py parses it.
+
+    Raises:
+        EvaluationError: the name does not start with ``[<class>]``.
+    """
+    m = _PRED_NAME.findall(os.path.basename(name))
+    if not m:
+        raise EvaluationError(
+            f"prediction file {name}: name must be '[<class>]<unique_id>.png' (OVCamo format)"
+        )
+    return m[0]
+
+
+def read_gray(path: str | os.PathLike) -> np.ndarray:
+    """A file read as OVCamo reads it: ``cv2.imread(path, IMREAD_GRAYSCALE)`` -> (H, W) uint8.
+
+    Raises:
+        EvaluationError: missing, unreadable or not an image (the message names the file).
+    """
+    import cv2
+
+    arr = None
+    if os.path.isfile(path):
+        arr = cv2.imread(os.fspath(path), cv2.IMREAD_GRAYSCALE)
+    if arr is None:
+        raise EvaluationError(f"cannot read mask file {path}: missing, unreadable or not an image")
+    return arr
+
+
+def _sod():
+    try:
+        import py_sod_metrics
+    except ImportError:  # pragma: no cover - a dependency
+        raise EvaluationError(
+            "OVCamo metrics need pysodmetrics: pip install pysodmetrics"
+        ) from None
+    return py_sod_metrics
+
+
+def _changeable_iou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """IoU at 256 thresholds ``>= 255 .. >= 0`` of ``(pred * 255).uint8`` (OVCamo's IOU curve)."""
+    fg = np.count_nonzero(gt)
+    q = (pred * 255).astype(np.uint8)
+    bins = np.linspace(0, 256, 257)
+    tp = np.cumsum(np.flip(np.histogram(q[gt], bins=bins)[0]))
+    fp = np.cumsum(np.flip(np.histogram(q[~gt], bins=bins)[0]))
+    denom = np.array(fg + fp, dtype=np.float64)  # TP + FN + FP
+    return np.divide(tp, denom, out=denom, where=denom != 0)
+
+
+class OVCamoEvaluator:
+    """Accumulates per-image class-aware metrics; :meth:`results` aggregates like the official
+    ``OVCOSMetricer._get_raw_results`` (raw, unrounded)."""
+
+    def __init__(self) -> None:
+        sod = _sod()
+        with warnings.catch_warnings():  # Fmeasure's "use FmeasureV2" notice
+            warnings.simplefilter("ignore")
+            self._sm = sod.Smeasure(alpha=0.5)
+            self._wfm = sod.WeightedFmeasure(beta=1)
+            self._mae = sod.MAE()
+            self._fm = sod.Fmeasure(beta=0.3)
+            self._em = sod.Emeasure()
+        self._get_threshold = sod.utils.get_adaptive_threshold
+        self.per_image: list[dict[str, float]] = []
+        self._curves: dict[str, list[np.ndarray]] = {"fm": [], "em": [], "iou": []}
+
+    def step(self, pred: np.ndarray, gt: np.ndarray, pred_class: str, gt_class: str) -> dict:
+        """Add one image.
+
+        Args:
+            pred: (H, W) uint8 grey soft mask, 0..255.
+            gt: (H, W) bool or uint8 mask (foreground ``> 0``), same size as ``pred``.
+            pred_class / gt_class: compared as exact strings; unequal -> worst values.
+
+        Returns:
+            this image's values (sm, wfm, mae, adp*, curve means / maxima).
+        """
+        if pred.shape != gt.shape:
+            raise EvaluationError(f"prediction {pred.shape} and GT {gt.shape} differ in size")
+        gt = gt > 0
+        p = pred.astype(np.float64) / 255
+        if p.max() != p.min():
+            p = (p - p.min()) / (p.max() - p.min())
+        ok = pred_class == gt_class
+        em = self._em
+        em.gt_fg_numel = np.count_nonzero(gt)
+        em.gt_size = gt.shape[0] * gt.shape[1]
+        if ok:
+            sm = float(self._sm.cal_sm(p, gt))
+            wfm = 0.0 if not gt.any() else float(self._wfm.cal_wfm(p, gt))
+            mae = float(self._mae.cal_mae(p, gt))
+            adpfm = float(self._fm.cal_adaptive_fm(pred=p, gt=gt))
+            fm_curve = np.asarray(self._fm.cal_pr(pred=p, gt=gt)[2], dtype=np.float64)
+            adpem = float(em.cal_adaptive_em(p, gt))
+            em_curve = np.asarray(em.cal_changeable_em(p, gt), dtype=np.float64).reshape(-1)
+            binary = p >= self._get_threshold(p, max_value=1)
+            union = np.count_nonzero(binary | gt)
+            adpiou = 0.0 if union == 0 else np.count_nonzero(binary & gt) / union
+            iou_curve = _changeable_iou(p, gt)
+        else:
+            sm, wfm, mae, adpfm, adpem, adpiou = 0.0, 0.0, 1.0, 0.0, 0.0, 0.0
+            fm_curve = em_curve = iou_curve = np.zeros(256)
+        row = {"sm": sm, "wfm": wfm, "mae": mae, "adpfm": adpfm, "adpem": adpem, "adpiou": adpiou}
+        for k, c in (("fm", fm_curve), ("em", em_curve), ("iou", iou_curve)):
+            self._curves[k].append(c)
+            row[f"{k}_curve_mean"] = float(c.mean())
+            row[f"{k}_curve_max"] = float(c.max())
+        self.per_image.append(row)
+        return row
+
+    def results(self) -> dict[str, float]:
+        """The 12 raw values (``METRIC_KEYS``); NaN when no image was added."""
+        if not self.per_image:
+            return {k: float("nan") for k in METRIC_KEYS}
+        out = {k: float(np.mean([r[k] for r in self.per_image])) for k in ("sm", "wfm", "mae")}
+        for k in ("fm", "em", "iou"):
+            curve = np.stack(self._curves[k]).mean(axis=0)
+            out[f"adp{k}"] = float(np.mean([r[f"adp{k}"] for r in self.per_image]))
+            out[f"avg{k}"] = float(curve.mean())
+            out[f"max{k}"] = float(curve.max())
+        return {k: out[k] for k in METRIC_KEYS}
+
+    def mean_curves(self) -> dict[str, list[float]]:
+        """The dataset-mean 256-point curves (thresholds 255 .. 0 for fm / iou, as official)."""
+        return {k: np.stack(v).mean(axis=0).tolist() for k, v in self._curves.items() if v}
+
+
+def evaluate_ovcamo(
+    info: OVCamoInfo | str | os.PathLike,
+    pred_dir: str | os.PathLike,
+    *,
+    progress: Callable[[Iterable], Iterable] | None = None,
+    strict_classes: bool = False,
+) -> dict[str, Any]:
+    """Evaluate a folder of ``[<class>]<unique_id>.png`` predictions on OVCamo's test split.
+
+    Returns:
+        ``{"metrics": {12 raw values}, "num_evaluated", "num_test_samples", "num_classes",
+        "num_wrong_class", "resized": [file names], "missing": [mask names], "per_image"}``.
+
+    Raises:
+        EvaluationError: bad info file, a prediction name without ``[<class>]``, (with
+            ``strict_classes``) a class not in the test vocabulary, a prediction for a mask outside the test set, an unreadable
+            file; the message names the file.
+    """
+    import cv2
+
+    if not isinstance(info, OVCamoInfo):
+        info = load_ovcamo_info(info)
+    pred_dir = Path(pred_dir)
+    if not pred_dir.is_dir():
+        raise EvaluationError(f"prediction folder {pred_dir} does not exist")
+    gts = {s.mask_name: s for s in info.test_samples}
+    classes = set(info.test_classes)
+    files = sorted(p for p in pred_dir.iterdir() if p.is_file())
+    ev = OVCamoEvaluator()
+    resized: list[str] = []
+    seen: set[str] = set()
+    per_image: dict[str, dict] = {}
+    wrong = 0
+    unknown: list[str] = []
+    for path in progress(files) if progress else files:
+        pred_cls, mask_name = parse_prediction_name(path.name)
+        if pred_cls not in classes:
+            msg = (
+                f"prediction file {path}: class {pred_cls!r} is not one of the "
+                f"{len(classes)} OVCamo test classes"
+            )
+            if strict_classes:
+                raise EvaluationError(msg)
+            # The official evaluator scores it as a wrong class (worst values); so do we.
+            warnings.warn(msg + "; scored as a wrong class", stacklevel=2)
+            unknown.append(path.name)
+        if mask_name not in gts:
+            raise EvaluationError(f"prediction file {path}: no test-set mask named {mask_name!r}")
+        sample = gts[mask_name]
+        pred = read_gray(path)
+        gt = read_gray(sample.mask_path)
+        if pred.shape != gt.shape:
+            # OVCamo's inference script resizes to the GT size with INTER_LINEAR before saving.
+            pred = cv2.resize(pred, (gt.shape[1], gt.shape[0]), interpolation=cv2.INTER_LINEAR)
+            resized.append(path.name)
+        seen.add(mask_name)
+        wrong += pred_cls != sample.base_class
+        row = ev.step(pred, gt, pred_cls, sample.base_class)
+        per_image[path.name] = {"gt_class": sample.base_class, "pred_class": pred_cls, **row}
+    missing = sorted(set(gts) - seen)
+    if missing:
+        warnings.warn(
+            f"{len(missing)} of {len(gts)} OVCamo test masks have no prediction in {pred_dir} "
+            f"(first: {missing[0]}); skipped, as the official evaluator does",
+            stacklevel=2,
+        )
+    if resized:
+        warnings.warn(
+            f"{len(resized)} predictions in {pred_dir} differ in size from their GT mask "
+            f"(first: {resized[0]}); resized with cv2 INTER_LINEAR",
+            stacklevel=2,
+        )
+    return {
+        "metrics": ev.results(),
+        "num_evaluated": len(files),
+        "num_test_samples": len(gts),
+        "num_classes": len(info.test_classes),
+        "num_wrong_class": int(wrong),
+        "resized": resized,
+        "unknown_class": unknown,
+        "missing": missing,
+        "mean_curves": ev.mean_curves(),
+        "per_image": per_image,
+    }
+
+
+def format_ovcamo(result: dict[str, Any]) -> str:
+    """One header line and the 12 metrics (3 decimals, as OVCamo prints them)."""
+    m = result["metrics"]
+    head = (
+        f"OVCamo: {result['num_evaluated']} predictions, {result['num_test_samples']} test "
+        f"samples, {result['num_classes']} classes, {result['num_wrong_class']} wrong class"
+    )
+    return head + "\n" + "  ".join(f"{k} {m[k]:.3f}" for k in METRIC_KEYS)
