@@ -126,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also print per-class IoU / Acc, panopticapi's table and the 12 COCO stats",
     )
+    p.add_argument(
+        "--single-object",
+        choices=("semantic-sum", "best-query"),
+        default="semantic-sum",
+        help="--dataset ovcamo: how one class + one soft mask is chosen per image (default "
+        "semantic-sum: the class with the largest total score and its semantic map)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("opts", nargs="*", metavar="KEY=VALUE", help="config overrides")
     return p
@@ -167,6 +174,8 @@ def _run(args: argparse.Namespace) -> int:
         device = args.device or str(info.device)
         if info.world_size > 1 and info.device.type == "cuda":
             device = str(info.device)
+        if args.dataset == "ovcamo":
+            return _run_ovcamo(args, cfg, weights, device, rank)
         # Data first: a missing split fails before the model is built.
         if args.suite:
             benches, missing = _suite_sources(args, rank)
@@ -196,6 +205,40 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     finally:
         destroy_distributed()
+
+
+def _run_ovcamo(args, cfg, weights, device, rank) -> int:
+    """OVCamo: inference + single-object adapter + the official class-aware metrics."""
+    from ovseg.evaluation.errors import EvaluationError
+    from ovseg.evaluation.ovcamo import load_ovcamo_info, ovcamo_info_path, run_ovcamo
+
+    if not args.out:
+        raise UsageError("--dataset ovcamo needs --out DIR (predictions are written there)")
+    path = ovcamo_info_path(args.data_root)
+    if not path.is_file():
+        raise UsageError(
+            f"OVCamo info file {path} not found: run tools/prepare_data.py ovcamo --src ... "
+            "--dst <data root>/ovcamo, or pass --data-root DIR (or the yaml itself)"
+        )
+    try:
+        info = load_ovcamo_info(path)
+        segmenter = _build_segmenter(args.config, cfg, weights, args.opts, device, rank)
+        result = run_ovcamo(
+            segmenter,
+            info,
+            args.out,
+            strategy=args.single_object,
+            limit=args.limit,
+            progress=not args.no_progress,
+        )
+    except EvaluationError as e:
+        print(f"test.py: error: {e}", file=sys.stderr)
+        return 1
+    from ovseg.evaluation.ovcamo import format_ovcamo
+
+    print(format_ovcamo({**result, "metrics": result["ovcamo"]}))
+    print(f"wrote {Path(args.out) / 'metrics.json'}")
+    return 0
 
 
 def _check_weights(weights: str | None) -> str | None:

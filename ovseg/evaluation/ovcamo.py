@@ -406,3 +406,72 @@ def format_ovcamo(result: dict[str, Any]) -> str:
         f"samples, {result['num_classes']} classes, {result['num_wrong_class']} wrong class"
     )
     return head + "\n" + "  ".join(f"{k} {m[k]:.3f}" for k in METRIC_KEYS)
+
+
+def ovcamo_info_path(root: str | os.PathLike | None = None) -> Path:
+    """``<data root>/ovcamo/splitted_ovcamo.yaml`` (data root: ``root``, ``$OVSEG_DATA`` or
+    ``./data``), or ``root`` itself when it is a yaml file."""
+    from ovseg.utils.paths import data_root
+
+    if root is not None and str(root).endswith((".yaml", ".yml")):
+        return Path(root)
+    return data_root(root) / "ovcamo" / "splitted_ovcamo.yaml"
+
+
+def run_ovcamo(
+    segmenter: Any,
+    info: OVCamoInfo | str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    strategy: str = "semantic-sum",
+    limit: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Segment OVCamo's test images into its test classes, reduce each prediction to one object
+    (:mod:`ovseg.inference.single_object`), write ``out_dir/predictions/[<class>]<id>.png`` and
+    score them with :func:`evaluate_ovcamo`. ``out_dir/metrics.json`` holds the 12 raw values
+    under ``"ovcamo"``.
+
+    Raises:
+        EvaluationError: bad info file, an unreadable test image (the message names the file).
+    """
+    from ovseg.inference.single_object import save_single_object, single_object
+    from ovseg.text.vocabulary import Vocabulary
+    from ovseg.utils.image import ImageLoadError, load_image
+    from ovseg.utils.io import atomic_write_json
+
+    if not isinstance(info, OVCamoInfo):
+        info = load_ovcamo_info(info)
+    if not info.test_samples:
+        raise EvaluationError(f"{info.yaml_path}: no test samples (no class with split 'test')")
+    vocab = Vocabulary(info.test_classes)
+    pred_dir = Path(out_dir) / "predictions"
+    pred_dir.mkdir(parents=True, exist_ok=True)
+    samples = info.test_samples[:limit] if limit else info.test_samples
+    it: Iterable[OVCamoSample] = samples
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(samples, desc="ovcamo", unit="img", disable=None, leave=False)
+    intermediates = strategy == "best-query"
+    for s in it:
+        try:
+            image = load_image(s.image_path)
+        except ImageLoadError as e:
+            raise EvaluationError(str(e)) from None
+        pred = segmenter.predict(image, vocab, task="semantic", return_intermediates=intermediates)
+        save_single_object(single_object(pred, strategy), pred_dir, s.unique_id)
+    with warnings.catch_warnings():
+        if limit:  # the masks left out on purpose are not "missing"
+            warnings.filterwarnings("ignore", message=".*have no prediction.*")
+        result = evaluate_ovcamo(info, pred_dir)
+    out = {
+        "dataset": "ovcamo",
+        "strategy": strategy,
+        "ovcamo": result["metrics"],
+        **{k: result[k] for k in ("num_evaluated", "num_test_samples", "num_classes")},
+        "num_wrong_class": result["num_wrong_class"],
+        "per_image": result["per_image"],
+    }
+    atomic_write_json(Path(out_dir) / "metrics.json", out)
+    return out
