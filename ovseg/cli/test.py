@@ -209,8 +209,9 @@ def _run(args: argparse.Namespace) -> int:
 
 def _run_ovcamo(args, cfg, weights, device, rank) -> int:
     """OVCamo: inference + single-object adapter + the official class-aware metrics."""
+    from ovseg.data.ovcamo import OVCamoLayoutError, load_ovcamo_info, ovcamo_info_path
     from ovseg.evaluation.errors import EvaluationError
-    from ovseg.evaluation.ovcamo import load_ovcamo_info, ovcamo_info_path, run_ovcamo
+    from ovseg.evaluation.ovcamo import run_ovcamo
 
     if not args.out:
         raise UsageError("--dataset ovcamo needs --out DIR (predictions are written there)")
@@ -231,7 +232,7 @@ def _run_ovcamo(args, cfg, weights, device, rank) -> int:
             limit=args.limit,
             progress=not args.no_progress,
         )
-    except EvaluationError as e:
+    except (EvaluationError, OVCamoLayoutError) as e:
         print(f"test.py: error: {e}", file=sys.stderr)
         return 1
     from ovseg.evaluation.ovcamo import format_ovcamo

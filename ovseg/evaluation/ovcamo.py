@@ -23,17 +23,21 @@ Tested against ``fixtures/ovcamo_metrics`` (official numbers on pysodmetrics 1.4
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ovseg.data.ovcamo import (
+    OVCamoInfo,
+    OVCamoLayoutError,
+    OVCamoSample,
+    load_ovcamo_info,
+)
 from ovseg.evaluation.errors import EvaluationError
 
 METRIC_KEYS = (
@@ -50,137 +54,7 @@ METRIC_KEYS = (
     "avgiou",
     "maxiou",
 )
-INFO_KEYS = (
-    "OVCamo_CLASS_JSON_PATH",
-    "OVCamo_SAMPLE_JSON_PATH",
-    "OVCamo_TE_IMAGE_DIR",
-    "OVCamo_TE_MASK_DIR",
-)
 _PRED_NAME = re.compile(r"^\[(.*?)\](.*?)$")
-
-
-@dataclass(frozen=True)
-class OVCamoSample:
-    """One image of the OVCamo release: ``unique_id``, its class and the files on disk."""
-
-    unique_id: str
-    base_class: str
-    image_path: str
-    mask_path: str
-
-    @property
-    def mask_name(self) -> str:
-        """``<unique_id><mask suffix>``: what a prediction file names after ``[<class>]``."""
-        return os.path.basename(self.mask_path)
-
-
-@dataclass
-class OVCamoInfo:
-    """The resolved ``splitted_ovcamo.yaml``: class lists and per-split samples."""
-
-    yaml_path: str
-    test_classes: list[str]
-    train_classes: list[str]
-    test_samples: list[OVCamoSample] = field(default_factory=list)
-    train_samples: list[OVCamoSample] = field(default_factory=list)
-
-
-def _resolve(value: str, key: str, yaml_path: Path) -> str:
-    """OVCamo's evaluate.py opens yaml paths from the working directory; we also accept them
-    relative to the yaml's folder (so the fixture works from anywhere)."""
-    p = Path(os.path.expanduser(str(value)))
-    if p.is_absolute() or p.exists():
-        return str(p)
-    beside = yaml_path.parent / p
-    if beside.exists():
-        return str(beside)
-    raise EvaluationError(
-        f"{yaml_path}: {key}: {value!r} exists neither from the working directory nor beside the "
-        "yaml; fix the path"
-    )
-
-
-def _load_json_list(path: str, what: str, keys: Iterable[str]) -> list[dict[str, Any]]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise EvaluationError(f"cannot read {what} {path}: {e}") from None
-    if not isinstance(data, list):
-        raise EvaluationError(f"{path}: expected a JSON list of {what} entries")
-    for i, item in enumerate(data):
-        missing = [k for k in keys if not isinstance(item, dict) or k not in item]
-        if missing:
-            raise EvaluationError(f"{path}: entry {i} lacks {', '.join(missing)}")
-    return data
-
-
-def load_ovcamo_info(yaml_path: str | os.PathLike) -> OVCamoInfo:
-    """Read OVCamo's ``splitted_ovcamo.yaml`` env file and the two JSON files it names.
-
-    Files on disk are ``<unique_id>`` + the suffix of each sample's ``image`` / ``mask`` field
-    (as in OVCamo's evaluate.py and dataset code). Train dirs are optional (evaluation needs only
-    the test split).
-
-    Raises:
-        EvaluationError: unreadable yaml, a missing key, a path that does not exist, malformed
-            JSON; the message names the file.
-    """
-    import yaml
-
-    ypath = Path(yaml_path)
-    try:
-        with open(ypath, encoding="utf-8") as f:
-            cfg = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError) as e:
-        raise EvaluationError(f"cannot read OVCamo info file {ypath}: {e}") from None
-    if not isinstance(cfg, dict):
-        raise EvaluationError(f"{ypath}: expected a mapping of OVCamo_* keys")
-    missing = [k for k in INFO_KEYS if k not in cfg]
-    if missing:
-        raise EvaluationError(f"{ypath}: missing key(s) {', '.join(missing)}")
-    paths = {k: _resolve(cfg[k], k, ypath) for k in INFO_KEYS}
-    train_dirs = {}
-    for k in ("OVCamo_TR_IMAGE_DIR", "OVCamo_TR_MASK_DIR"):
-        if k in cfg:
-            try:
-                train_dirs[k] = _resolve(cfg[k], k, ypath)
-            except EvaluationError:
-                train_dirs[k] = None
-    classes = _load_json_list(paths["OVCamo_CLASS_JSON_PATH"], "class_info", ("name", "split"))
-    samples = _load_json_list(
-        paths["OVCamo_SAMPLE_JSON_PATH"],
-        "sample_info",
-        ("unique_id", "base_class", "image", "mask"),
-    )
-    test = [c["name"] for c in classes if c["split"] == "test"]
-    train = [c["name"] for c in classes if c["split"] == "train"]
-    info = OVCamoInfo(str(ypath), test, train)
-    test_set, train_set = set(test), set(train)
-    for s in samples:
-        uid = s["unique_id"]
-        img_sfx = os.path.splitext(s["image"])[1]
-        msk_sfx = os.path.splitext(s["mask"])[1]
-        if s["base_class"] in test_set:
-            img_dir, msk_dir, out = (
-                paths["OVCamo_TE_IMAGE_DIR"],
-                paths["OVCamo_TE_MASK_DIR"],
-                info.test_samples,
-            )
-        elif s["base_class"] in train_set and train_dirs.get("OVCamo_TR_MASK_DIR"):
-            img_dir = train_dirs.get("OVCamo_TR_IMAGE_DIR") or ""
-            msk_dir, out = train_dirs["OVCamo_TR_MASK_DIR"], info.train_samples
-        else:
-            continue
-        out.append(
-            OVCamoSample(
-                uid,
-                s["base_class"],
-                os.path.join(img_dir, uid + img_sfx),
-                os.path.join(msk_dir, uid + msk_sfx),
-            )
-        )
-    return info
 
 
 def parse_prediction_name(name: str) -> tuple[str, str]:
@@ -333,7 +207,10 @@ def evaluate_ovcamo(
     import cv2
 
     if not isinstance(info, OVCamoInfo):
-        info = load_ovcamo_info(info)
+        try:
+            info = load_ovcamo_info(info)
+        except OVCamoLayoutError as e:
+            raise EvaluationError(str(e)) from None
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
         raise EvaluationError(f"prediction folder {pred_dir} does not exist")
@@ -408,16 +285,6 @@ def format_ovcamo(result: dict[str, Any]) -> str:
     return head + "\n" + "  ".join(f"{k} {m[k]:.3f}" for k in METRIC_KEYS)
 
 
-def ovcamo_info_path(root: str | os.PathLike | None = None) -> Path:
-    """``<data root>/ovcamo/splitted_ovcamo.yaml`` (data root: ``root``, ``$OVSEG_DATA`` or
-    ``./data``), or ``root`` itself when it is a yaml file."""
-    from ovseg.utils.paths import data_root
-
-    if root is not None and str(root).endswith((".yaml", ".yml")):
-        return Path(root)
-    return data_root(root) / "ovcamo" / "splitted_ovcamo.yaml"
-
-
 def run_ovcamo(
     segmenter: Any,
     info: OVCamoInfo | str | os.PathLike,
@@ -441,7 +308,10 @@ def run_ovcamo(
     from ovseg.utils.io import atomic_write_json
 
     if not isinstance(info, OVCamoInfo):
-        info = load_ovcamo_info(info)
+        try:
+            info = load_ovcamo_info(info)
+        except OVCamoLayoutError as e:
+            raise EvaluationError(str(e)) from None
     if not info.test_samples:
         raise EvaluationError(f"{info.yaml_path}: no test samples (no class with split 'test')")
     vocab = Vocabulary(info.test_classes)

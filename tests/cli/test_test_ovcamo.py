@@ -99,3 +99,23 @@ def test_test_py_ovcamo_bad_inputs(tmp_path, capsys):
     # no yaml at all
     err = _err_line(capsys, [*base[:3], "--data-root", str(tmp_path / "nowhere"), *base[5:]], 2)
     assert "splitted_ovcamo.yaml" in err and "prepare_data.py ovcamo" in err
+
+
+def test_prepare_data_ovcamo_and_verify(tmp_path, capsys):
+    from ovseg.cli import prepare_data
+
+    src = make_ovcamo_layout(tmp_path / "release")
+    dst = tmp_path / "data"
+    assert prepare_data.main(["ovcamo", "--src", str(src), "--dst", str(dst), "--verify"]) == 0
+    out = capsys.readouterr().out
+    assert "ok   test: 4 samples" in out and "ok   train: 2 samples" in out
+    assert "note 6 images, 1 train / 3 test classes (official release: 11483" in out
+    assert (dst / "ovcamo" / "test" / "mask" / "ovc_te_0002.png").is_file()
+    # a corrupt mask fails verification, naming the file
+    (dst / "ovcamo" / "test" / "mask" / "ovc_te_0002.png").write_bytes(b"x")
+    assert prepare_data.main(["ovcamo", "--dst", str(dst), "--verify"]) == 1
+    assert "ovc_te_0002.png (unreadable)" in capsys.readouterr().out
+    # a release without the env file: one line naming the folder
+    assert prepare_data.main(["ovcamo", "--src", str(tmp_path), "--dst", str(dst)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no splitted_ovcamo.yaml under" in err
