@@ -227,7 +227,35 @@ def prepare_ovcamo(src: str | os.PathLike, dst: str | os.PathLike, link: bool = 
         for kind in ("image", "mask"):
             (out / split / kind).mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "splitted_ovcamo.yaml", text)
+    write_train_labels(info, out)
     return out / "splitted_ovcamo.yaml"
+
+
+def write_train_labels(info: OVCamoInfo, out: Path) -> Path:
+    """Training labels for the ``semantic_folder`` dataset: ``out/train/label/<uid>.png`` holds
+    the image's class index (in the train vocabulary) where the mask is ``> 0`` and 255 (ignore)
+    elsewhere (background is no class in OVCamo); ``out/train_classes.txt`` the train classes.
+
+    Returns:
+        the class file.
+    """
+    import cv2
+    import numpy as np
+
+    from ovseg.utils.image import save_label_png
+    from ovseg.utils.io import atomic_write_text
+
+    index = {n: i for i, n in enumerate(info.train_classes)}
+    (out / "train" / "label").mkdir(parents=True, exist_ok=True)
+    for s in info.train_samples:
+        msk = cv2.imread(os.path.join(out, "train", "mask", os.path.basename(s.mask_path)), 0)
+        if msk is None:
+            raise OVCamoLayoutError(f"cannot read OVCamo train mask {s.mask_path}")
+        label = np.where(msk > 0, index[s.base_class], 255).astype(np.uint8)
+        save_label_png(out / "train" / "label" / f"{s.unique_id}.png", label)
+    classes = out / "train_classes.txt"
+    atomic_write_text(classes, "".join(f"{n}\n" for n in info.train_classes))
+    return classes
 
 
 def verify_ovcamo(root: str | os.PathLike | None = None, max_listed: int = 5) -> list[str]:

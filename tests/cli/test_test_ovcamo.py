@@ -111,6 +111,20 @@ def test_prepare_data_ovcamo_and_verify(tmp_path, capsys):
     assert "ok   test: 4 samples" in out and "ok   train: 2 samples" in out
     assert "note 6 images, 1 train / 3 test classes (official release: 11483" in out
     assert (dst / "ovcamo" / "test" / "mask" / "ovc_te_0002.png").is_file()
+    # training labels: the train class index (frog = 0) inside the mask, 255 (ignore) outside
+    lab = cv2.imread(str(dst / "ovcamo" / "train" / "label" / "ovc_tr_0001.png"), 0)
+    assert set(np.unique(lab).tolist()) == {0, 255} and lab[20, 30] == 0 and lab[0, 0] == 255
+    assert (dst / "ovcamo" / "train_classes.txt").read_text() == "frog\n"
+    from ovseg.config.data import DatasetConfig
+    from ovseg.data import build_dataset
+
+    cfg = DatasetConfig(
+        type="semantic_folder",
+        image_dir=str(dst / "ovcamo" / "train" / "image"),
+        label_dir=str(dst / "ovcamo" / "train" / "label"),
+        classes=str(dst / "ovcamo" / "train_classes.txt"),
+    )
+    assert len(build_dataset(cfg, train=False)) == 2
     # a corrupt mask fails verification, naming the file
     (dst / "ovcamo" / "test" / "mask" / "ovc_te_0002.png").write_bytes(b"x")
     assert prepare_data.main(["ovcamo", "--dst", str(dst), "--verify"]) == 1
