@@ -41,6 +41,10 @@ examples:
   python tools/test.py CONFIG --weights W --dataset ade20k-150 --task semantic \\
       model.test.mode=slide 'model.test.crop_size=[640,640]' 'model.test.stride=[426,426]'
 
+  # OVCamo: one class + one soft mask per image, the official class-aware metrics
+  python tools/test.py CONFIG --weights W --dataset ovcamo --out work/ovcamo \
+      --single-object semantic-sum model.text.templates=camo
+
 outputs in --out: metrics.json (semantic / panoptic / instance / meta); with --suite one folder
 per benchmark plus suite.json and suite.md (FC-CLIP's README table); with --save-predictions
 predictions/ (semantic label PNGs, COCO panoptic PNGs + panoptic.json, COCO instance results);
@@ -88,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="a prepared benchmark under $OVSEG_DATA (ade20k-150, ade20k-847, pascal-context-59, "
         "pascal-context-459, pascal-voc-20, pascal-voc-21, cityscapes, mapillary-vistas, "
-        "coco-panoptic); default: the config's data.test",
+        "coco-panoptic, ovcamo: <data root>/ovcamo/splitted_ovcamo.yaml or --data-root YAML); "
+        "default: the config's data.test",
     )
     src.add_argument("--suite", choices=SUITES, help="every benchmark of FC-CLIP's table")
     p.add_argument(
