@@ -42,6 +42,8 @@ setup(
         "pyyaml",
         "tqdm",
         "tensorboard",
+        # OVCamo's class-aware saliency metrics (S-, E-, weighted F-measure), as its evaluator
+        "pysodmetrics>=1.4.2",
     ],
     extras_require={
         # cityscapesscripts: the official Cityscapes evaluator, the tests' reference for ours

@@ -29,11 +29,14 @@ examples:
   # edited ade20k_847_mapping.json)
   python tools/prepare_data.py ade20k-847 --src ~/downloads --dst data --mapping my_847.json
 
+  # OVCamo from its release (the env file splitted_ovcamo.yaml, or the folder holding it)
+  python tools/prepare_data.py ovcamo --src ~/OVCamo/env/splitted_ovcamo.yaml --dst data --verify
+
   # only check an already prepared benchmark (image counts, label value ranges)
   python tools/prepare_data.py cityscapes --dst data --verify
 
 names: ade20k-150, ade20k-847, pascal-voc (= pascal-voc-20/21), pascal-context
-(= pascal-context-59/459), coco-panoptic, cityscapes, mapillary-vistas.
+(= pascal-context-59/459), coco-panoptic, cityscapes, mapillary-vistas, ovcamo.
 Exit status: 0 ok, 1 verification failed, 2 bad usage or missing raw files.
 """
 
@@ -79,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("prepare_data.py: error: give --src RAW to convert, --verify to check, or both",
               file=sys.stderr)  # fmt: skip
         return 2
+    if args.name.lower() == "ovcamo":
+        return _ovcamo(args, dst)
     try:
         if args.src:
             kwargs = {}
@@ -98,4 +103,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"prepare_data.py: error: {msg}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _ovcamo(args: argparse.Namespace, dst: str) -> int:
+    from ovseg.data.ovcamo import OVCamoLayoutError, prepare_ovcamo, verify_ovcamo
+
+    try:
+        if args.src:
+            print(f"wrote {prepare_ovcamo(args.src, dst, link=args.link)}")
+    except OVCamoLayoutError as e:
+        print(f"prepare_data.py: error: {e}", file=sys.stderr)
+        return 2
+    if args.verify:
+        lines = verify_ovcamo(dst)
+        print("\n".join(lines))
+        return 1 if any(x.startswith("FAIL") for x in lines) else 0
     return 0

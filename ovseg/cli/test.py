@@ -41,6 +41,10 @@ examples:
   python tools/test.py CONFIG --weights W --dataset ade20k-150 --task semantic \\
       model.test.mode=slide 'model.test.crop_size=[640,640]' 'model.test.stride=[426,426]'
 
+  # OVCamo: one class + one soft mask per image, the official class-aware metrics
+  python tools/test.py CONFIG --weights W --dataset ovcamo --out work/ovcamo \
+      --single-object semantic-sum model.text.templates=camo
+
 outputs in --out: metrics.json (semantic / panoptic / instance / meta); with --suite one folder
 per benchmark plus suite.json and suite.md (FC-CLIP's README table); with --save-predictions
 predictions/ (semantic label PNGs, COCO panoptic PNGs + panoptic.json, COCO instance results);
@@ -88,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="a prepared benchmark under $OVSEG_DATA (ade20k-150, ade20k-847, pascal-context-59, "
         "pascal-context-459, pascal-voc-20, pascal-voc-21, cityscapes, mapillary-vistas, "
-        "coco-panoptic); default: the config's data.test",
+        "coco-panoptic, ovcamo: <data root>/ovcamo/splitted_ovcamo.yaml or --data-root YAML); "
+        "default: the config's data.test",
     )
     src.add_argument("--suite", choices=SUITES, help="every benchmark of FC-CLIP's table")
     p.add_argument(
@@ -125,6 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--per-class",
         action="store_true",
         help="also print per-class IoU / Acc, panopticapi's table and the 12 COCO stats",
+    )
+    p.add_argument(
+        "--single-object",
+        choices=("semantic-sum", "best-query"),
+        default="semantic-sum",
+        help="--dataset ovcamo: how one class + one soft mask is chosen per image (default "
+        "semantic-sum: the class with the largest total score and its semantic map)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("opts", nargs="*", metavar="KEY=VALUE", help="config overrides")
@@ -167,6 +179,8 @@ def _run(args: argparse.Namespace) -> int:
         device = args.device or str(info.device)
         if info.world_size > 1 and info.device.type == "cuda":
             device = str(info.device)
+        if args.dataset == "ovcamo":
+            return _run_ovcamo(args, cfg, weights, device, rank)
         # Data first: a missing split fails before the model is built.
         if args.suite:
             benches, missing = _suite_sources(args, rank)
@@ -196,6 +210,41 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     finally:
         destroy_distributed()
+
+
+def _run_ovcamo(args, cfg, weights, device, rank) -> int:
+    """OVCamo: inference + single-object adapter + the official class-aware metrics."""
+    from ovseg.data.ovcamo import OVCamoLayoutError, load_ovcamo_info, ovcamo_info_path
+    from ovseg.evaluation.errors import EvaluationError
+    from ovseg.evaluation.ovcamo import run_ovcamo
+
+    if not args.out:
+        raise UsageError("--dataset ovcamo needs --out DIR (predictions are written there)")
+    path = ovcamo_info_path(args.data_root)
+    if not path.is_file():
+        raise UsageError(
+            f"OVCamo info file {path} not found: run tools/prepare_data.py ovcamo --src ... "
+            "--dst <data root>/ovcamo, or pass --data-root DIR (or the yaml itself)"
+        )
+    try:
+        info = load_ovcamo_info(path)
+        segmenter = _build_segmenter(args.config, cfg, weights, args.opts, device, rank)
+        result = run_ovcamo(
+            segmenter,
+            info,
+            args.out,
+            strategy=args.single_object,
+            limit=args.limit,
+            progress=not args.no_progress,
+        )
+    except (EvaluationError, OVCamoLayoutError) as e:
+        print(f"test.py: error: {e}", file=sys.stderr)
+        return 1
+    from ovseg.evaluation.ovcamo import format_ovcamo
+
+    print(format_ovcamo({**result, "metrics": result["ovcamo"]}))
+    print(f"wrote {Path(args.out) / 'metrics.json'}")
+    return 0
 
 
 def _check_weights(weights: str | None) -> str | None:

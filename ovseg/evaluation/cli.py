@@ -1,10 +1,10 @@
-"""``python -m ovseg.evaluation {semantic,panoptic,instance,cityscapes-instance}``: evaluate saved
+"""``python -m ovseg.evaluation {semantic,panoptic,instance,cityscapes-instance,ovcamo}``: evaluate saved
 predictions offline.
 
 Prints a table and, with ``--out F.json``, writes the numbers with the key names of the reference
 fixtures (semantic: ``summary_percent`` / ``per_class_percent``; panoptic: ``summary`` /
 ``per_class``; instance: ``stats``) or of cityscapesscripts (cityscapes-instance: ``averages``,
-``resultApMatrix``). Bad input is reported as one line and exit status 1.
+``resultApMatrix``) or of OVCamo's evaluator (ovcamo: ``metrics`` with the 12 raw values). Bad input is reported as one line and exit status 1.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ EPILOG = """examples:
       --pred-json work/segm.json
   python -m ovseg.evaluation cityscapes-instance --gt-dir data/cityscapes/gtFine/val \\
       --pred-dir work/cs/predictions/cityscapes_instance
+  python -m ovseg.evaluation ovcamo --info data/ovcamo/splitted_ovcamo.yaml \
+      --pred-dir work/ovcamo_pred --json ovcamo.json
 """
 
 
@@ -36,12 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m ovseg.evaluation",
         description="Evaluate saved predictions: mIoU (semantic), PQ (panoptic), COCO mask AP "
-        "(instance), official Cityscapes instance AP (cityscapes-instance).",
+        "(instance), official Cityscapes instance AP (cityscapes-instance), OVCamo class-aware "
+        "cSm / cF / cE / cIoU (ovcamo).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(
-        dest="task", required=True, metavar="{semantic,panoptic,instance,cityscapes-instance}"
+        dest="task",
+        required=True,
+        metavar="{semantic,panoptic,instance,cityscapes-instance,ovcamo}",
     )
 
     sem = sub.add_parser("semantic", help="per-class IoU/Acc, mIoU, mAcc, aAcc, fwIoU")
@@ -92,8 +97,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder of <city>_<seq>_<frame>*.txt files ('<mask png> <label id> <score>' lines)",
     )
 
-    for p in (sem, pan, ins, csi):
-        p.add_argument("--out", help="write the metrics as JSON to this file")
+    ovc = sub.add_parser(
+        "ovcamo", help="OVCamo class-aware sm, wfm, mae, F / E / IoU (official evaluator's rules)"
+    )
+    ovc.add_argument(
+        "--info",
+        required=True,
+        help="OVCamo's splitted_ovcamo.yaml (relative paths: from the working directory, else "
+        "from the yaml's folder)",
+    )
+    ovc.add_argument(
+        "--pred-dir", required=True, help="folder of '[<class>]<unique_id>.png' grey soft masks"
+    )
+    ovc.add_argument(
+        "--strict-classes",
+        action="store_true",
+        help="a class outside the test vocabulary is an error (default: scored as wrong, warned)",
+    )
+
+    for p in (sem, pan, ins, csi, ovc):
+        p.add_argument("--out", "--json", dest="out", help="write the metrics as JSON to this file")
         p.add_argument("--quiet", action="store_true", help="print no table")
     return parser
 
@@ -122,6 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.gt_dir, args.pred_dir, progress=_progress()
             )
             table = format_cityscapes_instance(result)
+        elif args.task == "ovcamo":
+            result, table = _ovcamo(args)
         else:
             from ovseg.evaluation.instance import evaluate_instance_files
 
@@ -177,6 +202,26 @@ def _semantic(args: argparse.Namespace) -> dict[str, Any]:
     if result["num_images"] == 0:
         print(f"warning: no predictions in {args.pred_dir}: every metric is NaN", file=sys.stderr)
     return result
+
+
+def _ovcamo(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    import warnings
+
+    from ovseg.evaluation.ovcamo import evaluate_ovcamo, format_ovcamo
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = evaluate_ovcamo(
+            args.info, args.pred_dir, progress=_progress(), strict_classes=args.strict_classes
+        )
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    table = (
+        format_ovcamo(result)
+        + "\nraw: "
+        + " ".join(f"{k}={v!r}" for k, v in result["metrics"].items())
+    )
+    return result, table
 
 
 # ---------------------------------------------------------------------------------- output

@@ -22,15 +22,26 @@ VILD_TEMPLATES: tuple[str, ...] = (
     "There is a large {} in the scene.",
 )
 
+# OVCoser's CAMO_PROMPTS (OVCamo, methods/ovcoser/prompts.py): camouflage-aware templates.
+CAMO_TEMPLATES: tuple[str, ...] = (
+    "A photo of the camouflaged {}.",
+    "A photo of the concealed {}.",
+    "A photo of the {} camouflaged in the background.",
+    "A photo of the {} concealed in the background.",
+    "A photo of the {} camouflaged to blend in with its surroundings.",
+    "A photo of the {} concealed to blend in with its surroundings.",
+)
+
 TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
     "vild": VILD_TEMPLATES,
+    "camo": CAMO_TEMPLATES,
     "single": ("a photo of a {}.",),
     "plain": ("{}",),
 }
 
 
 def resolve_templates(templates: str | Sequence[str]) -> tuple[str, ...]:
-    """A named template set ("vild", "single", "plain") or an explicit list of strings."""
+    """A named template set ("vild", "camo", "single", "plain") or an explicit list of strings."""
     if isinstance(templates, str):
         if templates not in TEMPLATE_SETS:
             raise ValueError(
