@@ -109,7 +109,7 @@ def example_seam_inputs(
     text = F.normalize(torch.randn(5, dim, generator=g), dim=-1)
     synonym_index = torch.tensor([0, 0, 1, 2, 2])
     seen = torch.tensor([True, False, False])
-    return images, text, synonym_index, seen
+    return tuple(t.to(m.device) for t in (images, text, synonym_index, seen))
 
 
 def check_size(seg: Segmenter, size: Sequence[int]) -> tuple[int, int]:
@@ -208,6 +208,7 @@ def export_onnx(
                 )
                 graphs.append({"file": name, "size": list(size)})
             tokens = seg.model.text_encoder.tokenizer(["a photo of a cat."] * TEXT_BATCH)
+            tokens = tokens.to(model.device)
             _export(
                 TextTowerModule(backbone),
                 (tokens,),
