@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Export; returns 0, or 2 with one line on stderr for a set-up error."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)
     try:
         from ovseg.export.onnx import export_onnx, require_onnx
         from ovseg.inference.segmenter import Segmenter
