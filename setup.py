@@ -48,6 +48,8 @@ setup(
     extras_require={
         # cityscapesscripts: the official Cityscapes evaluator, the tests' reference for ours
         "dev": ["pytest>=7", "pytest-timeout", "ruff", "cityscapesscripts"],
+        # tools/export.py and Segmenter.from_pretrained(EXPORT_DIR); onnxruntime-gpu for CUDA
+        "export": ["onnx>=1.16", "onnxruntime>=1.18"],
     },
     entry_points={
         "console_scripts": [
@@ -56,6 +58,7 @@ setup(
             "ovseg-test=ovseg.cli.test:main",
             "ovseg-zoo=ovseg.zoo.cli:main",
             "ovseg-benchmark=ovseg.cli.benchmark:main",
+            "ovseg-export=ovseg.cli.export:main",
             "ovseg-convert-fcclip=ovseg.cli.convert_fcclip:main",
             "ovseg-publish-model=ovseg.cli.publish_model:main",
             "ovseg-prepare-data=ovseg.cli.prepare_data:main",

@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--weights",
         metavar="W",
-        help="ovseg or official FC-CLIP checkpoint, or a model-zoo name (omit: RANDOM weights)",
+        help="ovseg or official FC-CLIP checkpoint, an export folder (tools/export.py), or a "
+        "model-zoo name (omit: RANDOM weights)",
     )
     src = p.add_mutually_exclusive_group()
     src.add_argument(
@@ -258,7 +259,7 @@ def _check_weights(weights: str | None) -> str | None:
             )
         return None
     path = Path(weights).expanduser()
-    if path.is_file():
+    if path.is_file() or path.is_dir():  # a checkpoint, or an export folder (tools/export.py)
         return str(path)
     looks_like_path = path.suffix != "" or len(path.parts) > 1
     if looks_like_path:
@@ -270,17 +271,20 @@ def _build_segmenter(config_path, cfg, weights, overrides, device, rank):
     import torch
 
     from ovseg.checkpoint import CheckpointError
+    from ovseg.inference.onnx_backend import ExportFormatError
     from ovseg.inference.segmenter import Segmenter
 
     # The same random initialisation on every rank and run (whatever weights do not overwrite).
     torch.manual_seed(0)
     try:
+        if weights is not None and Path(weights).is_dir():  # an export carries its own config
+            return Segmenter.from_pretrained(weights, device=device, overrides=overrides)
         if weights is not None and not Path(weights).is_file():
             return Segmenter.from_pretrained(
                 weights, config=cfg, device=device, overrides=overrides
             )
         return Segmenter.from_config(cfg, weights=weights, device=device)
-    except CheckpointError as e:
+    except (CheckpointError, ExportFormatError) as e:
         raise UsageError(str(e)) from None
     except KeyError as e:  # unknown zoo name
         raise UsageError(e.args[0] if e.args else str(e)) from None

@@ -9,7 +9,7 @@ can rely on it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -36,6 +36,11 @@ from ovseg.utils.timing import NULL_TIMER, StageTimer
 logger = logging.getLogger(__name__)
 
 VocabularyLike = Vocabulary | str | Sequence[str] | None
+# FCCLIP.predict_logits' signature: (images, text_classifier, synonym_index, seen_mask) ->
+# (mask_cls, mask_logits); the ONNX Runtime backend is one.
+SeamBackend = Callable[
+    [torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]
+]
 
 
 class Segmenter:
@@ -44,10 +49,19 @@ class Segmenter:
     Use :meth:`from_config` or :meth:`from_pretrained` to build one.
     """
 
-    def __init__(self, model: FCCLIP, config: Config, device: str | torch.device = "cpu"):
+    def __init__(
+        self,
+        model: FCCLIP,
+        config: Config,
+        device: str | torch.device = "cpu",
+        backend: SeamBackend | None = None,
+    ):
+        """``backend``: a callable with the signature of :meth:`FCCLIP.predict_logits` that
+        replaces the model's own forward (the ONNX Runtime backend); None runs ``model``."""
         self.config = config
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
+        self.backend = backend
         self._default_vocab: Vocabulary | None = None
 
     # ------------------------------------------------------------------ construction
@@ -76,9 +90,17 @@ class Segmenter:
         overrides: Sequence[str] = (),
         zoo_file: str | Path | None = None,
     ) -> Segmenter:
-        """Load an ovseg checkpoint, an official FC-CLIP checkpoint (needs ``config``), or a model
-        zoo name (downloaded and cached on first use)."""
+        """Load an ovseg checkpoint, an official FC-CLIP checkpoint (needs ``config``), an
+        export folder (``tools/export.py``; run by ONNX Runtime, CUDA when ``device`` is cuda),
+        or a model zoo name (downloaded and cached on first use)."""
         path = Path(path_or_name)
+        if path.is_dir():
+            from ovseg.inference.onnx_backend import load_export
+
+            if config is not None:
+                raise ValueError(f"{path} is an export folder: it carries its config, drop config=")
+            host, cfg, backend = load_export(path, device, overrides)
+            return cls(host, cfg, device, backend=backend)
         looks_like_path = (
             path.suffix in (".pth", ".pt", ".pkl", ".ckpt", ".bin") or len(path.parts) > 1
         )
@@ -111,6 +133,7 @@ class Segmenter:
 
     def load_weights(self, path: str | Path) -> None:
         """Load an ovseg or FC-CLIP checkpoint's weights into this model."""
+        self._require_torch_model("load_weights")
         self._load_state(_read_checkpoint(path), str(path))
 
     def _load_state(self, ckpt: dict, source: str) -> None:
@@ -123,9 +146,15 @@ class Segmenter:
         no named pretrained source provides it). Written atomically."""
         from ovseg.checkpoint import save_model_checkpoint
 
+        self._require_torch_model("save")
+
         return save_model_checkpoint(
             path, self.model, to_yaml(self.config), include_clip=include_clip
         )
+
+    def _require_torch_model(self, what: str) -> None:
+        if self.backend is not None:
+            raise ValueError(f"Segmenter.{what} needs the PyTorch model; this one runs an export")
 
     # ------------------------------------------------------------------ inference
     @property
@@ -201,6 +230,10 @@ class Segmenter:
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
         slide = self._slide_settings(task, return_intermediates)
+        if return_intermediates and self.backend is not None:
+            raise ValueError(
+                "return_intermediates needs the PyTorch model; this one runs an export"
+            )
         vocabulary = self.vocabulary(vocab)
         with timer("text"):
             text = self.encode_vocabulary(vocabulary)
@@ -264,6 +297,11 @@ class Segmenter:
         with timer("preprocess"):
             chw = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)
             x = m.normalize_and_pad([chw])
+        if self.backend is not None:
+            with timer("model"):
+                mask_cls, mask_logits = self.backend(x, text.embeddings, text.synonym_index, seen)
+            out = {"mask_cls": mask_cls, "pred_masks": mask_logits}
+            return _Forward(chw, tuple(x.shape[-2:]), out)
         with self._autocast():
             out = m.predict_intermediates(
                 x, text.embeddings, text.synonym_index, seen, aux_outputs=intermediates, timer=timer

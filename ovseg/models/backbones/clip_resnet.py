@@ -50,7 +50,7 @@ class CLIPResNetBackbone(Backbone):
         b, c, h, w = x.shape
         q = masks.shape[1]
         pos = pool.positional_embedding.to(x.dtype)
-        g = int(round((pos.shape[0] - 1) ** 0.5))
+        g = int(round((int(pos.shape[0]) - 1) ** 0.5))  # int: a traced shape is a tensor
         spatial = pos[1:].T.reshape(1, c, g, g)
         spatial = F.interpolate(spatial, size=(h, w), mode="bilinear", align_corners=False)
         spatial = spatial.permute(2, 3, 0, 1).reshape(h * w, 1, c)

@@ -8,6 +8,7 @@ out-of-vocabulary classifier.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -214,7 +215,13 @@ class FCCLIP(nn.Module):
         outputs, features, pixel = self.forward_features(
             images, classifier, synonym_index, num_classes, aux_outputs=aux_outputs, timer=timer
         )
-        with torch.autocast(images.device.type, enabled=False), timer("classifiers"):
+        # fp32 classifiers: leave autocast only where it is on (an inert autocast region would
+        # be a higher-order op that torch.export cannot serialise).
+        dev = images.device.type
+        fp32 = (
+            torch.autocast(dev, enabled=False) if torch.is_autocast_enabled(dev) else nullcontext()
+        )
+        with fp32, timer("classifiers"):
             features = {k: v.float() for k, v in features.items()}
             outputs = {k: v.float() if torch.is_tensor(v) else v for k, v in outputs.items()}
             cls = self.classify(outputs, features, classifier, synonym_index, seen_mask)
