@@ -49,7 +49,7 @@ import numpy as np
 
 from ovseg.text.vocabulary import Vocabulary
 
-from .common import PrepareError, find_dir, place, progress, read_array, save_label
+from .common import PrepareError, find_dir, inside, place, progress, read_array, save_label
 
 DATASET = "ade20k-847"
 RELEASE = "ADE20K_2021_17_01"
@@ -508,13 +508,18 @@ def convert_pair(
     return image, lut[labels], size is not None
 
 
-def _locate(base: Path, folder: str, name: str) -> Path:
+def _locate(base: Path, folder: str, name: str, where: str) -> Path:
     """``folder`` is relative to the folder holding the release (``ADE20K_2021_17_01/images/...``);
-    fall back to the release folder itself when it was renamed."""
-    path = base.parent / folder / name
+    fall back to the release folder itself when it was renamed. Both come from the index: they
+    must stay inside the release's parent folder (:func:`~.common.inside`)."""
+    if Path(name).name != name:
+        raise PrepareError(f"{DATASET}: entry {name!r} in {where} is not a plain file name")
+    path = inside(base.parent, os.path.join(folder, name), DATASET, where)
     if not path.is_file():
         parts = Path(folder).parts
-        alt = base.joinpath(*parts[1:], name) if len(parts) > 1 else None
+        alt = None
+        if len(parts) > 1:
+            alt = inside(base, os.path.join(*parts[1:], name), DATASET, where)
         if alt is not None and alt.is_file():
             return alt
     return path
@@ -560,7 +565,7 @@ def prepare_ade20k_full(
         split = "validation" if is_validation(name) else "training"
         if split == "training" and not training:
             continue
-        image = _locate(base, folder, name)
+        image = _locate(base, folder, name, f"{index.path} filename/folder")
         seg = image.with_name(Path(name).stem + "_seg.png")
         jobs.append((split, name, image, seg))
     if not any(split == "validation" for split, *_ in jobs):
@@ -581,7 +586,7 @@ def prepare_ade20k_full(
         image, labels, resized = convert_pair(image_path, seg_path, lut)
         image_out = out / "images_detectron2" / split / name
         if link and not resized:
-            place(image_path, image_out, link=True)
+            place(image_path, image_out, link=True, root=dst)
         else:
             save_label(image, image_out)  # Pillow's default JPEG, as FC-CLIP saves it
         save_label(labels, out / "annotations_detectron2" / split / f"{Path(name).stem}.tif")
