@@ -127,8 +127,52 @@ class AdeIndex:
     objectnames: list[str]
 
 
+# What the real index_ade20k.pkl holds: dicts, lists and strings, numpy arrays (and their dtypes
+# and scalars). Nothing else is built while reading it: any other global names the file in the
+# error and stops the run, so a crafted pickle cannot run code.
+_INDEX_GLOBALS = frozenset(
+    {
+        ("builtins", n)
+        for n in (
+            "dict",
+            "list",
+            "tuple",
+            "set",
+            "frozenset",
+            "str",
+            "bytes",
+            "int",
+            "float",
+            "bool",
+            "complex",
+            "bytearray",
+        )  # fmt: skip
+    }
+    | {
+        (m, n)
+        for m in ("numpy.core.multiarray", "numpy._core.multiarray")
+        for n in ("_reconstruct", "scalar")
+    }
+    | {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}  # bytes in protocol 2
+    | {("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer")}
+)
+
+
+class _IndexUnpickler(pickle.Unpickler):
+    """An unpickler admitting only :data:`_INDEX_GLOBALS` (builtins containers, numpy arrays)."""
+
+    def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle's signature
+        if (module, name) in _INDEX_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(
+            f"refusing {module}.{name}: the index may hold only lists, dicts, strings and numpy "
+            "arrays"
+        )
+
+
 def load_index(path: Path) -> AdeIndex:
-    """Read ``index_ade20k.pkl`` (a pickled dict; the real one is ~800 MB).
+    """Read ``index_ade20k.pkl`` (a pickled dict; the real one is ~800 MB) with a restricted
+    unpickler: only builtins containers/strings and numpy arrays are built, never code.
 
     Raises:
         PrepareError: missing, not a pickle, not a dict, keys missing, or lists of unequal length.
@@ -137,7 +181,7 @@ def load_index(path: Path) -> AdeIndex:
         raise PrepareError(f"{DATASET}: {path} not found; {HINT}")
     try:
         with open(path, "rb") as f:
-            index = pickle.load(f)  # the user's own download: the release ships only a pickle
+            index = _IndexUnpickler(f).load()  # restricted: builtins and numpy arrays only
     except Exception as e:  # noqa: BLE001 - any unpickling failure means a broken file
         raise PrepareError(
             f"{DATASET}: {path} is not a readable index_ade20k.pkl ({type(e).__name__}: {e}); "
