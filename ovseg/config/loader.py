@@ -158,6 +158,10 @@ def build_config(schema: type, data: dict) -> Any:
         key = getattr(e, "full_key", None) or "config"
         msg = str(e).split("\n")[0]
         raise ConfigError(f"bad value for '{key}': {msg}") from None
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as e:  # a schema's __post_init__ check (e.g. max_iter >= 1)
+        raise ConfigError(str(e).splitlines()[0] if str(e) else repr(e)) from None
 
 
 def to_yaml(cfg: Any) -> str:

@@ -45,3 +45,11 @@ def test_binary_config_file_is_one_line(tmp_path):
 def test_a_plain_config_still_loads():
     cfg = load_config("configs/tests/fcclip_tiny.yaml")
     assert config_from_yaml_string(__import__("ovseg.config").config.to_yaml(cfg)) == cfg
+
+
+def test_a_range_check_is_a_config_error():
+    """Issue 18, case 12: ``schedule.max_iter=-5`` is a ConfigError naming the key."""
+    import pytest as _pytest
+
+    with _pytest.raises(ConfigError, match=r"schedule\.max_iter must be >= 1; got -5"):
+        load_config("configs/tests/fcclip_tiny.yaml", ["schedule.max_iter=-5"])
