@@ -114,6 +114,12 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
     return path
 
 
+def _first_line(e: BaseException) -> str:
+    """The first line of an exception's message (``repr`` when the message is empty)."""
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else repr(e)
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load a checkpoint on the CPU with ``weights_only=True`` (no arbitrary unpickling).
 
@@ -130,7 +136,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise CheckpointError(
-            f"cannot read checkpoint {path} ({type(e).__name__}: {str(e).splitlines()[0]}); "
+            f"cannot read checkpoint {path} ({type(e).__name__}: {_first_line(e)}); "
             "the file is truncated, corrupt or not a weights-only checkpoint"
         ) from e
     if not isinstance(state, dict):

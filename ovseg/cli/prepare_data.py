@@ -35,6 +35,11 @@ examples:
   # only check an already prepared benchmark (image counts, label value ranges)
   python tools/prepare_data.py cityscapes --dst data --verify
 
+What is read: images, label PNGs/.mat files and JSON annotations of the download; for ade20k-847
+also index_ade20k.pkl, through a restricted unpickler that builds only lists, dicts, strings and
+numpy arrays (any other type stops the run; no code from the file is executed). Nothing outside
+--dst is written: a file name in the metadata that points outside its folder stops the run.
+
 names: ade20k-150, ade20k-847, pascal-voc (= pascal-voc-20/21), pascal-context
 (= pascal-context-59/459), coco-panoptic, cityscapes, mapillary-vistas, ovcamo.
 Exit status: 0 ok, 1 verification failed, 2 bad usage or missing raw files.

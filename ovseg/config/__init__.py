@@ -12,6 +12,7 @@ from ovseg.config.loader import (
     find_config,
     list_configs,
     load_yaml_with_bases,
+    parse_yaml,
     to_yaml,
 )
 from ovseg.config.schema import Config, ModelConfig
@@ -25,10 +26,8 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
 
 
 def config_from_yaml_string(text: str, overrides: Sequence[str] = ()) -> Config:
-    """Rebuild a config stored in a checkpoint."""
-    import yaml
-
-    data = apply_overrides(yaml.safe_load(text) or {}, overrides)
+    """Rebuild a config stored in a checkpoint (YAML aliases refused, as in config files)."""
+    data = apply_overrides(parse_yaml(text, "the checkpoint's embedded config") or {}, overrides)
     return build_config(Config, data)
 
 

@@ -38,6 +38,30 @@ def list_configs() -> list[str]:
     )
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """Safe YAML that refuses aliases (``*name``): a config never needs them, and a chain of
+    aliases (a "billion laughs" bomb) would expand without bound once OmegaConf copies it."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise ConfigError(
+                f"YAML alias *{event.anchor} at line {event.start_mark.line + 1}: aliases are not "
+                "allowed in configs (write the value out)"
+            )
+        return super().compose_node(parent, index)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """``yaml.safe_load`` without aliases; errors are one :class:`ConfigError` naming ``source``."""
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: invalid YAML ({e})") from None
+
+
 def find_config(path: str | Path) -> Path:
     """Resolve a config: an existing file as given, else a shipped config by name.
 
@@ -68,9 +92,10 @@ def load_yaml_with_bases(path: str | Path, _chain: tuple[Path, ...] = ()) -> dic
     if path in _chain:
         raise ConfigError(f"_base_ cycle: {' -> '.join(str(p) for p in (*_chain, path))}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML ({e})") from None
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text (UTF-8) YAML file") from None
+    data = parse_yaml(text, str(path)) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
     bases = data.pop("_base_", [])
@@ -104,7 +129,9 @@ def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
         key, raw = item.split("=", 1)
         key = key.strip()
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = yaml.load(raw, Loader=_NoAliasLoader) if raw.strip() else ""  # noqa: S506
+        except ConfigError as e:
+            raise ConfigError(f"override {item!r}: {e}") from None
         except yaml.YAMLError:
             value = raw
         node = data
@@ -156,6 +183,10 @@ def build_config(schema: type, data: dict) -> Any:
         key = getattr(e, "full_key", None) or "config"
         msg = str(e).split("\n")[0]
         raise ConfigError(f"bad value for '{key}': {msg}") from None
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as e:  # a schema's __post_init__ check (e.g. max_iter >= 1)
+        raise ConfigError(str(e).splitlines()[0] if str(e) else repr(e)) from None
 
 
 def to_yaml(cfg: Any) -> str:

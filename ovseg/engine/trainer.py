@@ -68,6 +68,7 @@ from ovseg.checkpoint import (
     checkpoint_path,
     get_rng_state,
     latest_checkpoint,
+    list_checkpoints,
     load_checkpoint,
     load_model_state,
     model_state_dict,
@@ -330,16 +331,17 @@ class Trainer:
                 optimizer (the message names the key); nothing has been modified then.
         """
         if path is None:
-            found = dist.broadcast_object(latest_checkpoint(self.work_dir))
-            if found is None:
+            found = dist.broadcast_object([p for _, p in list_checkpoints(self.work_dir)])
+            if not found:
                 warnings.warn(
                     f"resume: no checkpoint_*.pth in {self.work_dir}; training from scratch",
                     stacklevel=2,
                 )
                 return False
-            path = found
-        path = Path(path)
-        ckpt = load_checkpoint(path)
+            path, ckpt = self._newest_readable(found)
+        else:
+            path = Path(path)
+            ckpt = load_checkpoint(path)
         self._check_resumable(ckpt, path)
         saved_cfg = str(ckpt.get("config") or "")
         if saved_cfg and self.config_yaml and saved_cfg != self.config_yaml:
@@ -375,6 +377,26 @@ class Trainer:
             )
         self._load_sampler(ckpt.get("sampler") or {}, path)
         return True
+
+    @staticmethod
+    def _newest_readable(paths: list[Path]) -> tuple[Path, dict[str, Any]]:
+        """The newest of ``paths`` (oldest first) that loads; each unreadable one is skipped
+        with a warning naming it (a 0-byte or truncated file left by a crash).
+
+        Raises:
+            CheckpointError: none of them is readable (the message names each).
+        """
+        bad = []
+        for path in reversed(paths):
+            try:
+                return path, load_checkpoint(path)
+            except CheckpointError as e:
+                bad.append(str(e))
+                warnings.warn(
+                    f"resume: skipping unreadable {path} ({e}); trying an older checkpoint",
+                    stacklevel=3,
+                )
+        raise CheckpointError("resume: no readable checkpoint: " + "; ".join(bad))
 
     def _check_resumable(self, ckpt: Mapping[str, Any], path: Path) -> None:
         if ckpt.get("format") != CHECKPOINT_FORMAT:

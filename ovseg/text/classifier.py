@@ -84,7 +84,7 @@ class TextEncoder:
         if emb is not None:
             self._memory.move_to_end(key)
         if emb is None and self.disk_cache and self.weights_id:
-            emb = self._load_disk(key)
+            emb = self._load_disk(key, len(vocabulary.flat_synonyms()))
         if emb is None:
             # Cached embeddings outlive this call: make them ordinary tensors even when the
             # first request comes from inside torch.inference_mode (training reuses them).
@@ -177,23 +177,57 @@ class TextEncoder:
     def _path(self, key: str) -> Path:
         return ovseg_home() / "text_embeddings" / f"{key}.pt"
 
-    def _load_disk(self, key: str) -> torch.Tensor | None:
+    def _load_disk(self, key: str, num_synonyms: int) -> torch.Tensor | None:
+        """The cached (S, D) embeddings, or None (then they are rebuilt and rewritten): an entry
+        whose checksum, shape or dtype does not match what it recorded, or that holds non-finite
+        values, is never trusted (one warning naming the file)."""
         path = self._path(key)
         if not path.is_file():
             return None
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
+            entry = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # a broken cache file is rebuilt, never trusted
-            logger.warning("ignoring unreadable text-embedding cache %s (%s)", path, e)
-            return None
+            return _distrust(path, f"unreadable ({type(e).__name__})")
+        if not isinstance(entry, dict) or entry.get("format") != _CACHE_FORMAT:
+            return _distrust(path, "not an ovseg text-embedding cache entry (old format?)")
+        emb = entry.get("embeddings")
+        if not isinstance(emb, torch.Tensor):
+            return _distrust(path, "no embeddings tensor")
+        shape, dtype = list(emb.shape), str(emb.dtype)
+        if shape != entry.get("shape") or dtype != entry.get("dtype"):
+            return _distrust(path, f"holds {shape} {dtype}, recorded {entry.get('shape')} "
+                                   f"{entry.get('dtype')}")  # fmt: skip
+        if emb.ndim != 2 or emb.shape[0] != num_synonyms or not emb.is_floating_point():
+            return _distrust(path, f"shape {shape} {dtype}, expected ({num_synonyms}, D) float")
+        if _checksum(emb) != entry.get("sha256"):
+            return _distrust(path, "checksum mismatch (the file was modified or corrupted)")
+        if not torch.isfinite(emb).all():
+            return _distrust(path, "non-finite values")
+        return emb
 
     def _save_disk(self, key: str, emb: torch.Tensor) -> None:
         path = self._path(key)
+        emb = emb.detach().cpu().contiguous()
+        entry = {"format": _CACHE_FORMAT, "embeddings": emb, "shape": list(emb.shape),
+                 "dtype": str(emb.dtype), "sha256": _checksum(emb)}  # fmt: skip
         try:
             with atomic_write(path) as f:
-                torch.save(emb.cpu(), f)
+                torch.save(entry, f)
         except OSError as e:
             logger.warning("could not write text-embedding cache %s (%s)", path, e)
+
+
+_CACHE_FORMAT = "ovseg-text-embeddings-v1"
+
+
+def _checksum(emb: torch.Tensor) -> str:
+    """sha256 of the tensor's bytes (C order)."""
+    return hashlib.sha256(emb.detach().cpu().contiguous().view(torch.uint8).numpy()).hexdigest()
+
+
+def _distrust(path: Path, why: str) -> None:
+    warnings.warn(f"text-embedding cache {path}: {why}; rebuilding it", stacklevel=4)
+    return None
 
 
 @PROMPT_BUILDERS.register("templates")

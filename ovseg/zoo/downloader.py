@@ -42,7 +42,7 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 from ovseg.utils.io import atomic_write_text
 from ovseg.utils.paths import ovseg_home  # noqa: F401 (re-exported by ovseg.zoo)
 from ovseg.zoo.lock import FileLock, lock_path
-from ovseg.zoo.registry import ZooEntry, ZooFiles, get_entry
+from ovseg.zoo.registry import ZooEntry, ZooFileError, ZooFiles, get_entry, is_plain_name
 
 logger = logging.getLogger("ovseg.zoo")
 
@@ -107,8 +107,18 @@ def is_offline() -> bool:
 
 
 def cached_path(entry: ZooEntry, cache_dir: str | Path | None = None) -> Path:
-    """The final cache path of an entry's file (whether or not it exists yet)."""
-    return checkpoint_dir(cache_dir) / entry.cache_filename
+    """The final cache path of an entry's file (whether or not it exists yet).
+
+    Raises:
+        ZooFileError: the entry's file name is not a plain name (an entry built by hand, not
+            through a zoo file): nothing outside the cache is ever written or removed.
+    """
+    name = entry.cache_filename
+    if not is_plain_name(name):
+        raise ZooFileError(
+            f"zoo entry {entry.name!r}: cache file name {name!r} is not a plain name"
+        )
+    return checkpoint_dir(cache_dir) / name
 
 
 def sidecar_path(path: str | Path) -> Path:

@@ -128,6 +128,11 @@ class ZooEntry:
             ZooFileError: naming the file, the entry and the field at fault.
         """
         where = f"{zoo_file or '<dict>'}: entry {name!r}"
+        if not is_plain_name(name):
+            raise ZooFileError(
+                f"{where}: a model name must be a plain name (letters, digits, '.', '_', '-', "
+                "'+', '@'; no folder, '..' or absolute path): it names the cached file"
+            )
         if not isinstance(data, dict):
             raise ZooFileError(
                 f"{where} must be a mapping of fields (config, urls, sha256, ...), "
@@ -202,10 +207,11 @@ class ZooEntry:
                 raise ZooFileError(f"{where}: field {key!r} must be a string")
             texts[key] = value
         filename = data.get("filename")
-        if filename is not None and (
-            not isinstance(filename, str) or not filename or "/" in filename or "\\" in filename
-        ):
-            raise ZooFileError(f"{where}: field 'filename' must be a plain file name")
+        if filename is not None and not is_plain_name(filename):
+            raise ZooFileError(
+                f"{where}: field 'filename' must be a plain file name (no folder, '..' or "
+                f"absolute path), got {filename!r}"
+            )
         return cls(
             name=name,
             urls=list(urls),
@@ -219,6 +225,15 @@ class ZooEntry:
             zoo_file=zoo_file,
             **texts,
         )
+
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_+@-][A-Za-z0-9._+@-]*")
+
+
+def is_plain_name(value: object) -> bool:
+    """True for a name that is safe as one file name in the cache: no separator, not ``.``/``..``,
+    not hidden, no control characters."""
+    return isinstance(value, str) and len(value) <= 200 and bool(_PLAIN_NAME.fullmatch(value))
 
 
 def _did_you_mean(name: str, choices: Iterable[str]) -> str:

@@ -149,3 +149,30 @@ def test_resume_without_resumable_sampler_warns(tmp_path):
         trainer.resume()
     trainer.train()
     assert trainer.iteration == 4
+
+
+def test_resume_skips_an_empty_newest_checkpoint(tmp_path):
+    """Issue 18, case 9: a 0-byte (or garbage) newest checkpoint, as a crash mid-write on a
+    filesystem without atomic rename leaves it, falls back to the newest readable one."""
+    toy.make_trainer(tmp_path, max_iter=4, checkpoint_period=2).train()
+    (tmp_path / "checkpoint_0000006.pth").write_bytes(b"")
+    (tmp_path / "checkpoint_0000008.pth").write_bytes(b"PK\x03\x04" + b"\x00" * 60)
+    trainer = toy.make_trainer(tmp_path, max_iter=6)
+    with pytest.warns(UserWarning) as record:
+        assert trainer.resume() is True
+    messages = [str(w.message) for w in record]
+    assert any("skipping unreadable" in m and "checkpoint_0000008.pth" in m for m in messages)
+    assert any("skipping unreadable" in m and "checkpoint_0000006.pth" in m for m in messages)
+    assert trainer.iteration == 4
+    # none readable: one error naming each file
+    for p in list_checkpoints(tmp_path):
+        p[1].write_bytes(b"")
+    with pytest.warns(UserWarning), pytest.raises(CheckpointError, match="no readable checkpoint"):
+        toy.make_trainer(tmp_path, max_iter=6).resume()
+
+
+def test_truncated_checkpoint_error_has_a_message(tmp_path):
+    path = tmp_path / "checkpoint_0000002.pth"
+    path.write_bytes(b"\x80")  # a pickle whose error message is empty
+    with pytest.raises(CheckpointError, match=r"cannot read checkpoint .*checkpoint_0000002"):
+        load_checkpoint(path)

@@ -48,3 +48,49 @@ def test_memory_cache_is_a_bounded_lru():
     keys = list(enc._memory)
     assert len(keys) == 2 and keys == [enc.cache_key(a), enc.cache_key(c)]
     assert torch.equal(enc(a).embeddings, first)  # served from memory, unchanged
+
+
+def test_disk_cache_entries_are_checked_and_rebuilt(tmp_path, monkeypatch):
+    """Issue 18, case 8: flipped bytes, NaNs or a wrong-shape tensor in the text-embedding cache
+    warn and are rebuilt; predictions never use them."""
+    import pytest
+
+    monkeypatch.setenv("OVSEG_HOME", str(tmp_path))
+    seg = Segmenter.from_config("configs/tests/fcclip_tiny.yaml",
+                                overrides=["model.text.disk_cache=false"])  # fmt: skip
+    enc = seg.model.text_encoder
+    enc.disk_cache, enc.weights_id = True, "test-weights"
+    vocab = Vocabulary.parse("cat; dog; sky")
+    good = enc(vocab).embeddings.clone()
+    path = enc._path(enc.cache_key(vocab))
+    entry = torch.load(path, weights_only=True)
+    assert entry["shape"] == [3, good.shape[1]] and entry["dtype"] == "torch.float32"
+
+    flipped = entry["embeddings"].clone()
+    flipped[0, 0] = -flipped[0, 0]
+    nan = entry["embeddings"].clone()
+    nan[1, 2] = float("nan")
+    cases = {
+        "checksum mismatch": {**entry, "embeddings": flipped},
+        "non-finite": {**entry, "embeddings": nan, "sha256": _sha(nan)},
+        r"expected \(3, D\)": {
+            **entry,
+            "embeddings": torch.zeros(5, 7),
+            "shape": [5, 7],
+            "sha256": _sha(torch.zeros(5, 7)),
+        },  # fmt: skip
+        "old format": entry["embeddings"],  # a bare tensor, as written before
+    }
+    for needle, bad in cases.items():
+        torch.save(bad, path)
+        enc._memory.clear()
+        with pytest.warns(UserWarning, match=f"text-embedding cache .*{needle}.*rebuilding"):
+            out = enc(vocab).embeddings
+        torch.testing.assert_close(out, good, atol=1e-6, rtol=0)
+        assert torch.load(path, weights_only=True)["sha256"] == entry["sha256"]  # rewritten
+
+
+def _sha(t):
+    import hashlib
+
+    return hashlib.sha256(t.contiguous().view(torch.uint8).numpy()).hexdigest()

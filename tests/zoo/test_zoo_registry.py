@@ -153,3 +153,34 @@ def test_builtin_configs_exist_and_name_the_same_clip():
         assert (backbone.name, backbone.pretrained) == (e.clip["model"], e.clip["pretrained"]), (
             e.name
         )
+
+
+@pytest.mark.parametrize(
+    ("name", "fields"),
+    [
+        ("../../../escaped", {}),
+        ("/tmp/absolute-victim.pth", {}),
+        (".hidden", {}),
+        ("ok-name", {"filename": ".."}),
+        ("ok-name", {"filename": "/etc/passwd"}),
+        ("ok-name", {"filename": "a\x00b"}),
+    ],
+)
+def test_names_and_filenames_must_be_plain(make_zoo, tmp_path, name, fields):
+    """Issue 18, case 3: a name or filename that would leave the cache is refused at load."""
+    victim = tmp_path / "absolute-victim.pth"
+    victim.write_bytes(b"user data")
+    path = make_zoo({name: {"url": "https://x/y.pth", "sha256": "ab" * 32, **fields}})
+    with pytest.raises(zoo.ZooFileError, match=r"plain (file )?name") as err:
+        load_zoo_file(path)
+    assert str(path) in str(err.value)
+    assert victim.read_bytes() == b"user data"
+
+
+def test_cached_path_refuses_a_hand_built_escaping_entry(tmp_path):
+    from ovseg.zoo.downloader import cached_path
+    from ovseg.zoo.registry import ZooEntry
+
+    entry = ZooEntry(name="../escaped", urls=["https://x/y.pth"])
+    with pytest.raises(zoo.ZooFileError, match="not a plain name"):
+        cached_path(entry, tmp_path)

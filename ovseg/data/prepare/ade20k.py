@@ -87,8 +87,8 @@ def prepare_ade20k(src: Path, dst: Path, link: bool = False) -> list[str]:
         if not label_path.is_file():
             raise PrepareError(f"ade20k-150: label {label_path} for {path.name} not found; {HINT}")
         if out.resolve() != base.resolve():
-            place(path, out / "images" / "validation" / path.name, link)
-            place(label_path, out / "annotations" / "validation" / label_path.name, link)
+            place(path, out / "images" / "validation" / path.name, link, root=dst)
+            place(label_path, out / "annotations" / "validation" / label_path.name, link, root=dst)
         sem = ade_semantic(read_array(label_path))
         save_label(sem, out / "annotations_detectron2" / "validation" / f"{stem}.png")
         if not with_instances:

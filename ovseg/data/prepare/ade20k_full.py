@@ -49,7 +49,7 @@ import numpy as np
 
 from ovseg.text.vocabulary import Vocabulary
 
-from .common import PrepareError, find_dir, place, progress, read_array, save_label
+from .common import PrepareError, find_dir, inside, place, progress, read_array, save_label
 
 DATASET = "ade20k-847"
 RELEASE = "ADE20K_2021_17_01"
@@ -127,8 +127,52 @@ class AdeIndex:
     objectnames: list[str]
 
 
+# What the real index_ade20k.pkl holds: dicts, lists and strings, numpy arrays (and their dtypes
+# and scalars). Nothing else is built while reading it: any other global names the file in the
+# error and stops the run, so a crafted pickle cannot run code.
+_INDEX_GLOBALS = frozenset(
+    {
+        ("builtins", n)
+        for n in (
+            "dict",
+            "list",
+            "tuple",
+            "set",
+            "frozenset",
+            "str",
+            "bytes",
+            "int",
+            "float",
+            "bool",
+            "complex",
+            "bytearray",
+        )  # fmt: skip
+    }
+    | {
+        (m, n)
+        for m in ("numpy.core.multiarray", "numpy._core.multiarray")
+        for n in ("_reconstruct", "scalar")
+    }
+    | {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}  # bytes in protocol 2
+    | {("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer")}
+)
+
+
+class _IndexUnpickler(pickle.Unpickler):
+    """An unpickler admitting only :data:`_INDEX_GLOBALS` (builtins containers, numpy arrays)."""
+
+    def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle's signature
+        if (module, name) in _INDEX_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(
+            f"refusing {module}.{name}: the index may hold only lists, dicts, strings and numpy "
+            "arrays"
+        )
+
+
 def load_index(path: Path) -> AdeIndex:
-    """Read ``index_ade20k.pkl`` (a pickled dict; the real one is ~800 MB).
+    """Read ``index_ade20k.pkl`` (a pickled dict; the real one is ~800 MB) with a restricted
+    unpickler: only builtins containers/strings and numpy arrays are built, never code.
 
     Raises:
         PrepareError: missing, not a pickle, not a dict, keys missing, or lists of unequal length.
@@ -137,7 +181,7 @@ def load_index(path: Path) -> AdeIndex:
         raise PrepareError(f"{DATASET}: {path} not found; {HINT}")
     try:
         with open(path, "rb") as f:
-            index = pickle.load(f)  # the user's own download: the release ships only a pickle
+            index = _IndexUnpickler(f).load()  # restricted: builtins and numpy arrays only
     except Exception as e:  # noqa: BLE001 - any unpickling failure means a broken file
         raise PrepareError(
             f"{DATASET}: {path} is not a readable index_ade20k.pkl ({type(e).__name__}: {e}); "
@@ -508,13 +552,18 @@ def convert_pair(
     return image, lut[labels], size is not None
 
 
-def _locate(base: Path, folder: str, name: str) -> Path:
+def _locate(base: Path, folder: str, name: str, where: str) -> Path:
     """``folder`` is relative to the folder holding the release (``ADE20K_2021_17_01/images/...``);
-    fall back to the release folder itself when it was renamed."""
-    path = base.parent / folder / name
+    fall back to the release folder itself when it was renamed. Both come from the index: they
+    must stay inside the release's parent folder (:func:`~.common.inside`)."""
+    if Path(name).name != name:
+        raise PrepareError(f"{DATASET}: entry {name!r} in {where} is not a plain file name")
+    path = inside(base.parent, os.path.join(folder, name), DATASET, where)
     if not path.is_file():
         parts = Path(folder).parts
-        alt = base.joinpath(*parts[1:], name) if len(parts) > 1 else None
+        alt = None
+        if len(parts) > 1:
+            alt = inside(base, os.path.join(*parts[1:], name), DATASET, where)
         if alt is not None and alt.is_file():
             return alt
     return path
@@ -560,7 +609,7 @@ def prepare_ade20k_full(
         split = "validation" if is_validation(name) else "training"
         if split == "training" and not training:
             continue
-        image = _locate(base, folder, name)
+        image = _locate(base, folder, name, f"{index.path} filename/folder")
         seg = image.with_name(Path(name).stem + "_seg.png")
         jobs.append((split, name, image, seg))
     if not any(split == "validation" for split, *_ in jobs):
@@ -581,7 +630,7 @@ def prepare_ade20k_full(
         image, labels, resized = convert_pair(image_path, seg_path, lut)
         image_out = out / "images_detectron2" / split / name
         if link and not resized:
-            place(image_path, image_out, link=True)
+            place(image_path, image_out, link=True, root=dst)
         else:
             save_label(image, image_out)  # Pillow's default JPEG, as FC-CLIP saves it
         save_label(labels, out / "annotations_detectron2" / split / f"{Path(name).stem}.tif")

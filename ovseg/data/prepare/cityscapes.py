@@ -92,9 +92,9 @@ def prepare_cityscapes(src: Path, dst: Path, link: bool = False) -> list[str]:
                 raise PrepareError(f"cityscapes: {p} not found; {CS_HINT}")
         gt_out = out / "gtFine" / "val" / city
         if out.resolve() != base.resolve():
-            place(path, out / "leftImg8bit" / "val" / city / path.name, link)
-            place(label_path, gt_out / label_path.name, link)
-            place(inst_path, gt_out / inst_path.name, link)
+            place(path, out / "leftImg8bit" / "val" / city / path.name, link, root=dst)
+            place(label_path, gt_out / label_path.name, link, root=dst)
+            place(inst_path, gt_out / inst_path.name, link, root=dst)
         save_label(label_ids_to_train_ids(read_array(label_path)),
                    gt_out / f"{key}_gtFine_labelTrainIds.png")  # fmt: skip
         inst = read_array(inst_path)
@@ -138,6 +138,6 @@ def prepare_mapillary(src: Path, dst: Path, link: bool = False) -> list[str]:
     for folder, target, pattern in ((images, "images", "*.jpg"), (labels, "labels", "*.png"),
                                     (panoptic, "panoptic", "*.png")):  # fmt: skip
         for p in progress(sorted(folder.glob(pattern)), f"mapillary {target}"):
-            place(p, out / target / p.name, link)
-    place(pan_json, out / "panoptic" / "panoptic_2018.json", link)
+            place(p, out / target / p.name, link, root=dst)
+    place(pan_json, out / "panoptic" / "panoptic_2018.json", link, root=dst)
     return ["mapillary-vistas"]

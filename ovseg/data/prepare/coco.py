@@ -23,7 +23,16 @@ import numpy as np
 
 from ovseg.utils.panoptic_ids import rgb2id
 
-from .common import PrepareError, find_dir, place, progress, read_array, require_file, save_label
+from .common import (
+    PrepareError,
+    find_dir,
+    inside,
+    place,
+    progress,
+    read_array,
+    require_file,
+    save_label,
+)
 
 HINT = (
     "download val2017.zip, annotations_trainval2017.zip and panoptic_annotations_trainval2017.zip "
@@ -50,7 +59,7 @@ def _panoptic_pngs(src: Path, dst_dir: Path, link: bool) -> Path:
             if dst_dir.resolve() != cand.resolve():
                 dst_dir.mkdir(parents=True, exist_ok=True)
                 for p in progress(sorted(cand.glob("*.png")), "coco panoptic PNGs"):
-                    place(p, dst_dir / p.name, link)
+                    place(p, dst_dir / p.name, link, root=dst_dir)
             return dst_dir
     archive = src / "annotations" / "panoptic_val2017.zip"
     if not archive.is_file():
@@ -69,6 +78,13 @@ def _panoptic_pngs(src: Path, dst_dir: Path, link: bool) -> Path:
     return dst_dir
 
 
+def _entry(record: object, key: str, source: Path, where: str) -> str:
+    """``record[key]`` as a string, or a one-line error naming the json and the entry."""
+    if not isinstance(record, dict) or not isinstance(record.get(key), str):
+        raise PrepareError(f"coco-panoptic: {source} {where} entry {record!r:.80} has no {key!r}")
+    return record[key]
+
+
 def prepare_coco(src: Path, dst: Path, link: bool = False) -> list[str]:
     """Write ``coco/`` (val2017, annotations, panoptic_val2017, panoptic_semseg_val2017)."""
     images = find_dir(src, ("val2017",), "coco-panoptic", "val2017 images", HINT)
@@ -78,21 +94,26 @@ def prepare_coco(src: Path, dst: Path, link: bool = False) -> list[str]:
     for key in ("images", "annotations", "categories"):
         if key not in data:
             raise PrepareError(f"coco-panoptic: {pan_json} has no {key!r}: not a panoptic json")
-    place(pan_json, out / "annotations" / "panoptic_val2017.json", link)
+    place(pan_json, out / "annotations" / "panoptic_val2017.json", link, root=dst)
     inst = src / "annotations" / "instances_val2017.json"
     if inst.is_file():
-        place(inst, out / "annotations" / "instances_val2017.json", link)
+        place(inst, out / "annotations" / "instances_val2017.json", link, root=dst)
     for im in progress(data["images"], "coco images"):
-        path = images / im["file_name"]
+        name = _entry(im, "file_name", pan_json, "images[]")
+        path = inside(images, name, "coco-panoptic", f"{pan_json} images[]")
         if not path.is_file():
             raise PrepareError(f"coco-panoptic: {path} (listed in {pan_json}) not found; {HINT}")
-        place(path, out / "val2017" / im["file_name"], link)
+        target = inside(out / "val2017", name, "coco-panoptic", f"{pan_json} images[]")
+        place(path, target, link, root=dst)
     pngs = _panoptic_pngs(src, out / "panoptic_val2017", link)
     contiguous = {c["id"]: k for k, c in enumerate(data["categories"])}
     for ann in progress(data["annotations"], "coco semantic from panoptic"):
-        path = pngs / ann["file_name"]
+        name = _entry(ann, "file_name", pan_json, "annotations[]")
+        where = f"{pan_json} annotations[]"
+        path = inside(pngs, name, "coco-panoptic", where)
         if not path.is_file():
             raise PrepareError(f"coco-panoptic: panoptic PNG {path} not found; {HINT}")
+        target = inside(out / "panoptic_semseg_val2017", name, "coco-panoptic", where)
         sem = semantic_from_panoptic(read_array(path), ann["segments_info"], contiguous)
-        save_label(sem, out / "panoptic_semseg_val2017" / ann["file_name"])
+        save_label(sem, target)
     return ["coco-panoptic"]

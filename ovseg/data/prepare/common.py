@@ -49,9 +49,35 @@ def require_file(path: Path, dataset: str, hint: str) -> Path:
     return path
 
 
-def place(src: Path, dst: Path, link: bool = False) -> None:
+def inside(root: Path, name: str, dataset: str, where: str) -> Path:
+    """``root / name`` for a ``name`` read from dataset metadata, checked to stay inside ``root``.
+
+    Raises:
+        PrepareError: ``name`` is empty, absolute or climbs out of ``root`` with ``..``; the
+            message names the entry and where it was listed.
+    """
+    text = str(name)
+    if not text or "\x00" in text or Path(text).is_absolute() or Path(text).drive:
+        raise PrepareError(f"{dataset}: entry {text!r} in {where} is not a relative file name")
+    rel = os.path.normpath(text)
+    if rel in (".", "..") or rel.startswith(".." + os.sep):
+        raise PrepareError(f"{dataset}: entry {text!r} in {where} points outside {root}")
+    return root / rel
+
+
+def place(src: Path, dst: Path, link: bool = False, root: Path | None = None) -> None:
     """Copy ``src`` to ``dst`` (or symlink it, absolute, with ``link``); parents are created and an
-    existing ``dst`` is replaced."""
+    existing ``dst`` is replaced. With ``root``, ``dst`` must lie inside it (nothing outside is
+    written or removed).
+
+    Raises:
+        PrepareError: ``dst`` resolves outside ``root``.
+    """
+    if root is not None:
+        # the parent is resolved, not dst itself: a symlink at dst is replaced, never followed
+        target = dst.parent.resolve() / dst.name
+        if dst.name in ("", ".", "..") or not target.is_relative_to(root.resolve()):
+            raise PrepareError(f"refusing to write {dst}: outside the destination {root}")
     dst.parent.mkdir(parents=True, exist_ok=True)
     if dst.is_symlink() or dst.exists():
         dst.unlink()

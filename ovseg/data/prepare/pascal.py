@@ -25,7 +25,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import PrepareError, find_dir, place, progress, read_array, read_list, save_label
+from .common import (
+    PrepareError,
+    find_dir,
+    inside,
+    place,
+    progress,
+    read_array,
+    read_list,
+    save_label,
+)
 
 VOC_HINT = (
     "extract VOCtrainval_11-May-2012.tar (http://host.robots.ox.ac.uk/pascal/VOC/voc2012/) and "
@@ -43,6 +52,15 @@ PC59_IDS = (
     115, 144, 158, 159, 162, 187, 189, 207, 220, 232, 258, 259, 260, 284, 295, 296, 308, 324, 326,
     347, 349, 354, 355, 360, 366, 368, 397, 415, 416, 420, 424, 427, 440, 445, 454, 458,
 )  # fmt: skip
+
+
+def _plain_ids(ids: list[str], dataset: str, split: Path) -> list[str]:
+    """The split file's image ids, each a plain name (no folder, no ``..``): they become paths."""
+    for i in ids:
+        inside(Path("."), i, dataset, str(split))
+        if Path(i).name != i or i in (".", ".."):
+            raise PrepareError(f"{dataset}: entry {i!r} in {split} is not a plain image id")
+    return ids
 
 
 def voc21_to_voc20(label: np.ndarray) -> np.ndarray:
@@ -69,7 +87,7 @@ def prepare_pascal_voc(src: Path, dst: Path, link: bool = False) -> list[str]:
     split = voc / "ImageSets" / "Segmentation" / "val.txt"
     if not split.is_file():
         raise PrepareError(f"pascal-voc: {split} not found; {VOC_HINT}")
-    ids = read_list(split)
+    ids = _plain_ids(read_list(split), "pascal-voc", split)
     out = dst / "pascal_voc_d2"
     missing = [
         p
@@ -82,7 +100,12 @@ def prepare_pascal_voc(src: Path, dst: Path, link: bool = False) -> list[str]:
         raise PrepareError(f"pascal-voc: {len(missing)} file(s) listed in {split} are missing: "
                            f"{shown}{' ...' if len(missing) > 5 else ''}; {VOC_HINT}")  # fmt: skip
     for i in progress(ids, "pascal-voc"):
-        place(voc / "JPEGImages" / f"{i}.jpg", out / "images" / "validation" / f"{i}.jpg", link)
+        place(
+            voc / "JPEGImages" / f"{i}.jpg",
+            out / "images" / "validation" / f"{i}.jpg",
+            link,
+            root=dst,
+        )
         label = read_array(voc / "SegmentationClass" / f"{i}.png")
         if label.ndim != 2:
             raise PrepareError(
@@ -125,7 +148,8 @@ def prepare_pascal_context(
                 f"pascal-context: no validation split list under {voc / 'ImageSets'} "
                 "(SegmentationContext/val.txt or Main/val.txt); pass --split-file"
             )
-    ids = [i for i in read_list(Path(split_file)) if (mat_dir / f"{i}.mat").is_file()]
+    ids = _plain_ids(read_list(Path(split_file)), "pascal-context", split_file)
+    ids = [i for i in ids if (mat_dir / f"{i}.mat").is_file()]
     if not ids:
         raise PrepareError(f"pascal-context: no .mat file in {mat_dir} for the ids of {split_file}")
     out = dst / "pascal_ctx_d2"
@@ -133,7 +157,7 @@ def prepare_pascal_context(
         image = voc / "JPEGImages" / f"{i}.jpg"
         if not image.is_file():
             raise PrepareError(f"pascal-context: {image} not found; {CTX_HINT}")
-        place(image, out / "images" / "validation" / f"{i}.jpg", link)
+        place(image, out / "images" / "validation" / f"{i}.jpg", link, root=dst)
         mat = loadmat(mat_dir / f"{i}.mat")
         if "LabelMap" not in mat:
             raise PrepareError(f"pascal-context: {mat_dir / f'{i}.mat'} has no LabelMap")

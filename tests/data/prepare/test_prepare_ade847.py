@@ -317,3 +317,34 @@ def test_cli_mapping_training_and_verify(release, tmp_path, capsys):
     voc = ["pascal-voc", "--src", str(src), "--dst", str(tmp_path / "v"), "--mapping", str(bad)]
     assert main(voc) == 2  # not an option of the VOC converter
     assert "mapping" in capsys.readouterr().err
+
+
+class _Boom:
+    """Unpickling this would call ``pathlib.Path.touch`` on the given file (code execution)."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.path),))
+
+
+def test_index_pickle_is_loaded_restricted(tmp_path):
+    """Issue 18, case 2: a crafted index_ade20k.pkl cannot run code; the real types load."""
+    from ovseg.data.prepare.ade20k_full import load_index
+    from ovseg.data.prepare.common import PrepareError
+
+    marker = tmp_path / "executed"
+    path = tmp_path / "index_ade20k.pkl"
+    payload = {"filename": ["ADE_val_00000001.jpg"], "folder": ["x"], "objectnames": ["wall"],
+               "objectPresence": _Boom(marker)}  # fmt: skip
+    path.write_bytes(pickle.dumps(payload))
+    with pytest.raises(PrepareError, match=r"refusing pathlib.*Path"):
+        load_index(path)
+    assert not marker.exists()
+    # numpy arrays, scalars and nested containers (what the release holds) still load
+    good = {**payload, "objectPresence": np.zeros((1, 1), np.int64), "n": np.float32(1.5),
+            "description": {"filename": ("a", 1, 2.0)}}  # fmt: skip
+    for protocol in (2, 4, 5):
+        path.write_bytes(pickle.dumps(good, protocol=protocol))
+        assert load_index(path).objectnames == ["wall"]

@@ -1,0 +1,55 @@
+"""Configs are data (issue 18, case 7): YAML aliases are refused in config files, overrides and a
+checkpoint's embedded config, so an alias bomb fails at once in one line instead of hanging; a
+binary file is a one-line error."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from ovseg.config import ConfigError, config_from_yaml_string, load_config
+
+BOMB = "\n".join(
+    ["a: &a [x, x, x, x, x, x, x, x, x]"]
+    + [f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+       f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+       f"*{chr(97 + i)}]" for i in range(8)]
+    + ["model:", "  text:", "    templates: *i"]
+)  # fmt: skip
+
+
+def test_alias_bomb_in_a_config_file_fails_fast(tmp_path):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(BOMB)
+    start = time.monotonic()
+    with pytest.raises(ConfigError, match=r"bomb\.yaml: YAML alias \*a at line 2: aliases are not"):
+        load_config(path)
+    assert time.monotonic() - start < 5
+
+
+def test_alias_bomb_in_a_checkpoint_config_or_override_fails_fast():
+    with pytest.raises(ConfigError, match="embedded config: YAML alias"):
+        config_from_yaml_string(BOMB)
+    with pytest.raises(ConfigError, match=r"override 'model\.text\.templates=.*YAML alias"):
+        load_config("configs/tests/fcclip_tiny.yaml", ["model.text.templates=[&a [x], *a]"])
+
+
+def test_binary_config_file_is_one_line(tmp_path):
+    path = tmp_path / "weights.yaml"
+    path.write_bytes(b"\x80\x02\xff\xfe" * 10)
+    with pytest.raises(ConfigError, match=r"weights\.yaml: not a text \(UTF-8\) YAML file"):
+        load_config(path)
+
+
+def test_a_plain_config_still_loads():
+    cfg = load_config("configs/tests/fcclip_tiny.yaml")
+    assert config_from_yaml_string(__import__("ovseg.config").config.to_yaml(cfg)) == cfg
+
+
+def test_a_range_check_is_a_config_error():
+    """Issue 18, case 12: ``schedule.max_iter=-5`` is a ConfigError naming the key."""
+    import pytest as _pytest
+
+    with _pytest.raises(ConfigError, match=r"schedule\.max_iter must be >= 1; got -5"):
+        load_config("configs/tests/fcclip_tiny.yaml", ["schedule.max_iter=-5"])
