@@ -66,20 +66,24 @@ def find_config(path: str | Path) -> Path:
     """Resolve a config: an existing file as given, else a shipped config by name.
 
     ``tests/fcclip_tiny.yaml`` and the old repository spelling ``configs/tests/fcclip_tiny.yaml``
-    both name ``ovseg/configs/tests/fcclip_tiny.yaml``, from any working directory.
+    both name ``ovseg/configs/tests/fcclip_tiny.yaml``, from any working directory; so does a
+    missing absolute path into a checkout's old ``configs/`` folder (``REPO/configs/...``).
     """
     p = Path(path)
     if p.is_file():
         return p
     name = p.as_posix()
-    candidates = [name]
-    if name.startswith("configs/"):
-        candidates.append(name[len("configs/") :])
+    candidates = [] if p.is_absolute() else [name]
+    if "configs" in p.parts:  # the repository's old configs/ folder, relative or absolute
+        last = len(p.parts) - 1 - p.parts[::-1].index("configs")
+        candidates.append("/".join(p.parts[last + 1 :]))
     for cand in candidates:
         alt = CONFIG_DIR / cand
-        if not p.is_absolute() and alt.is_file():
+        if cand and alt.is_file():
             return alt
-    close = difflib.get_close_matches(candidates[-1], list_configs(), n=3, cutoff=0.6)
+    close = difflib.get_close_matches(
+        candidates[-1] if candidates else p.name, list_configs(), n=3, cutoff=0.6
+    )
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise ConfigError(
         f"config file not found: {path} (looked in the current folder and in {CONFIG_DIR}){hint}"

@@ -34,3 +34,12 @@ def test_list_configs_has_shipped_names_without_bases():
     assert "tests/fcclip_tiny.yaml" in names
     assert "fcclip/fcclip_convnext_large_eval_ade20k.yaml" in names
     assert not any(n.startswith("_base_/") for n in names)
+
+
+def test_an_absolute_path_into_the_old_configs_folder_resolves_to_the_shipped_one(tmp_path):
+    from ovseg.config.loader import CONFIG_DIR, find_config
+
+    old = tmp_path / "checkout" / "configs" / "tests" / "fcclip_tiny.yaml"  # does not exist
+    assert find_config(old) == CONFIG_DIR / "tests" / "fcclip_tiny.yaml"
+    with pytest.raises(Exception, match="config file not found: /nope/x.yaml"):
+        find_config("/nope/x.yaml")
