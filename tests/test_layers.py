@@ -1,8 +1,8 @@
 """The package's layers point one way: each subpackage imports only the ones below it.
 
 The order (bottom first) is the architecture of DESIGN.md / docs/extending.md. Every import is
-counted, function-level ones included (a lazy import is still a dependency); only imports under
-``if TYPE_CHECKING:`` (annotations) are exempt. A new subpackage must be placed in LAYERS.
+counted, function-level and ``if TYPE_CHECKING:`` ones included (a lazy or annotation-only import
+is still a dependency). A new subpackage must be placed in LAYERS.
 """
 
 from __future__ import annotations
@@ -33,22 +33,11 @@ LAYERS = [
 RANK = {name: i for i, name in enumerate(LAYERS)}
 
 
-def _is_type_checking(node: ast.If) -> bool:
-    t = node.test
-    return (isinstance(t, ast.Name) and t.id == "TYPE_CHECKING") or (
-        isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING"
-    )
-
-
 def _imports(tree: ast.AST, module: str) -> list[tuple[str, int]]:
     """(imported ovseg subpackage, line) for every runtime import in ``tree``."""
     out: list[tuple[str, int]] = []
 
     def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and _is_type_checking(node):
-            for child in node.orelse:
-                visit(child)
-            return
         names: list[str] = []
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
@@ -113,16 +102,12 @@ def test_models_import_nothing_from_the_engine():
         "from ovseg.engine import x",  # a direct import
         "def f():\n    from ovseg.cli import demo",  # a lazy one counts too
         "from ..engine import trainer",  # relative
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ovseg.cli import x",
     ],
 )
 def test_the_checker_sees_upward_imports(code):
     found = {d for d, _ in _imports(ast.parse(code), "ovseg.models.segmentors")}
     assert found & {"engine", "cli"}
-
-
-def test_type_checking_imports_are_exempt():
-    code = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ovseg.text import x\n"
-    assert _imports(ast.parse(code), "ovseg.structures.prediction") == []
 
 
 def test_loading_a_config_imports_no_torch_and_the_api_no_engine():

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-if TYPE_CHECKING:  # structures sit below text: annotations only
-    from ovseg.text.vocabulary import Vocabulary
+from ovseg.structures.classes import ClassList
 
 
 @dataclass
@@ -43,7 +42,7 @@ class Prediction:
         instances: instance masks, scores and labels.
     """
 
-    vocabulary: Vocabulary
+    vocabulary: ClassList
     image_size: tuple[int, int]
     sem_seg: torch.Tensor | None = None
     panoptic_seg: torch.Tensor | None = None

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 
-if TYPE_CHECKING:  # structures sit below text: annotations only
-    from ovseg.text.vocabulary import Vocabulary
+from ovseg.structures.classes import ClassList
 
 
 @dataclass
@@ -23,7 +21,7 @@ class TextClassifier:
 
     embeddings: torch.Tensor
     num_synonyms: list[int]
-    vocabulary: Vocabulary
+    vocabulary: ClassList
 
     def to(self, device) -> TextClassifier:
         return TextClassifier(self.embeddings.to(device), self.num_synonyms, self.vocabulary)
