@@ -14,7 +14,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from ovseg_testing import REPO, fixture_dir
+from ovseg_testing import REPO, assert_instances_match_fixture, fixture_dir
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -102,25 +102,7 @@ def test_panoptic_matches_fixture(exported, onnx_pred):
 
 
 def test_instances_match_fixture(exported, onnx_pred):
-    path = exported[0]
-    ref = np.load(path / "instances.npz")
-    inst = onnx_pred.instances
-    mine = {
-        (int(q), int(c)): (float(s), m)
-        for q, c, s, m in zip(
-            onnx_pred.extras["instance_query_index"], inst.labels, inst.scores, inst.masks.numpy()
-        )
-    }
-    expected = {
-        (int(q), int(c)): (float(s), m)
-        for q, c, s, m in zip(
-            ref["query_index"], ref["pred_classes"], ref["scores"], ref["pred_masks"]
-        )
-    }
-    assert set(mine) == set(expected)
-    for k, (s, m) in expected.items():
-        assert abs(mine[k][0] - s) < 1e-5
-        assert (mine[k][1] != m).sum() <= 5
+    assert_instances_match_fixture(onnx_pred, exported[0])
 
 
 def test_second_vocabulary_and_size_match_pytorch(exported):
