@@ -44,12 +44,20 @@ setup(
         "tensorboard",
         # OVCamo's class-aware saliency metrics (S-, E-, weighted F-measure), as its evaluator
         "pysodmetrics>=1.4.2",
+        # models from and to the Hugging Face Hub (hf:// zoo entries), the zoo's file lock
+        "huggingface_hub>=0.23",
+        "safetensors>=0.4",
+        "filelock>=3.12",
     ],
     extras_require={
         # cityscapesscripts: the official Cityscapes evaluator, the tests' reference for ours
-        "dev": ["pytest>=7", "pytest-timeout", "ruff", "cityscapesscripts"],
+        "dev": ["pytest>=7", "pytest-timeout", "ruff", "cityscapesscripts", "playwright>=1.40"],
         # tools/export.py and Segmenter.from_pretrained(EXPORT_DIR); onnxruntime-gpu for CUDA
         "export": ["onnx>=1.16", "onnxruntime>=1.18"],
+        # demo/app.py: the Gradio web app and its /segment API
+        "app": ["gradio>=4", "gradio_client"],
+        # tools/label.py --backend ray
+        "ray": ["ray[data]>=2.9"],
     },
     entry_points={
         "console_scripts": [
