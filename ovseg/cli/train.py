@@ -7,6 +7,7 @@ and the engine (``ovseg.engine``); everything here is also a Python API.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 EPILOG = """examples:
   # FC-CLIP on COCO panoptic (8 GPUs, 2 images each = FC-CLIP's batch 16)
@@ -88,20 +90,10 @@ def environment_summary() -> dict:
 
 
 def train(args: argparse.Namespace) -> dict:
-
-    from ovseg.checkpoint import model_checkpoint
-    from ovseg.config import load_config, to_yaml
-    from ovseg.data import build_dataset, build_train_loader
-    from ovseg.engine import (
-        Trainer,
-        build_lr_scheduler,
-        build_optimizer,
-        effective_lr,
-        init_distributed,
-        seed_everything,
-    )
-    from ovseg.inference.segmenter import Segmenter
-    from ovseg.models.builder import build_model
+    """Resolve the config, take the work dir's lock (rank 0) and run :func:`_train`."""
+    from ovseg.config import load_config
+    from ovseg.engine import init_distributed, seed_everything
+    from ovseg.engine.workdir import WorkDirLock
     from ovseg.utils import dist
 
     overrides = list(args.overrides)
@@ -117,6 +109,22 @@ def train(args: argparse.Namespace) -> dict:
     info = init_distributed(cfg.runtime.device)
     seed_everything(cfg.runtime.seed, info.rank)
     work_dir = Path(cfg.runtime.work_dir)
+    with contextlib.ExitStack() as stack:
+        if dist.is_main_process():
+            stack.enter_context(WorkDirLock(work_dir))
+        return _train(args, cfg, info, work_dir)
+
+
+def _train(args: argparse.Namespace, cfg: Any, info: Any, work_dir: Path) -> dict:
+    """The run itself, inside the work dir's lock."""
+    from ovseg.checkpoint import model_checkpoint
+    from ovseg.config import to_yaml
+    from ovseg.data import build_dataset, build_train_loader
+    from ovseg.engine import Trainer, build_lr_scheduler, build_optimizer, effective_lr
+    from ovseg.inference.segmenter import Segmenter
+    from ovseg.models.builder import build_model
+    from ovseg.utils import dist
+    from ovseg.utils.io import atomic_write_json, atomic_write_text
 
     # Data first: a bad dataset path fails before any model is built.
     train_set = build_dataset(cfg.data.train, train=True, aug=cfg.data.aug)
@@ -129,10 +137,6 @@ def train(args: argparse.Namespace) -> dict:
     )
     model = build_model(cfg.model, train_vocabulary=train_set.vocabulary).to(info.device)
     config_yaml = to_yaml(cfg)
-    if dist.is_main_process():
-        work_dir.mkdir(parents=True, exist_ok=True)
-        (work_dir / "config.yaml").write_text(config_yaml)
-        (work_dir / "env.json").write_text(json.dumps(environment_summary(), indent=2))
     if args.load_from and not args.resume:
         seg = Segmenter(model, cfg, info.device)
         seg.load_weights(args.load_from)
@@ -175,6 +179,10 @@ def train(args: argparse.Namespace) -> dict:
     )
     if args.resume:
         trainer.resume(args.resume if isinstance(args.resume, str) else None)
+    # Recorded only now: a resume refused above leaves the work dir's config as it was.
+    if dist.is_main_process():
+        atomic_write_text(work_dir / "config.yaml", config_yaml)
+        atomic_write_json(work_dir / "env.json", environment_summary())
     return trainer.train()
 
 
@@ -189,10 +197,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ovseg.checkpoint import CheckpointError
     from ovseg.config import ConfigError
     from ovseg.data import DatasetError
+    from ovseg.engine.workdir import WorkDirBusyError
 
     try:
         result = train(args)
-    except (ConfigError, DatasetError, CheckpointError, FileNotFoundError) as e:
+    except (ConfigError, DatasetError, CheckpointError, WorkDirBusyError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if os.environ.get("RANK", "0") == "0":

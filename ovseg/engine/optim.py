@@ -190,6 +190,34 @@ class WarmupLRScheduler(LRScheduler):
         m = self.multiplier(self.last_epoch)
         return [base * m for base in self.base_lrs]
 
+    _SCHEDULE_FIELDS = (
+        "max_iter",
+        "policy",
+        "steps",
+        "gamma",
+        "power",
+        "warmup_iters",
+        "warmup_factor",
+        "warmup_method",
+    )
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the progress (step count, base lrs) but keep this scheduler's own schedule.
+
+        A resumed run whose ``schedule.max_iter`` was raised must decay over the new length,
+        not the one saved with the checkpoint; the trainer refuses a resume whose other schedule
+        keys changed. The optimizer's current lrs are set from the (possibly new) schedule so
+        the first step after resume uses them too (for an unchanged schedule: the same values).
+        """
+        own = {k: getattr(self, k) for k in self._SCHEDULE_FIELDS}
+        super().load_state_dict(state_dict)
+        for key, value in own.items():
+            setattr(self, key, value)
+        lrs = self.get_lr()
+        for group, lr in zip(self.optimizer.param_groups, lrs):
+            group["lr"] = lr
+        self._last_lr = list(lrs)
+
 
 def build_lr_scheduler(optimizer: torch.optim.Optimizer, cfg: ScheduleConfig) -> WarmupLRScheduler:
     """The scheduler of the ``schedule`` config section for ``optimizer``."""

@@ -52,7 +52,7 @@ import contextlib
 import inspect
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,7 @@ from ovseg.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from ovseg.config.diff import config_differences, format_differences, matches_any
 from ovseg.config.engine import ClipGradConfig
 from ovseg.engine.logger import TrainLogger
 from ovseg.engine.optim import clip_gradients
@@ -85,6 +86,20 @@ __all__ = ["FINAL_WEIGHTS", "Trainer"]
 
 FINAL_WEIGHTS = "model_final.pth"
 _AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Config keys a resume may change: they steer the run (its length, logging, where it runs), not
+# the state restored from the checkpoint. Any other difference is refused (issue 18, case 5).
+RESUME_SAFE_KEYS = (
+    "schedule.max_iter",
+    "schedule.log_period",
+    "schedule.checkpoint_period",
+    "schedule.keep_last",
+    "schedule.eval_period",
+    "runtime.work_dir",
+    "runtime.device",
+    "runtime.log_tensorboard",
+    "data.num_workers",
+    "data.test",
+)
 
 
 class Trainer:
@@ -124,6 +139,8 @@ class Trainer:
             ``lambda m: ovseg.checkpoint.model_checkpoint(m, yaml)``; the Trainer
             adds its training entries and meta. Default: ``model_state_dict(model)`` (the
             model's ``trainable_state_dict()``) with ``config_yaml``.
+        resume_safe_keys: dotted config keys (or prefixes) that :meth:`resume` lets differ from
+            the checkpoint's config; any other difference is a :class:`CheckpointError`.
     """
 
     def __init__(
@@ -150,6 +167,7 @@ class Trainer:
         progress: bool | None = None,
         meta: Mapping[str, Any] | None = None,
         model_checkpoint_fn: Callable[[nn.Module], Mapping[str, Any]] | None = None,
+        resume_safe_keys: Collection[str] = RESUME_SAFE_KEYS,
     ) -> None:
         if amp not in _AMP_DTYPES:
             raise ValueError(f"amp must be 'none', 'bf16' or 'fp16'; got {amp!r}")
@@ -182,6 +200,7 @@ class Trainer:
         self.progress = progress
         self.meta = dict(meta or {})
         self.model_checkpoint_fn = model_checkpoint_fn
+        self.resume_safe_keys = tuple(resume_safe_keys)
 
         first = next(iter(self.model.parameters()), None)
         self.device = first.device if first is not None else torch.device("cpu")
@@ -343,18 +362,7 @@ class Trainer:
             path = Path(path)
             ckpt = load_checkpoint(path)
         self._check_resumable(ckpt, path)
-        saved_cfg = str(ckpt.get("config") or "")
-        if saved_cfg and self.config_yaml and saved_cfg != self.config_yaml:
-            old, new = saved_cfg.splitlines(), self.config_yaml.splitlines()
-            first = next(
-                (f"{a!r} -> {b!r}" for a, b in zip(old, new) if a != b),
-                f"{len(old)} -> {len(new)} lines",
-            )
-            warnings.warn(
-                f"resume: the config differs from the one stored in {path} (first difference: "
-                f"{first}); the run continues with the new config",
-                stacklevel=2,
-            )
+        self._check_config(str(ckpt.get("config") or ""), path)
 
         load_model_state(self.model, ckpt["model"], source=str(path), strict=True)
         self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -377,6 +385,28 @@ class Trainer:
             )
         self._load_sampler(ckpt.get("sampler") or {}, path)
         return True
+
+    def _check_config(self, saved: str, path: Path) -> None:
+        """Apply changed run-control keys (:data:`RESUME_SAFE_KEYS`, logged); refuse any other
+        difference, listed, since the restored model, optimizer and scheduler state would keep
+        following the stored values while the work dir records the new ones."""
+        if not saved or not self.config_yaml or saved == self.config_yaml:
+            return
+        diffs = config_differences(saved, self.config_yaml)
+        unsafe = [d for d in diffs if not matches_any(d[0], self.resume_safe_keys)]
+        if unsafe:
+            raise CheckpointError(
+                f"resume: {path} was trained with another config: {format_differences(unsafe)}. "
+                "The restored optimizer and scheduler state would keep the stored values: set "
+                "these back to resume, or start a new work dir with --load-from "
+                f"{path} to train on with the new ones"
+            )
+        if diffs:
+            warnings.warn(
+                f"resume: the config differs from the one stored in {path}; applying "
+                f"{format_differences(diffs)}",
+                stacklevel=3,
+            )
 
     @staticmethod
     def _newest_readable(paths: list[Path]) -> tuple[Path, dict[str, Any]]:

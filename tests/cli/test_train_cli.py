@@ -74,7 +74,7 @@ def test_resume_follows_the_straight_trajectory(tmp_path, synth):
     assert run(straight, synth, "schedule.max_iter=6", *common) == 0
     # "Killed" after 3 steps: the run ends with its step-3 checkpoint, then resumes to 6.
     assert run(resumed, synth, "schedule.max_iter=3", *common) == 0
-    with pytest.warns(UserWarning, match="config differs"):  # max_iter 3 -> 6 is reported
+    with pytest.warns(UserWarning, match="applying schedule.max_iter: 3 -> 6"):
         assert run(resumed, synth, "--resume", "schedule.max_iter=6", *common) == 0
     a = torch.load(straight / "model_final.pth", weights_only=True)["model"]
     b = torch.load(resumed / "model_final.pth", weights_only=True)["model"]
@@ -88,6 +88,51 @@ def test_resume_follows_the_straight_trajectory(tmp_path, synth):
 
     la, lb = losses(straight), losses(resumed)
     assert [la[i] for i in (4, 5, 6)] == [lb[i] for i in (4, 5, 6)]
+
+
+def test_resume_with_a_changed_lr_is_refused_and_keeps_config_yaml(tmp_path, synth, capsys):
+    """Issue 18, case 5: the restored optimizer would keep the old lr; refuse, list the
+    difference, and leave the work dir's config.yaml as the run that wrote it."""
+    wd = tmp_path / "run"
+    common = ["schedule.max_iter=2", "schedule.checkpoint_period=2"]
+    assert run(wd, synth, *common) == 0
+    before = (wd / "config.yaml").read_text()
+    capsys.readouterr()
+    assert run(wd, synth, "--resume", "optim.lr=0.01", *common) == 2
+    err = capsys.readouterr().err
+    assert "another config: optim.lr: 0.001 -> 0.01" in err and "--load-from" in err
+    assert (wd / "config.yaml").read_text() == before
+
+
+def test_a_second_training_in_a_busy_work_dir_fails_naming_the_holder(tmp_path, synth, capsys):
+    """Issue 18, case 6: the work dir is locked for the whole run (an OS lock a killed run
+    releases); the second run stops at once, before writing anything."""
+    import subprocess
+    import sys
+
+    wd = tmp_path / "busy"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from ovseg.engine.workdir import WorkDirLock\n"
+            "with WorkDirLock(sys.argv[1]):\n    print('held', flush=True); time.sleep(60)",
+            str(wd),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert run(wd, synth, "schedule.max_iter=1") == 2
+        err = capsys.readouterr().err
+        assert f"work dir {wd} is in use by another training (pid {holder.pid} on " in err
+        assert not (wd / "config.yaml").exists() and not list(wd.glob("checkpoint_*"))
+    finally:
+        holder.kill()
+        holder.wait()
+    # Killed holder: the OS released its lock; the next run takes the dir.
+    assert run(wd, synth, "schedule.max_iter=1", "schedule.checkpoint_period=0") == 0
 
 
 def test_bad_dataset_path_fails_before_training(tmp_path, synth, capsys):

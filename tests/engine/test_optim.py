@@ -124,3 +124,27 @@ def test_full_model_clipping_bounds_global_norm():
     clip_gradients([a, b], ClipGradConfig(type="value", value=0.001))
     assert float(b.grad.abs().max()) == pytest.approx(0.001)
     assert clip_gradients([a, b], ClipGradConfig(enabled=False)) is None
+
+
+def test_resumed_scheduler_follows_the_new_max_iter():
+    """Issue 18, case 5: the stored max_iter must not override a longer run's schedule."""
+
+    def sched(max_iter):
+        opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+        return WarmupLRScheduler(opt, max_iter=max_iter, policy="poly", power=1.0)
+
+    short, long = sched(4), sched(8)
+    for _ in range(2):
+        short.optimizer.step()
+        short.step()
+        long.optimizer.step()
+        long.step()
+    resumed = sched(8)
+    resumed.load_state_dict(short.state_dict())
+    assert resumed.max_iter == 8 and resumed.last_epoch == 2
+    assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(1 - 2 / 8)
+    assert resumed.get_last_lr() == long.get_last_lr()
+    # The same schedule round-trips exactly (exact resume).
+    same = sched(4)
+    same.load_state_dict(short.state_dict())
+    assert same.get_last_lr() == short.get_last_lr() == [1 - 2 / 4]

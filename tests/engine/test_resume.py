@@ -132,11 +132,23 @@ def test_resume_needs_a_resumable_checkpoint(tmp_path):
         fresh.resume(tmp_path / "model_final.pth")
 
 
-def test_resume_warns_when_the_config_changed(tmp_path):
+def test_resume_refuses_a_changed_config_and_applies_run_control_keys(tmp_path):
+    """Issue 18, case 5: a changed lr would be silently overridden by the restored optimizer
+    state, so the resume is refused with the differences listed; a longer run or another log
+    period is applied (and said)."""
     toy.make_trainer(tmp_path, max_iter=2, checkpoint_period=2).train()
     trainer = toy.make_trainer(tmp_path, max_iter=4)
-    trainer.config_yaml = "model: toy2\n"
-    with pytest.warns(UserWarning, match=r"config differs .*'model: toy' -> 'model: toy2'"):
+    trainer.config_yaml = "optim:\n  lr: 0.01\nschedule:\n  max_iter: 4\n"
+    saved = "optim:\n  lr: 0.0001\nschedule:\n  max_iter: 2\n"
+    for path in tmp_path.glob("checkpoint_*.pth"):
+        ckpt = torch.load(path, weights_only=True)
+        ckpt["config"] = saved
+        torch.save(ckpt, path)
+    with pytest.raises(CheckpointError, match=r"another config: optim.lr: 0.0001 -> 0.01\. "):
+        trainer.resume()
+    assert trainer.iteration == 0  # nothing restored
+    trainer.config_yaml = "optim:\n  lr: 0.0001\nschedule:\n  max_iter: 4\n"
+    with pytest.warns(UserWarning, match=r"applying schedule.max_iter: 2 -> 4"):
         assert trainer.resume() is True
     assert trainer.iteration == 2
 
