@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if path in clashes:
                 raise ValueError(f"its output {clashes[path]} would overwrite an input image")
-            image = load_image(path)
+            image = load_image(path, max_pixels=seg.config.model.test.max_image_pixels)
             pred = seg.predict(image, vocab, task=args.task)
             save_prediction(
                 pred,

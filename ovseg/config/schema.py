@@ -106,6 +106,16 @@ class TestConfig:
     overlap_threshold: float = 0.8
     detections_per_image: int = 100
     task: str = "panoptic"
+    # Bounded memory on large images: above this many C x H x W semantic scores, ``sem_seg``
+    # is kept at a reduced size and the full-resolution argmax is computed band by band
+    # (Prediction.sem_seg_labels); 0 = always full. Default 2**27 (512 MB of float32).
+    max_score_elements: int = 1 << 27
+    # Larger images are post-processed at this many pixels (aspect kept) and their label maps,
+    # ids and masks upsampled nearest to the image (0 = always at full size). Default 2048 x
+    # 1024 (Cityscapes, Full HD and smaller run FC-CLIP's post-processing exactly).
+    max_postprocess_pixels: int = 2048 * 1024
+    # Images with more pixels are refused before they are decoded (0 = no limit).
+    max_image_pixels: int = 100_000_000
     # "fp32" (exact, default), or "bf16" / "fp16": autocast for the image tower and decoders
     # (opt-in fast mode; its measured deviation is in the README). Classifiers, ensemble and
     # post-processing always run in fp32.

@@ -392,7 +392,7 @@ class TaskEvaluators:
         if self.semantic is not None:
             if prediction.sem_seg is None:
                 raise EvaluationError(f"{name}: the prediction has no semantic output")
-            pred = prediction.sem_seg.argmax(0).cpu().numpy()
+            pred = prediction.semantic_map().cpu().numpy()
             gt_name = record.get("sem_seg_file_name", name)
             self.semantic.process(pred, self.source.semantic_gt(index), name, str(gt_name))
             if self.export_dir is not None:

@@ -225,6 +225,8 @@ class ExportedFCCLIP(nn.Module):
         self.object_mask_threshold = t.object_mask_threshold
         self.overlap_threshold = t.overlap_threshold
         self.detections_per_image = t.detections_per_image
+        self.max_score_elements = t.max_score_elements
+        self.max_postprocess_pixels = t.max_postprocess_pixels
         self.text_encoder = text_encoder
         self.train_vocabulary: Vocabulary | None = (
             resolve_vocabulary(m.text.train_vocabulary) if m.text.train_vocabulary else None

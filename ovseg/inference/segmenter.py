@@ -27,10 +27,11 @@ from ovseg.checkpoint import (
 from ovseg.config import Config, config_from_yaml_string, load_config, to_yaml
 from ovseg.inference.sliding import Window, sliding_windows
 from ovseg.models.builder import build_model
+from ovseg.models.postprocess import MaskResize, semantic_argmax_rows
 from ovseg.models.segmentors.fcclip import FCCLIP, TASKS
 from ovseg.structures import Instances, Prediction, TextClassifier
 from ovseg.text.vocabulary import Vocabulary, resolve_vocabulary
-from ovseg.utils.image import load_image, resize_shortest_edge
+from ovseg.utils.image import check_resizable, load_image, resize_shortest_edge
 from ovseg.utils.timing import NULL_TIMER, StageTimer
 
 logger = logging.getLogger(__name__)
@@ -238,9 +239,10 @@ class Segmenter:
         with timer("text"):
             text = self.encode_vocabulary(vocabulary)
         with timer("preprocess"):
-            rgb = load_image(image)
-            h0, w0 = rgb.shape[:2]
             t = self.config.model.test
+            rgb = load_image(image, max_pixels=t.max_image_pixels)
+            h0, w0 = rgb.shape[:2]
+            check_resizable(h0, w0, t.min_size, t.max_size)
             resized = resize_shortest_edge(rgb, t.min_size, t.max_size)
             windows = sliding_windows(resized.shape[:2], *slide) if slide else None
             seen = self.model.seen_mask(vocabulary)
@@ -259,7 +261,13 @@ class Segmenter:
                 vocabulary.isthing,
                 task,
             )
-        pred = Prediction(vocabulary=vocabulary, image_size=(h0, w0), sem_seg=res.get("sem_seg"))
+        pred = Prediction(
+            vocabulary=vocabulary,
+            image_size=(h0, w0),
+            sem_seg=res.get("sem_seg"),
+            sem_seg_labels=res.get("sem_seg_labels"),
+            sem_seg_label_scores=res.get("sem_seg_label_scores"),
+        )
         if "panoptic_seg" in res:
             pred.panoptic_seg = res["panoptic_seg"]
             pred.segments_info = [
@@ -339,13 +347,28 @@ class Segmenter:
                 )["sem_seg"]
                 total[:, win.y1 : win.y2, win.x1 : win.x2] += scores
                 count[win.y1 : win.y2, win.x1 : win.x2] += 1
+        labels = label_scores = None
         with timer("postprocess"):
             sem_seg = total.div_(count)  # in place: (C, h, w) can be large (ADE-847)
-            if (h, w) != tuple(output_size):
+            H, W = output_size
+            cap = self.config.model.test.max_score_elements
+            if (h, w) != (H, W) and cap and len(vocabulary) * H * W > cap:
+                # Too large to hold per class at the output size: keep the scores at model
+                # resolution and resize them band by band for the argmax.
+                labels, label_scores = semantic_argmax_rows(
+                    sem_seg, MaskResize((h, w), (h, w), (H, W))
+                )
+            elif (h, w) != (H, W):
                 sem_seg = F.interpolate(
                     sem_seg[None], size=output_size, mode="bilinear", align_corners=False
                 )[0]
-        pred = Prediction(vocabulary=vocabulary, image_size=tuple(output_size), sem_seg=sem_seg)
+        pred = Prediction(
+            vocabulary=vocabulary,
+            image_size=tuple(output_size),
+            sem_seg=sem_seg,
+            sem_seg_labels=labels,
+            sem_seg_label_scores=label_scores,
+        )
         pred.extras["input_size"] = (h, w)
         return pred
 

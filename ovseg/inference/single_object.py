@@ -57,6 +57,10 @@ def single_object(pred: Prediction, strategy: str = "semantic-sum") -> SingleObj
             raise ValueError("strategy 'semantic-sum' needs task='semantic' (sem_seg is None)")
         c = int(pred.sem_seg.flatten(1).sum(1).argmax())
         mask = pred.sem_seg[c]
+        if tuple(mask.shape) != tuple(pred.image_size):
+            # Scores kept at a reduced size (model.test.max_score_elements): back to the image.
+            mask = F.interpolate(mask[None, None].float(), size=pred.image_size, mode="bilinear")
+            mask = mask[0, 0]
     elif strategy == "best-query":
         if "mask_cls" not in pred.extras or "pred_masks" not in pred.extras:
             raise ValueError(

@@ -105,6 +105,8 @@ def build_fcclip(cfg: ModelConfig, train_vocabulary: Vocabulary | None = None) -
         object_mask_threshold=t.object_mask_threshold,
         overlap_threshold=t.overlap_threshold,
         detections_per_image=t.detections_per_image,
+        max_score_elements=t.max_score_elements,
+        max_postprocess_pixels=t.max_postprocess_pixels,
         train_vocabulary=train_vocabulary,
         criterion=build_criterion(cfg),
     )

@@ -42,12 +42,14 @@ class ImageLoadError(ValueError):
     """An image that cannot be read or converted; the message names the source and the reason."""
 
 
-def load_image(src: ImageInput) -> np.ndarray:
+def load_image(src: ImageInput, max_pixels: int = 0) -> np.ndarray:
     """Read an image as an (H, W, 3) uint8 RGB array.
 
     Args:
         src: a file path, a ``PIL.Image.Image`` or a numpy array (see the module docstring for the
             accepted shapes, dtypes and how each is converted).
+        max_pixels: refuse images with more pixels than this (0 = no limit); a file is checked
+            from its header, before it is decoded.
 
     Returns:
         (H, W, 3) uint8 RGB, C-contiguous, a new array the caller may modify.
@@ -57,10 +59,13 @@ def load_image(src: ImageInput) -> np.ndarray:
             dtype or value range. The message names the path (or the array) and the reason.
     """
     if isinstance(src, (str, os.PathLike)):
-        return _load_path(Path(src))
+        return _load_path(Path(src), max_pixels)
     if isinstance(src, Image.Image):
+        check_pixels(src.height, src.width, max_pixels, "PIL image")
         return _from_pil(src, "PIL image")
     if isinstance(src, np.ndarray):
+        if src.ndim >= 2:
+            check_pixels(src.shape[0], src.shape[1], max_pixels, "image array")
         return _from_array(src, "image array")
     raise ImageLoadError(
         f"cannot read an image from {type(src).__name__}: pass a file path, a PIL.Image or an "
@@ -68,7 +73,18 @@ def load_image(src: ImageInput) -> np.ndarray:
     )
 
 
-def _load_path(path: Path) -> np.ndarray:
+def check_pixels(h: int, w: int, max_pixels: int, name: str) -> None:
+    """Raise :class:`ImageLoadError` if an ``h`` x ``w`` image exceeds ``max_pixels`` (0 = no
+    limit). Bounds memory: every output at the input resolution grows with its pixel count."""
+    if max_pixels and h * w > max_pixels:
+        raise ImageLoadError(
+            f"cannot read image {name}: {w}x{h} = {h * w / 1e6:.1f} MP is above the limit of "
+            f"{max_pixels / 1e6:.1f} MP (model.test.max_image_pixels; raise it, or downscale the "
+            "image first)"
+        )
+
+
+def _load_path(path: Path, max_pixels: int = 0) -> np.ndarray:
     name = str(path)
     if not path.exists():
         raise ImageLoadError(f"cannot read image {name}: file not found")
@@ -82,6 +98,7 @@ def _load_path(path: Path) -> np.ndarray:
         raise ImageLoadError(f"cannot read image {name}: the file is empty (0 bytes)")
     try:
         with Image.open(path) as im:
+            check_pixels(im.height, im.width, max_pixels, name)  # header only: not decoded yet
             im.load()  # decode now, inside the try: PIL decodes lazily
             return _from_pil(im, name)
     except ImageLoadError:
@@ -247,6 +264,18 @@ def shortest_edge_size(h: int, w: int, short: int, max_size: int = 0) -> tuple[i
         s = max_size / max(newh, neww)
         newh, neww = newh * s, neww * s
     return int(newh + 0.5), int(neww + 0.5)
+
+
+def check_resizable(h: int, w: int, short: int, max_size: int = 0) -> None:
+    """Raise :class:`ImageLoadError` when the test resize of an ``h`` x ``w`` image would give a
+    side of 0 px (a 1 x 5000 strip: the long-side cap shrinks the short side below one pixel)."""
+    nh, nw = shortest_edge_size(h, w, short, max_size)
+    if nh < 1 or nw < 1:
+        raise ImageLoadError(
+            f"image of {w}x{h} px is too elongated for the test resize (short side to {short}, "
+            f"long side at most {max_size}) which would make it {nw}x{nh} px: crop or pad it to "
+            "a less extreme aspect ratio"
+        )
 
 
 def resize_shortest_edge(image: np.ndarray, short: int, max_size: int = 0) -> np.ndarray:

@@ -70,7 +70,7 @@ def label_map(prediction: Prediction, task: str, score_threshold: float = 0.0) -
     """
     check_task(prediction, task)
     if task == "semantic":
-        return _np(prediction.sem_seg).argmax(0).astype(np.int64)
+        return _np(prediction.semantic_map()).astype(np.int64)
     if task == "panoptic":
         return _np(prediction.panoptic_seg).astype(np.int64)
     masks = instance_masks(prediction)
@@ -151,12 +151,12 @@ def segments_table(
     vocab = prediction.vocabulary
     rows: list[dict[str, Any]] = []
     if task == "semantic":
-        scores = _np(prediction.sem_seg).astype(np.float64)
-        labels = scores.argmax(0)
-        best = np.take_along_axis(scores, labels[None], 0)[0]
+        top_labels, top_scores = prediction.semantic_top()
+        labels = _np(top_labels).astype(np.int64)
+        best = _np(top_scores).astype(np.float64)
         present = np.unique(labels)
         area, boxes = _boxes_from_label_map(labels, present)
-        sums = np.bincount(labels.ravel(), weights=best.ravel(), minlength=scores.shape[0])
+        sums = np.bincount(labels.ravel(), weights=best.ravel(), minlength=len(vocab))
         for c, a, box in zip(present.tolist(), area.tolist(), boxes.tolist()):
             rows.append(_row(c, c, vocab.names[c], vocab.isthing[c], sums[c] / a, a, box))
     elif task == "panoptic":

@@ -41,6 +41,11 @@ class FCCLIP(nn.Module):
             classes.
         ensemble_on_valid_mask: drop the out-of-vocabulary branch for queries whose mask is empty
             on the CLIP grid (needed by ResNet CLIPs).
+        max_score_elements: cap on the semantic scores' C x H x W (0 = none); see
+            :func:`ovseg.models.postprocess.semantic_inference`.
+        max_postprocess_pixels: post-process larger images at this many pixels and upsample
+            the outputs (0 = always at the image's size); see
+            :func:`ovseg.models.postprocess.working_size`.
         train_vocabulary: classes seen in training (decides alpha vs beta per test class).
         criterion: the training loss (a callable on outputs and targets), optional.
     """
@@ -61,6 +66,8 @@ class FCCLIP(nn.Module):
         object_mask_threshold: float = 0.0,
         overlap_threshold: float = 0.8,
         detections_per_image: int = 100,
+        max_score_elements: int = 0,
+        max_postprocess_pixels: int = 0,
         train_vocabulary: Vocabulary | None = None,
         criterion: nn.Module | None = None,
     ):
@@ -81,6 +88,8 @@ class FCCLIP(nn.Module):
         self.object_mask_threshold = object_mask_threshold
         self.overlap_threshold = overlap_threshold
         self.detections_per_image = detections_per_image
+        self.max_score_elements = max_score_elements
+        self.max_postprocess_pixels = max_postprocess_pixels
         self.train_vocabulary = train_vocabulary
         self.criterion = criterion
 
@@ -347,15 +356,19 @@ class FCCLIP(nn.Module):
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
 
-        def resize(m: torch.Tensor) -> torch.Tensor:
-            # FC-CLIP: upsample to the padded input, crop the padding, resize to the original size.
-            m = F.interpolate(m[None], size=padded_size, mode="bilinear", align_corners=False)
-            m = m[:, :, : image_size[0], : image_size[1]]
-            return F.interpolate(m, size=output_size, mode="bilinear", align_corners=False)[0]
-
+        # Large images are post-processed at a capped working size (model.test.
+        # max_postprocess_pixels) and the outputs brought to the image's size: memory and time
+        # stay bounded; at or below the cap this is FC-CLIP's post-processing exactly.
+        work = postprocess.working_size(output_size, self.max_postprocess_pixels)
+        resize = postprocess.MaskResize(padded_size, image_size, work)
         result: dict[str, Any] = {}
         if task in ("semantic", "all"):
-            result["sem_seg"] = postprocess.semantic_inference(mask_cls, mask_logits, resize)
+            scores, labels, label_scores = postprocess.semantic_inference(
+                mask_cls, mask_logits, resize, self.max_score_elements
+            )
+            result["sem_seg"] = scores
+            if labels is not None:
+                result["sem_seg_labels"], result["sem_seg_label_scores"] = labels, label_scores
         if task in ("panoptic", "all"):
             result["panoptic_seg"], result["segments_info"] = postprocess.panoptic_inference(
                 mask_cls,
@@ -369,4 +382,6 @@ class FCCLIP(nn.Module):
             result["instances"] = postprocess.instance_inference(
                 mask_cls, mask_logits, resize, isthing, self.detections_per_image
             )
+        if work != tuple(output_size):
+            result = postprocess.upsample_outputs(result, tuple(output_size))
         return result
