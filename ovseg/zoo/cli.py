@@ -87,7 +87,12 @@ def describe(entry: ZooEntry, cache_dir: str | Path | None = None, clip_info: bo
         recorded = read_sidecar(path)
         got = f"; the download recorded {recorded}" if recorded else ""
         lines.append(f"sha256:    not known - UNVERIFIED{got}")
-    if path.is_file():
+    if all(u.startswith("hf://") for u in entry.urls):
+        from ovseg.zoo.hub import hub_cache_dir
+
+        where = hub_cache_dir() or "huggingface_hub's default"
+        lines.append(f"cache:     the Hugging Face Hub cache ({where}); sha256 checked on use")
+    elif path.is_file():
         state, actual = check_cached(entry, path)
         what = "matches" if state == "ok" else f"DOES NOT MATCH (sha256 {actual}); will re-download"
         lines.append(f"cache:     {path} ({format_size(path.stat().st_size)}, {what})")

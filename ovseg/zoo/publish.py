@@ -203,9 +203,8 @@ def model_card(
     }
     lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "", f"# {name}", ""]
     lines += [
-        "An open-vocabulary segmentation model (FC-CLIP design) for "
-        "[ovseg](https://github.com/): name any classes at run time; it predicts panoptic, "
-        "instance and semantic segmentation.",
+        "An open-vocabulary segmentation model (FC-CLIP design) for ovseg: name any classes "
+        "at run time; it predicts panoptic, instance and semantic segmentation.",
         "",
         "## Architecture",
         "",

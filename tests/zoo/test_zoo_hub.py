@@ -65,6 +65,8 @@ def test_offline_entry_resolves_from_the_hub_cache(hub_cache, make_zoo, monkeypa
     main = make_zoo({"tiny-main": {"url": "hf://ovseg/tiny@main/model.safetensors"}})
     assert zoo.download("tiny-main", zoo_file=main) == path
     assert not (isolated_env / "checkpoints").exists()  # nothing copied into ovseg's cache
+    info = zoo.describe(zoo.get_entry("tiny-hub", zoo_file), clip_info=False)
+    assert f"the Hugging Face Hub cache ({hub_cache})" in info
 
     # not cached + offline: one clear line
     missing = make_zoo({"m": {"url": f"hf://ovseg/other@{COMMIT}/model.safetensors"}})
