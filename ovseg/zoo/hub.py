@@ -35,7 +35,7 @@ HUB_WEIGHT_SUFFIXES = (".safetensors",)
 
 _REPO_PART = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 _HUB_RE = re.compile(
-    rf"^hf://(?P<owner>{_REPO_PART})/(?P<repo>{_REPO_PART})(?:@(?P<rev>[A-Za-z0-9._/-]+?))?"
+    rf"^hf://(?P<owner>{_REPO_PART})/(?P<repo>{_REPO_PART})(?:@(?P<rev>[A-Za-z0-9._-]+))?"
     r"(?:/(?P<file>[^@]+))?$"
 )
 
@@ -73,8 +73,8 @@ def is_hub_url(value: object) -> bool:
 def parse_hub_url(url: str) -> HubRef:
     """``hf://OWNER/REPO[@REVISION][/FILE]`` -> :class:`HubRef`.
 
-    A revision with a ``/`` (a branch such as ``refs/pr/1``) cannot be followed by a file; pin a
-    commit hash instead. ``FILE`` may name a subfolder; ``..`` and absolute parts are refused.
+    REVISION is a commit hash (pin one), a branch or a tag without ``/``. ``FILE`` may name a
+    subfolder; ``..`` and absolute parts are refused.
 
     Raises:
         ValueError: naming the URL and the expected form.
@@ -85,8 +85,6 @@ def parse_hub_url(url: str) -> HubRef:
             f"{url!r} is not a Hub reference: expected hf://OWNER/REPO[@REVISION][/FILE]"
         )
     rev, file = m.group("rev"), m.group("file")
-    if rev and "/" in rev and file:
-        raise ValueError(f"{url!r}: a revision containing '/' cannot be followed by a file")
     if file is not None:
         parts = file.split("/")
         if any(p in ("", ".", "..") for p in parts) or file.startswith("/"):

@@ -85,11 +85,12 @@ def artifacts(tmp_path) -> Path:
     return out
 
 
+@pytest.mark.timeout(300)
 def test_segment_api_returns_the_fixture_output(app_url, tmp_path):
     from gradio_client import Client, handle_file
 
     fx = fixture_dir("fcclip_tiny")
-    client = Client(app_url, verbose=False)
+    client = Client(app_url, verbose=False, httpx_kwargs={"timeout": 120})
     assert "/segment" in client.view_api(return_format="dict", print_info=False)["named_endpoints"]
     annotated, segments = client.predict(
         handle_file(str(fx / "image.png")),
@@ -107,6 +108,15 @@ def test_segment_api_returns_the_fixture_output(app_url, tmp_path):
         alpha = np.asarray(Image.open(a["image"]).convert("RGBA"))[..., 3]
         assert int((alpha > 0).sum()) == s["area"]
     assert Image.open(annotated["image"]).size == (240, 360)
+
+    # concurrent requests queue (one model, one at a time) and both complete
+    jobs = [
+        client.submit(handle_file(str(fx / "image.png")), text, "panoptic", api_name="/segment")
+        for text in (fixture_vocabulary_text(fx), "person; sky [stuff]")
+    ]
+    first, second = (job.result(timeout=120) for job in jobs)
+    assert first[1] == segments
+    assert {s["label"] for s in second[1]} <= {"person", "sky"}
 
     # bad input: one message, no traceback
     from gradio_client.exceptions import AppError
@@ -133,6 +143,7 @@ def chromium():
             browser.close()
 
 
+@pytest.mark.timeout(300)
 def test_page_in_headless_chromium(app_url, chromium, artifacts):
     fx = fixture_dir("fcclip_tiny")
     page = chromium.new_page(viewport={"width": 1400, "height": 1100})

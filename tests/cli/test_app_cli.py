@@ -26,6 +26,7 @@ def test_setup_errors_are_one_line(capsys):
     assert e.value.code == 2
 
 
+@pytest.mark.timeout(300)
 def test_demo_app_serves_on_loopback(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
