@@ -129,7 +129,7 @@ def _same_outputs(a, b) -> None:
     assert pa.segments_info == pb.segments_info
 
 
-def test_hub_folder_round_trip_and_hf_repo_id(tmp_path, hub_cache, monkeypatch):
+def test_hub_folder_round_trip_and_hf_repo_id(tmp_path, hub_cache, monkeypatch, make_zoo):
     from safetensors import safe_open
 
     from ovseg import Segmenter
@@ -169,8 +169,11 @@ def test_hub_folder_round_trip_and_hf_repo_id(tmp_path, hub_cache, monkeypatch):
     files = {p.name: p.read_bytes() for p in folder.iterdir()}
     fill_hub_cache(hub_cache, "me/tiny", files)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    _same_outputs(seg, Segmenter.from_pretrained(f"hf://me/tiny@{COMMIT}"))
     _same_outputs(seg, Segmenter.from_pretrained("hf://me/tiny"))
+    # a zoo entry naming the plain repository, pinned and checksummed
+    digest = sha256(files["model.safetensors"])
+    zoo_file = make_zoo({"tiny-hub": {"url": f"hf://me/tiny@{COMMIT}", "sha256": digest}})
+    _same_outputs(seg, Segmenter.from_pretrained("tiny-hub", zoo_file=zoo_file))
     with pytest.raises(ValueError, match="safetensors"):
         Segmenter.from_pretrained("hf://me/tiny/model.pth")
 
