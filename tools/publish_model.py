@@ -1,4 +1,5 @@
-"""Publish a checkpoint: ``publish_model.py CKPT --name NAME [--out DIR] [--url-prefix URL]``."""
+"""Publish a checkpoint: ``publish_model.py CKPT --name NAME [--out DIR] [--url-prefix URL]
+[--hub-folder DIR [--push OWNER/REPO]]``."""
 
 import sys
 from pathlib import Path

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ovseg.utils.io import atomic_write
+from ovseg.utils.io import atomic_write, atomic_write_bytes
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -42,13 +42,16 @@ __all__ = [
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
+    "load_safetensors_checkpoint",
     "prune_checkpoints",
     "save_checkpoint",
+    "save_safetensors_checkpoint",
     "set_rng_state",
 ]
 
 CHECKPOINT_FORMAT = "ovseg"
 CHECKPOINT_VERSION = 1
+SAFETENSORS_SUFFIX = ".safetensors"
 _CKPT_RE = re.compile(r"^checkpoint_(\d+)\.pth$")
 _PRIMITIVES = (type(None), bool, int, float, str, bytes)
 
@@ -121,7 +124,8 @@ def _first_line(e: BaseException) -> str:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint on the CPU with ``weights_only=True`` (no arbitrary unpickling).
+    """Load a checkpoint on the CPU with ``weights_only=True`` (no arbitrary unpickling); a
+    ``.safetensors`` file goes through :func:`load_safetensors_checkpoint`.
 
     Raises:
         FileNotFoundError: no file at ``path``.
@@ -132,6 +136,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint is empty (0 bytes): {path}")
+    if path.suffix == SAFETENSORS_SUFFIX:
+        return load_safetensors_checkpoint(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -142,6 +148,53 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not a dict")
     return state
+
+
+def save_safetensors_checkpoint(path: str | os.PathLike, ckpt: Mapping[str, Any]) -> Path:
+    """Write an ovseg checkpoint's ``model`` weights as safetensors, atomically, with ``format``,
+    ``version`` and ``config`` (the resolved YAML) in the file's string metadata, so the file alone
+    rebuilds the model. Tensors are made contiguous and unshared (safetensors' requirement)."""
+    from safetensors.torch import save
+
+    tensors = {str(k): v.detach().cpu().contiguous().clone() for k, v in ckpt["model"].items()}
+    meta = {"format": CHECKPOINT_FORMAT, "version": str(CHECKPOINT_VERSION)}
+    if isinstance(ckpt.get("config"), str):
+        meta["config"] = ckpt["config"]
+    return atomic_write_bytes(path, save(tensors, metadata=meta))
+
+
+def load_safetensors_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """A ``.safetensors`` file as an ovseg checkpoint dict (``format``, ``version``, ``config``,
+    ``model``, ``meta``). ``config`` is the sibling ``config.yaml`` (the Hub layout) if present,
+    else the file's metadata; None when neither has one. Safetensors holds only tensors: nothing
+    is unpickled.
+
+    Raises:
+        CheckpointError: the file is not valid safetensors.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+        model = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(
+            f"cannot read safetensors file {path} ({type(e).__name__}: {_first_line(e)})"
+        ) from None
+    sibling = path.with_name("config.yaml")
+    config = sibling.read_text(encoding="utf-8") if sibling.is_file() else meta.get("config")
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "version": int(meta.get("version", CHECKPOINT_VERSION)),
+        "config": config,
+        "model": model,
+        "meta": {"source": "safetensors"},
+    }
 
 
 def checkpoint_path(work_dir: str | os.PathLike, iteration: int) -> Path:

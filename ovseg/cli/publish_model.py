@@ -1,4 +1,5 @@
-"""``publish_model CKPT --name NAME [--out DIR] [--url-prefix URL]``, see ovseg.zoo.publish."""
+"""``publish_model CKPT --name NAME [--out DIR] [--url-prefix URL] [--hub-folder DIR [--push
+OWNER/REPO]]``, see ovseg.zoo.publish."""
 
 from __future__ import annotations
 

@@ -33,6 +33,7 @@ from ovseg.structures import Instances, Prediction, TextClassifier
 from ovseg.text.vocabulary import Vocabulary, resolve_vocabulary
 from ovseg.utils.image import check_resizable, load_image, resize_shortest_edge
 from ovseg.utils.timing import NULL_TIMER, StageTimer
+from ovseg.zoo.hub import HUB_WEIGHTS
 
 logger = logging.getLogger(__name__)
 
@@ -91,10 +92,28 @@ class Segmenter:
         overrides: Sequence[str] = (),
         zoo_file: str | Path | None = None,
     ) -> Segmenter:
-        """Load an ovseg checkpoint, an official FC-CLIP checkpoint (needs ``config``), an
-        export folder (``tools/export.py``; run by ONNX Runtime, CUDA when ``device`` is cuda),
-        or a model zoo name (downloaded and cached on first use)."""
+        """Load an ovseg checkpoint (``.pth``, or ``.safetensors`` with its config in the file's
+        metadata or a ``config.yaml`` beside it), an official FC-CLIP checkpoint (needs
+        ``config``), a Hub-layout folder (``model.safetensors`` + ``config.yaml``, as
+        ``tools/publish_model.py --hub-folder`` writes it), an export folder (``tools/export.py``;
+        run by ONNX Runtime, CUDA when ``device`` is cuda), a Hugging Face Hub reference
+        (``hf://OWNER/REPO[@REVISION]`` in ovseg's layout, or ``.../FILE.safetensors``; through
+        huggingface_hub's cache, ``HF_HUB_OFFLINE=1`` honoured), or a model zoo name
+        (downloaded and cached on first use)."""
+        spec = str(path_or_name)
+        if spec.startswith("hf://"):
+            from ovseg.zoo.hub import HUB_WEIGHT_SUFFIXES, fetch_hub_url, parse_hub_url
+
+            ref = parse_hub_url(spec)
+            if ref.filename is not None and not ref.filename.endswith(HUB_WEIGHT_SUFFIXES):
+                raise CheckpointError(
+                    f"{spec}: weights from the Hub must be safetensors (nothing from the Hub is "
+                    "unpickled); publish them with tools/publish_model.py --hub-folder"
+                )
+            path_or_name = fetch_hub_url(spec)
         path = Path(path_or_name)
+        if path.is_dir() and (path / HUB_WEIGHTS).is_file():
+            path = path / HUB_WEIGHTS  # a Hub-layout folder; config.yaml beside it
         if path.is_dir():
             from ovseg.inference.onnx_backend import load_export
 
@@ -103,7 +122,8 @@ class Segmenter:
             host, cfg, backend = load_export(path, device, overrides)
             return cls(host, cfg, device, backend=backend)
         looks_like_path = (
-            path.suffix in (".pth", ".pt", ".pkl", ".ckpt", ".bin") or len(path.parts) > 1
+            path.suffix in (".pth", ".pt", ".pkl", ".ckpt", ".bin", ".safetensors")
+            or len(path.parts) > 1
         )
         if looks_like_path and not path.is_file():
             raise CheckpointError(f"checkpoint not found: {path}")
@@ -120,8 +140,13 @@ class Segmenter:
             cfg = load_config(config, overrides)
         elif isinstance(config, Config):
             cfg = config
-        elif kind == "ovseg":
+        elif kind == "ovseg" and isinstance(ckpt.get("config"), str):
             cfg = config_from_yaml_string(ckpt["config"], overrides)
+        elif kind == "ovseg":
+            raise CheckpointError(
+                f"{path} carries no config (no metadata 'config', no config.yaml beside it): "
+                "pass config=..."
+            )
         else:
             raise CheckpointError(
                 f"{path} is an official FC-CLIP checkpoint without a config: pass config=... "

@@ -87,7 +87,12 @@ def describe(entry: ZooEntry, cache_dir: str | Path | None = None, clip_info: bo
         recorded = read_sidecar(path)
         got = f"; the download recorded {recorded}" if recorded else ""
         lines.append(f"sha256:    not known - UNVERIFIED{got}")
-    if path.is_file():
+    if all(u.startswith("hf://") for u in entry.urls):
+        from ovseg.zoo.hub import hub_cache_dir
+
+        where = hub_cache_dir() or "huggingface_hub's default"
+        lines.append(f"cache:     the Hugging Face Hub cache ({where}); sha256 checked on use")
+    elif path.is_file():
         state, actual = check_cached(entry, path)
         what = "matches" if state == "ok" else f"DOES NOT MATCH (sha256 {actual}); will re-download"
         lines.append(f"cache:     {path} ({format_size(path.stat().st_size)}, {what})")
@@ -198,15 +203,87 @@ def publish_main(argv: list[str] | None = None) -> int:
         "--clip-model", default=None, help="open_clip model (default: meta['clip'])"
     )
     parser.add_argument("--clip-pretrained", default=None, help="open_clip pretrained tag")
+    hub = parser.add_argument_group("Hugging Face Hub")
+    hub.add_argument(
+        "--hub-folder",
+        metavar="DIR",
+        default=None,
+        help="also write a Hub-ready folder: model.safetensors, config.yaml, README.md (card)",
+    )
+    hub.add_argument(
+        "--metrics",
+        metavar="FILE",
+        default=None,
+        help="benchmark numbers for the card and the entry: YAML/JSON {dataset: {metric: value}}",
+    )
+    hub.add_argument("--dataset", default=None, help="training data, for the model card")
+    hub.add_argument(
+        "--push",
+        metavar="OWNER/REPO",
+        default=None,
+        help="upload --hub-folder to this Hub repository (needs HF_TOKEN or `hf auth login`)",
+    )
     args = parser.parse_args(argv)
-    from ovseg.zoo.publish import publish_model
+    from ovseg.zoo.publish import publish_model, push_to_hub, write_hub_folder
 
+    if args.push and not args.hub_folder:
+        parser.error("--push uploads the --hub-folder: give --hub-folder DIR too")
     clip = (
         {"model": args.clip_model, "pretrained": args.clip_pretrained} if args.clip_model else None
     )
+    metrics: dict = {}
+    if args.metrics:
+        import yaml
+
+        try:
+            metrics = yaml.safe_load(Path(args.metrics).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as e:
+            print(f"error: --metrics {args.metrics}: {e}", file=sys.stderr)
+            return 2
+        if not isinstance(metrics, dict):
+            print(f"error: --metrics {args.metrics}: expected a mapping", file=sys.stderr)
+            return 2
+    if args.hub_folder:
+        try:
+            folder = write_hub_folder(
+                args.checkpoint,
+                args.hub_folder,
+                name=args.name,
+                clip=clip,
+                dataset=args.dataset,
+                metrics=metrics,
+                repo_id=args.push,
+            )
+        except (ValueError, OSError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        print(
+            f"wrote Hub folder {folder.folder} (model.safetensors {format_size(folder.size)}, "
+            f"sha256 {folder.sha256})",
+            file=sys.stderr,
+        )
+        if args.push:
+            try:
+                url = push_to_hub(folder.folder, args.push)
+            except Exception as e:  # one line: auth, network, permissions
+                print(f"error: --push {args.push}: {type(e).__name__}: {e}", file=sys.stderr)
+                return 1
+            print(f"pushed to {url}", file=sys.stderr)
+        repo = args.push or "OWNER/REPO"
+        print(
+            f"zoo entry for the Hub copy: urls: [hf://{repo}@<commit>/model.safetensors], "
+            f"sha256: {folder.sha256}, size: {folder.size}",
+            file=sys.stderr,
+        )
     try:
         result = publish_model(
-            args.checkpoint, args.name, args.out, args.url_prefix, clip=clip, config=args.config
+            args.checkpoint,
+            args.name,
+            args.out,
+            args.url_prefix,
+            clip=clip,
+            config=args.config,
+            metrics=metrics,
         )
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

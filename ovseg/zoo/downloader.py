@@ -1,4 +1,5 @@
-"""Checksummed, resumable, cached downloads of zoo weights (stdlib ``urllib`` only).
+"""Checksummed, resumable, cached downloads of zoo weights (stdlib ``urllib``; ``hf://`` URLs
+go through ``huggingface_hub`` and its cache instead, see :mod:`ovseg.zoo.hub`).
 
 The life of one download of ``FILE`` in ``$OVSEG_HOME/checkpoints`` (default
 ``~/.cache/ovseg/checkpoints``):
@@ -524,6 +525,10 @@ def download(
     entry = (
         name_or_entry if isinstance(name_or_entry, ZooEntry) else get_entry(name_or_entry, zoo_file)
     )
+    if any(u.startswith("hf://") for u in entry.urls):
+        found, entry = _download_hub(entry)
+        if found is not None:
+            return found
     final = cached_path(entry, cache_dir)
     state, actual = check_cached(entry, final)
     if state == "ok":
@@ -556,6 +561,37 @@ def download(
             final.unlink()
             sidecar_path(final).unlink(missing_ok=True)
         return _download_locked(entry, final, progress, retries, timeout_s, backoff_s)
+
+
+def _download_hub(entry: ZooEntry) -> tuple[Path | None, ZooEntry]:
+    """Try the entry's ``hf://`` URLs in order (huggingface_hub's cache, ovseg's sha256 check).
+
+    Returns:
+        ``(path, entry)`` on success; ``(None, entry with only the other URLs)`` when every Hub
+        URL failed and plain URLs remain to be tried.
+
+    Raises:
+        ChecksumError, DownloadError: every URL is a Hub URL and all failed.
+    """
+    import dataclasses
+
+    from ovseg.zoo.hub import fetch_hub_url
+
+    errors: list[DownloadError] = []
+    for url in [u for u in entry.urls if u.startswith("hf://")]:
+        try:
+            return fetch_hub_url(url, entry.sha256, what=entry.name), entry
+        except DownloadError as e:
+            errors.append(e)
+    rest = [u for u in entry.urls if not u.startswith("hf://")]
+    if rest:
+        for e in errors:
+            logger.warning("%s; trying the next URL", e)
+        return None, dataclasses.replace(entry, urls=rest)
+    if len(errors) == 1:
+        raise errors[0]
+    lines = "\n".join(f"  - {e}" for e in errors)
+    raise DownloadError(f"{entry.name}: all {len(errors)} Hub URLs failed:\n{lines}")
 
 
 def _raise_offline(entry: ZooEntry, final: Path, state: str, actual: str | None) -> None:

@@ -69,7 +69,9 @@ class ZooEntry:
 
     Attributes:
         name: the model's name, e.g. ``"fcclip-convnext-large-coco"``.
-        urls: download URLs tried in order (the first is the primary, the rest are mirrors).
+        urls: download URLs tried in order (the first is the primary, the rest are mirrors);
+            ``hf://OWNER/REPO[@REVISION]/FILE.safetensors`` or a plain ``hf://OWNER/REPO[@REV]``
+            (ovseg's Hub layout) fetch through huggingface_hub and its cache.
         config: shipped config name (relative to ``ovseg/configs/``, see :func:`ovseg.config.find_config`), or None when
             the checkpoint carries its own resolved config (format ``"ovseg"``).
         sha256: full lowercase hex sha256 of the file, or None when not known (unverified).
@@ -154,9 +156,11 @@ class ZooEntry:
         if not isinstance(urls, list) or not urls or not all(isinstance(u, str) for u in urls):
             raise ZooFileError(f"{where}: field 'urls' must be a non-empty list of URL strings")
         for u in urls:
-            if urlsplit(u).scheme not in ("http", "https", "file"):
+            if u.startswith("hf://"):
+                _check_hub_url(u, where)
+            elif urlsplit(u).scheme not in ("http", "https", "file"):
                 raise ZooFileError(
-                    f"{where}: URL {u!r} must start with http://, https:// or file://"
+                    f"{where}: URL {u!r} must start with http://, https://, file:// or hf://"
                 )
         sha256 = data.get("sha256")
         if sha256 is not None:
@@ -224,6 +228,21 @@ class ZooEntry:
             filename=filename,
             zoo_file=zoo_file,
             **texts,
+        )
+
+
+def _check_hub_url(url: str, where: str) -> None:
+    """An entry's ``hf://`` URL: well formed, and weights in safetensors (nothing unpickled)."""
+    from ovseg.zoo.hub import HUB_WEIGHT_SUFFIXES, parse_hub_url
+
+    try:
+        ref = parse_hub_url(url)
+    except ValueError as e:
+        raise ZooFileError(f"{where}: {e}") from None
+    if ref.filename is not None and not ref.filename.endswith(HUB_WEIGHT_SUFFIXES):
+        raise ZooFileError(
+            f"{where}: Hub weights must be {' or '.join(HUB_WEIGHT_SUFFIXES)} (nothing from the "
+            f"Hub is unpickled), got {ref.filename!r}"
         )
 
 

@@ -1,19 +1,18 @@
-"""FileLock: mutual exclusion across threads, cleanup, stale locks of the O_EXCL fallback."""
+"""FileLock (filelock underneath): mutual exclusion across threads and processes, timeouts."""
 
 from __future__ import annotations
 
-import json
-import socket
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
-from ovseg.zoo import lock as lockmod
 from ovseg.zoo.lock import FileLock, LockTimeout
 
 
-def test_threads_are_serialised_and_lock_file_removed(tmp_path):
+def test_threads_are_serialised(tmp_path):
     path = tmp_path / "f.lock"
     inside = []
     overlap = []
@@ -36,24 +35,32 @@ def test_threads_are_serialised_and_lock_file_removed(tmp_path):
 
 
 def test_timeout_names_the_lock(tmp_path):
-    path = tmp_path / "g.lock"
+    path = tmp_path / "sub" / "g.lock"
     with FileLock(path):
         waited = []
         with pytest.raises(LockTimeout, match="g.lock"):
             FileLock(path, timeout_s=0.2, on_wait=waited.append).acquire()
         assert waited == [path]
+    with FileLock(path, timeout_s=0.2):  # released: free again
+        pass
 
 
-def test_excl_fallback_breaks_stale_lock(tmp_path, monkeypatch):
-    monkeypatch.setattr(lockmod, "fcntl", None)  # the non-POSIX path
+def test_another_process_holds_it_and_dies(tmp_path):
     path = tmp_path / "h.lock"
-    # a lock left by a process that no longer exists
-    path.write_text(
-        json.dumps({"pid": 2**22 + 12345, "host": socket.gethostname(), "time": time.time()})
+    code = (
+        "import sys, time; from ovseg.zoo.lock import FileLock\n"
+        f"l = FileLock({str(path)!r}); l.acquire(); print('held', flush=True); time.sleep(30)\n"
     )
-    with FileLock(path, timeout_s=5):
-        assert json.loads(path.read_text())["pid"] > 0
-    assert not path.exists()
-    # a live owner's lock (this process) is respected
-    with FileLock(path):
-        assert FileLock(path)._try_acquire_file() is False
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        with pytest.raises(LockTimeout):
+            FileLock(path, timeout_s=0.2).acquire()
+        proc.kill()
+        proc.wait(timeout=10)
+        with FileLock(path, timeout_s=5):  # the kernel dropped the dead holder's lock
+            pass
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
