@@ -75,11 +75,14 @@ def clip_cache_info(model: str, pretrained: str | None) -> ClipCacheInfo:
         # open_clip's convention: "org/repo/" = default file name, "org/repo/file" = that file
         repo_id, filename = os.path.split(hub)
         info.source = f"hf-hub:{repo_id}"
-        info.cache_dir = Path(constants.HF_HUB_CACHE)
+        from ovseg.zoo.hub import hub_cache_dir
+
+        cache = hub_cache_dir()  # the environment of now, not huggingface_hub's import time
+        info.cache_dir = Path(cache or constants.HF_HUB_CACHE)
         candidates = [filename] if filename else []
         candidates += ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
         for name in candidates:
-            found = try_to_load_from_cache(repo_id, name)
+            found = try_to_load_from_cache(repo_id, name, cache_dir=info.cache_dir)
             if isinstance(found, str):
                 info.cached_file = Path(found)
                 break

@@ -10,6 +10,9 @@ from pathlib import Path
 import open_clip
 from torch import nn
 
+from ovseg.zoo.clip_cache import clip_cache_info
+from ovseg.zoo.hub import hub_offline
+
 logger = logging.getLogger(__name__)
 
 CLIP_CONFIG_DIR = Path(__file__).parent / "clip_configs"
@@ -73,7 +76,9 @@ def create_clip(
                 f"model.backbone.pretrained={pretrained!r} is neither a file nor an open_clip tag of "
                 f"{name!r} (tags: {tags or 'none'}); use null for random weights"
             )
-        if not is_file:
+        if not is_file and hub_offline():
+            pretrained = _cached_clip_file(name, pretrained)
+        elif not is_file:
             logger.info(
                 "CLIP weights %s/%s come from open_clip's cache (%s)",
                 name,
@@ -94,6 +99,22 @@ def create_clip(
         finally:
             logging.getLogger().disabled = was
     return model
+
+
+def _cached_clip_file(name: str, tag: str) -> str:
+    """Offline (``OVSEG_OFFLINE`` / ``HF_HUB_OFFLINE``): the cached weights file of an open_clip
+    tag, so open_clip loads a file and never asks the network (it would retry for a minute)."""
+    info = clip_cache_info(name, tag)
+    if info.error:
+        raise ValueError(f"CLIP {name}/{tag}: {info.error}")
+    if info.cached_file is None:
+        raise ValueError(
+            f"offline (OVSEG_OFFLINE/HF_HUB_OFFLINE set): the CLIP weights {name}/{tag} are not in "
+            f"the cache {info.cache_dir} (they come from {info.source}); load them once online "
+            "or copy them there"
+        )
+    logger.info("offline: CLIP weights %s/%s from %s", name, tag, info.cached_file)
+    return str(info.cached_file)
 
 
 def CLIPBackbone(  # noqa: N802 (deprecated class name kept for callers)
