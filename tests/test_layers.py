@@ -28,6 +28,7 @@ LAYERS = [
     "export",
     "evaluation",
     "engine",
+    "labelling",
     "cli",
 ]
 RANK = {name: i for i, name in enumerate(LAYERS)}

@@ -18,15 +18,16 @@ from ovseg.utils.image import IMAGE_EXTENSIONS
 
 if TYPE_CHECKING:
     from ovseg.inference.segmenter import Segmenter
+    from ovseg.inference.spec import ModelSpec
 
 #: A ``--input`` file with this suffix is a list of image paths, one per line.
 FILE_LIST_SUFFIX = ".txt"
 
 
-def add_model_arguments(p: argparse.ArgumentParser) -> None:
+def add_model_arguments(p: argparse.ArgumentParser, required: bool = True) -> None:
     """``--config YAML [--weights CKPT] | --model NAME_OR_PATH``, ``--opts``, ``--device``."""
     model = p.add_argument_group("model (one of)")
-    src = model.add_mutually_exclusive_group(required=True)
+    src = model.add_mutually_exclusive_group(required=required)
     src.add_argument("--config", metavar="YAML", help="model config (with --weights, or random)")
     src.add_argument(
         "--model",
@@ -50,10 +51,10 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_vocabulary_arguments(p: argparse.ArgumentParser) -> None:
+def add_vocabulary_arguments(p: argparse.ArgumentParser, required: bool = True) -> None:
     """Exactly one of ``--vocab``, ``--vocab-file``, ``--dataset-vocab``."""
     vocab = p.add_argument_group("vocabulary (one of)")
-    v = vocab.add_mutually_exclusive_group(required=True)
+    v = vocab.add_mutually_exclusive_group(required=required)
     v.add_argument(
         "--vocab",
         metavar="TEXT",
@@ -171,15 +172,6 @@ def collect_inputs(
     return unique, problems
 
 
-def default_device(device: str | None) -> str:
-    """``--device``, or cuda when available, else cpu."""
-    if device:
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def build_segmenter(
     config: str | None,
     model: str | None,
@@ -187,17 +179,19 @@ def build_segmenter(
     opts: list[str],
     device: str | None,
 ) -> Segmenter:
-    """The Segmenter the model flags name. Whatever the weights do not overwrite (everything,
-    for a config without ``--weights``) is initialised the same way in every process."""
-    import torch
+    """The Segmenter the model flags name (:meth:`ovseg.inference.spec.ModelSpec.build`)."""
+    return model_spec(config, model, weights, opts, device).build()
 
-    from ovseg.inference.segmenter import Segmenter
 
-    torch.manual_seed(0)
-    dev = default_device(device)
-    if config is not None:
-        return Segmenter.from_config(config, weights=weights, overrides=list(opts), device=dev)
-    return Segmenter.from_pretrained(model, overrides=list(opts), device=dev)
+def model_spec(
+    config: str | None, model: str | None, weights: str | None, opts: list[str], device: str | None
+) -> ModelSpec:
+    """The model flags as a :class:`~ovseg.inference.spec.ModelSpec`."""
+    from ovseg.inference.spec import ModelSpec
+
+    return ModelSpec(
+        config=config, model=model, weights=weights, overrides=tuple(opts), device=device
+    )
 
 
 def is_debug() -> bool:
