@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -263,6 +264,7 @@ def _label_in_group(args: argparse.Namespace, out: Path, backend: str, info: Any
         print(f"resuming: {skipped} of {len(items)} images already labelled", file=sys.stderr)
 
     progress = not args.no_progress and main_process
+    started = time.perf_counter()
     if backend == "ray":
         from ovseg.labelling.ray_backend import label_ray
 
@@ -288,11 +290,14 @@ def _label_in_group(args: argparse.Namespace, out: Path, backend: str, info: Any
     for c in dist.all_gather_object(counts):
         totals += c
     dist.barrier()
+    seconds = time.perf_counter() - started
     if not main_process:
         return 1 if totals.failed else 0
     summary = merge_run(store, items, vocab, args.task, args.save_png, _info(run))
     print(
-        f"labelled {totals.done} images ({skipped} already done, {summary.failed} failed): "
+        f"labelled {totals.done} images in {seconds:.1f} s "
+        f"({totals.done / max(seconds, 1e-9):.2f} images/s; {skipped} already done, "
+        f"{summary.failed} failed): "
         f"{summary.images} images, {summary.annotations} annotations in "
         f"{summary.paths['annotations']}",
         file=sys.stderr,
