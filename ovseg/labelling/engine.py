@@ -8,7 +8,6 @@ whose worker processes read and resize images while the model runs.
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,8 +23,6 @@ from ovseg.labelling.store import LabelStore, WorkItem
 from ovseg.structures import TextClassifier
 from ovseg.text.vocabulary import Vocabulary
 from ovseg.utils.image import ImageLoadError, id2rgb, save_label_png
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
