@@ -28,6 +28,7 @@ LAYERS = [
     "export",
     "evaluation",
     "engine",
+    "labelling",
     "app",
     "cli",
 ]

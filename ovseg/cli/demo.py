@@ -6,14 +6,14 @@
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ovseg.text.vocabulary import Vocabulary, builtin_names
-from ovseg.utils.image import IMAGE_EXTENSIONS, ImageLoadError, load_image
+from ovseg.cli import common
+from ovseg.cli.common import load_vocabulary
+from ovseg.utils.image import ImageLoadError, load_image
 
 if TYPE_CHECKING:
     from ovseg.inference.segmenter import Segmenter
@@ -62,52 +62,17 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    model = p.add_argument_group("model (one of)")
-    src = model.add_mutually_exclusive_group(required=True)
-    src.add_argument("--config", metavar="YAML", help="model config (with --weights, or random)")
-    src.add_argument(
-        "--model",
-        metavar="NAME_OR_PATH",
-        help="an ovseg checkpoint or a model-zoo name (official FC-CLIP weights: --config + --weights)",
-    )
-    model.add_argument(
-        "--weights",
-        metavar="CKPT",
-        help="ovseg or official FC-CLIP checkpoint for --config (omit: random init)",
-    )
-    model.add_argument(
-        "--opts",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config overrides, e.g. model.backbone.pretrained=null",
-    )
-    model.add_argument(
-        "--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)"
-    )
-
-    vocab = p.add_argument_group("vocabulary (one of)")
-    v = vocab.add_mutually_exclusive_group(required=True)
-    v.add_argument(
-        "--vocab",
-        metavar="TEXT",
-        help='classes separated by ";", synonyms by ",", "[stuff]" marks a stuff class: '
-        '"zebra; dry grass, hay [stuff]; sky [stuff]"',
-    )
-    v.add_argument("--vocab-file", metavar="FILE", help=".txt (one class per line) or .json")
-    v.add_argument(
-        "--dataset-vocab",
-        metavar="NAME",
-        help=f"a built-in dataset vocabulary: {', '.join(builtin_names())}",
-    )
+    common.add_model_arguments(p)
+    common.add_vocabulary_arguments(p)
 
     io = p.add_argument_group("input and output")
     io.add_argument(
         "--input",
         nargs="+",
         required=True,
-        metavar="IMG|DIR|GLOB",
-        help="image files, folders (their images, not recursive) or quoted glob patterns",
+        metavar="IMG|DIR|GLOB|LIST",
+        help="image files, folders (their images, not recursive), quoted glob patterns or .txt "
+        "lists of image paths (one per line)",
     )
     io.add_argument("--output", required=True, metavar="DIR", help="output folder (created)")
     io.add_argument("--task", choices=TASK_CHOICES, default="panoptic", help="default: panoptic")
@@ -121,19 +86,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def load_vocabulary(args: argparse.Namespace) -> Vocabulary:
-    """The vocabulary the flags name (exactly one of --vocab, --vocab-file, --dataset-vocab)."""
-    if args.vocab is not None:
-        return Vocabulary.parse(args.vocab)
-    if args.vocab_file is not None:
-        return Vocabulary.from_file(args.vocab_file)
-    return Vocabulary.from_name(args.dataset_vocab)
-
-
-def _is_pattern(spec: str) -> bool:
-    return any(ch in spec for ch in "*?[")
-
-
 def _is_output_file(path: Path) -> bool:
     return path.name.endswith(_OUTPUT_SUFFIXES) or path.suffix.lower() == ".json"
 
@@ -141,54 +93,18 @@ def _is_output_file(path: Path) -> bool:
 def collect_inputs(
     specs: list[str], output_dir: str | os.PathLike | None = None
 ) -> tuple[list[Path], list[str]]:
-    """Expand files, folders and glob patterns into an ordered, de-duplicated list of images.
-
-    Folders contribute their files with an image extension (sorted, not recursive); so do globs.
-    A file named explicitly is always kept, whatever its extension (it fails later if it is not
-    an image). In the output folder itself, the demo's own outputs are skipped, so that running
-    twice into the input folder does not segment the overlays.
-
-    Args:
-        specs: the ``--input`` values.
-        output_dir: the ``--output`` folder.
+    """:func:`ovseg.cli.common.collect_inputs`, skipping the demo's own outputs in the output
+    folder, so that running twice into the input folder does not segment the overlays.
 
     Returns:
         (images, problems): the image paths, and one message per spec that matched nothing.
     """
     out = Path(output_dir).resolve() if output_dir is not None else None
-    images: list[Path] = []
-    problems: list[str] = []
 
-    def add_listed(candidates: list[Path]) -> int:
-        n = 0
-        for c in candidates:
-            if not c.is_file() or c.suffix.lower() not in IMAGE_EXTENSIONS:
-                continue
-            if out is not None and c.parent.resolve() == out and _is_output_file(c):
-                continue
-            images.append(c)
-            n += 1
-        return n
+    def exclude(c: Path) -> bool:
+        return out is not None and c.parent.resolve() == out and _is_output_file(c)
 
-    for spec in specs:
-        path = Path(spec)
-        if path.is_dir():
-            if add_listed(sorted(path.iterdir())) == 0:
-                problems.append(f"{spec}: no images in this folder ({', '.join(IMAGE_EXTENSIONS)})")
-        elif _is_pattern(spec) and not path.exists():
-            matches = [Path(m) for m in sorted(glob.glob(spec, recursive=True))]
-            if add_listed(matches) == 0:
-                problems.append(f"{spec}: no image matches this pattern")
-        else:
-            images.append(path)  # a missing file is reported when it is read, with the others
-    seen: set[Path] = set()
-    unique = []
-    for p in images:
-        key = p.resolve()
-        if key not in seen:
-            seen.add(key)
-            unique.append(p)
-    return unique, problems
+    return common.collect_inputs(specs, exclude)
 
 
 def output_stems(paths: list[Path]) -> list[str]:
@@ -243,16 +159,14 @@ def main(argv: list[str] | None = None) -> int:
     """Run the demo; returns the exit status (0 ok, 1 some images failed, 2 usage/set-up error)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.weights is not None and args.config is None:
-        parser.error("--weights goes with --config; with --model the checkpoint is the model")
+    common.check_model_arguments(parser, args)
     if not 0.0 <= args.alpha <= 1.0:
         parser.error(f"--alpha must lie in [0, 1], got {args.alpha}")
 
     try:
         vocab = load_vocabulary(args)
-    except (ValueError, KeyError, FileNotFoundError, TypeError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"error: bad vocabulary: {msg}", file=sys.stderr)
+    except common.VOCABULARY_ERRORS as e:
+        print(common.vocabulary_error(e), file=sys.stderr)
         return 2
 
     out_dir = Path(args.output)
@@ -332,19 +246,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _build_segmenter(args: argparse.Namespace) -> Segmenter:
-    import torch
-
-    from ovseg import Segmenter
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    # Whatever the weights do not overwrite (everything, for a config without --weights) is
-    # initialised the same way on every run.
-    torch.manual_seed(0)
-    if args.config is not None:
-        return Segmenter.from_config(
-            args.config, weights=args.weights, overrides=list(args.opts), device=device
-        )
-    return Segmenter.from_pretrained(args.model, overrides=list(args.opts), device=device)
+    return common.build_segmenter(args.config, args.model, args.weights, args.opts, args.device)
 
 
 if __name__ == "__main__":

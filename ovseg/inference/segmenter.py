@@ -211,6 +211,17 @@ class Segmenter:
         """The text classifier of ``vocab``: computed once, then cached (memory and disk)."""
         return self.model.encode_vocabulary(self.vocabulary(vocab))
 
+    def use_text_classifier(self, classifier: TextClassifier) -> None:
+        """Adopt a text classifier encoded elsewhere (another process encoded it once and sent
+        the tensors): later :meth:`predict` calls with its vocabulary do not encode it again."""
+        self.model.text_encoder.remember(classifier)
+
+    def prepare(self, image: Any) -> PreparedImage:
+        """Read ``image`` (path, PIL, array) and resize it to model resolution (what
+        :meth:`predict_batch` takes; cheap to run in a data-loader worker)."""
+        t = self.config.model.test
+        return prepare_image(image, t.min_size, t.max_size, t.max_image_pixels)
+
     def _slide_settings(
         self, task: str, return_intermediates: bool
     ) -> tuple[list[int], list[int]] | None:
@@ -264,22 +275,71 @@ class Segmenter:
         with timer("text"):
             text = self.encode_vocabulary(vocabulary)
         with timer("preprocess"):
-            t = self.config.model.test
-            rgb = load_image(image, max_pixels=t.max_image_pixels)
-            h0, w0 = rgb.shape[:2]
-            check_resizable(h0, w0, t.min_size, t.max_size)
-            resized = resize_shortest_edge(rgb, t.min_size, t.max_size)
+            resized, (h0, w0) = self.prepare(image)
             windows = sliding_windows(resized.shape[:2], *slide) if slide else None
             seen = self.model.seen_mask(vocabulary)
         if windows is not None and len(windows) > 1:
             pred = self._predict_windows(resized, windows, (h0, w0), vocabulary, text, seen, timer)
             pred.extras["windows"] = windows
             return pred
-        run = self._forward(resized, text, seen, timer, intermediates=return_intermediates)
+        run = self._forward([resized], text, seen, timer, intermediates=return_intermediates)
+        pred = self._prediction(run, 0, resized, (h0, w0), vocabulary, task, timer)
+        if windows is not None:
+            pred.extras["windows"] = windows
+        if return_intermediates:
+            out = dict(run.out)
+            out["pixel_decoder"] = {
+                "mask_features": out.pop("mask_features"),
+                "multi_scale_features": out.pop("multi_scale_features"),
+            }
+            pred.extras.update({"input_image": run.chw[0], **out})
+        return pred
+
+    @torch.inference_mode()
+    def predict_batch(
+        self, images: Sequence[PreparedImage], vocab: VocabularyLike = None, task: str = "panoptic"
+    ) -> list[Prediction]:
+        """Segment several prepared images (:meth:`prepare`); one forward pass per run of
+        images of equal model-resolution size, so no image is padded for another's sake and each
+        result is the one :meth:`predict` gives (up to float rounding of batched kernels). Slide
+        mode and export backends take one image per pass."""
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+        slide = self._slide_settings(task, False)
+        if slide is not None or self.backend is not None:
+            return [self.predict(im.resized, vocab, task) for im in images]
+        vocabulary = self.vocabulary(vocab)
+        text = self.encode_vocabulary(vocabulary)
+        seen = self.model.seen_mask(vocabulary)
+        preds: list[Prediction | None] = [None] * len(images)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, im in enumerate(images):
+            groups.setdefault(tuple(im.resized.shape), []).append(i)
+        for idx in groups.values():
+            run = self._forward([images[i].resized for i in idx], text, seen)
+            for j, i in enumerate(idx):
+                im = images[i]
+                preds[i] = self._prediction(
+                    run, j, im.resized, im.original_size, vocabulary, task, NULL_TIMER
+                )
+        return preds  # type: ignore[return-value]
+
+    def _prediction(
+        self,
+        run: _Forward,
+        index: int,
+        resized: np.ndarray,
+        output_size: tuple[int, int],
+        vocabulary: Vocabulary,
+        task: str,
+        timer: StageTimer,
+    ) -> Prediction:
+        """Post-process image ``index`` of a forward pass into a :class:`Prediction`."""
+        h0, w0 = output_size
         with timer("postprocess"):
             res = self.model.postprocess(
-                run.out["mask_cls"][0],
-                run.out["pred_masks"][0],
+                run.out["mask_cls"][index],
+                run.out["pred_masks"][index],
                 run.padded_size,
                 resized.shape[:2],
                 (h0, w0),
@@ -305,31 +365,22 @@ class Segmenter:
             )
             pred.extras["instance_query_index"] = inst["query_index"]
         pred.extras["input_size"] = tuple(resized.shape[:2])
-        if windows is not None:
-            pred.extras["windows"] = windows
-        if return_intermediates:
-            out = dict(run.out)
-            out["pixel_decoder"] = {
-                "mask_features": out.pop("mask_features"),
-                "multi_scale_features": out.pop("multi_scale_features"),
-            }
-            pred.extras.update({"input_image": run.chw, **out})
         return pred
 
     def _forward(
         self,
-        image: np.ndarray,
+        images: Sequence[np.ndarray],
         text: TextClassifier,
         seen: torch.Tensor,
         timer: StageTimer = NULL_TIMER,
         intermediates: bool = False,
     ) -> _Forward:
-        """The model's tensor seam on one (h, w, 3) uint8 RGB image at model resolution, up to
-        the ensembled class scores (everything before post-processing)."""
+        """The model's tensor seam on (h, w, 3) uint8 RGB images at model resolution (padded to
+        a common size), up to the ensembled class scores (everything before post-processing)."""
         m = self.model
         with timer("preprocess"):
-            chw = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)
-            x = m.normalize_and_pad([chw])
+            chw = [torch.from_numpy(np.array(im, copy=True)).permute(2, 0, 1) for im in images]
+            x = m.normalize_and_pad(chw)
         if self.backend is not None:
             with timer("model"):
                 mask_cls, mask_logits = self.backend(x, text.embeddings, text.synonym_index, seen)
@@ -359,7 +410,7 @@ class Segmenter:
         count = torch.zeros(h, w, device=self.device)
         for win in windows:
             crop = resized[win.y1 : win.y2, win.x1 : win.x2]
-            run = self._forward(crop, text, seen, timer=timer)
+            run = self._forward([crop], text, seen, timer=timer)
             with timer("postprocess"):
                 scores = self.model.postprocess(
                     run.out["mask_cls"][0],
@@ -405,9 +456,28 @@ def _read_checkpoint(path: str | Path) -> dict:
     return load_checkpoint(path)
 
 
-class _Forward(NamedTuple):
-    """What :meth:`Segmenter._forward` computed for one image."""
+class PreparedImage(NamedTuple):
+    """An image read and resized for the model (:func:`prepare_image`)."""
 
-    chw: torch.Tensor  # (3, h, w) uint8 model input before normalisation and padding
+    resized: np.ndarray  # (h, w, 3) uint8 RGB at model resolution
+    original_size: tuple[int, int]  # (H, W) of the image as read: predictions come back at it
+
+
+def prepare_image(
+    image: Any, min_size: int, max_size: int = 0, max_pixels: int = 0
+) -> PreparedImage:
+    """Read ``image`` (path, PIL, (H, W, 3) array) and resize its short side to ``min_size``
+    (long side at most ``max_size``), as :meth:`Segmenter.predict` does. Raises
+    :class:`~ovseg.utils.image.ImageLoadError` for an unreadable image, one over ``max_pixels``
+    (checked before decoding; 0 = no limit) or one the resize cannot take (a thin strip)."""
+    rgb = load_image(image, max_pixels=max_pixels)
+    check_resizable(rgb.shape[0], rgb.shape[1], min_size, max_size)
+    return PreparedImage(resize_shortest_edge(rgb, min_size, max_size), tuple(rgb.shape[:2]))
+
+
+class _Forward(NamedTuple):
+    """What :meth:`Segmenter._forward` computed for a batch of images."""
+
+    chw: list[torch.Tensor]  # (3, h, w) uint8 model inputs before normalisation and padding
     padded_size: tuple[int, int]
     out: dict[str, Any]  # FCCLIP.predict_intermediates

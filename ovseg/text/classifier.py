@@ -97,6 +97,23 @@ class TextEncoder:
             self._memory.popitem(last=False)
         return TextClassifier(emb.to(device), vocabulary.num_synonyms, vocabulary)
 
+    def remember(self, classifier: TextClassifier) -> None:
+        """Keep ``classifier`` (encoded by this tower elsewhere, e.g. by another process) in the
+        memory cache, so that encoding its vocabulary again is a lookup."""
+        vocabulary = classifier.vocabulary
+        if not isinstance(vocabulary, Vocabulary):
+            raise TypeError("remember() needs a classifier whose vocabulary is a Vocabulary")
+        emb = classifier.embeddings.detach()
+        if emb.shape[0] != len(vocabulary.flat_synonyms()):
+            raise ValueError(
+                f"text classifier has {emb.shape[0]} rows for "
+                f"{len(vocabulary.flat_synonyms())} synonyms"
+            )
+        key = self.cache_key(vocabulary)
+        self._memory[key] = emb
+        while len(self._memory) > self.memory_entries:
+            self._memory.popitem(last=False)
+
     def encode_synonyms(
         self, synonyms: Sequence[str], device: torch.device | str = "cpu"
     ) -> torch.Tensor:

@@ -205,3 +205,35 @@ def test_fast_precision_mode_is_close_to_exact():
     assert (pred.panoptic_seg.numpy() == exact).mean() > 0.8
     with pytest.raises(ValueError, match="precision"):
         Segmenter.from_config(TINY, overrides=["model.test.precision=int8"]).predict(image(), VOCAB)
+
+
+def test_predict_batch_equals_predict(seg):
+    """Equal-size images share one forward pass; a differently sized one gets its own; each
+    result is what predict() gives for that image alone."""
+    images = [image(90, 130, 1), image(60, 60, 2), image(90, 130, 3)]
+    batch = seg.predict_batch([seg.prepare(im) for im in images], VOCAB, task="all")
+    for im, got in zip(images, batch):
+        want = seg.predict(im, VOCAB, task="all")
+        assert got.image_size == want.image_size == im.shape[:2]
+        torch.testing.assert_close(got.sem_seg, want.sem_seg, atol=1e-5, rtol=1e-4)
+        assert (got.panoptic_seg != want.panoptic_seg).float().mean() < 1e-3
+        torch.testing.assert_close(got.instances.scores, want.instances.scores, atol=1e-5, rtol=0)
+
+
+def test_a_shared_text_classifier_is_not_encoded_again(seg):
+    """use_text_classifier(): a classifier encoded in another process is adopted, not re-encoded."""
+    vocab = Vocabulary.parse("kite; harbour [stuff]")
+    torch.manual_seed(0)
+    other = Segmenter.from_config(TINY)
+    text = other.encode_vocabulary(vocab)
+    shared = type(text)(text.embeddings.clone(), text.num_synonyms, vocab)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the text classifier was encoded again")
+
+    torch.manual_seed(0)
+    worker = Segmenter.from_config(TINY)
+    worker.model.text_encoder.encode_synonyms = refuse
+    worker.use_text_classifier(shared)
+    pred = worker.predict(image(), vocab, task="semantic")
+    torch.testing.assert_close(pred.sem_seg, other.predict(image(), vocab, task="semantic").sem_seg)
