@@ -70,6 +70,7 @@ setup(
             "ovseg-convert-fcclip=ovseg.cli.convert_fcclip:main",
             "ovseg-publish-model=ovseg.cli.publish_model:main",
             "ovseg-prepare-data=ovseg.cli.prepare_data:main",
+            "ovseg-describe-classes=ovseg.cli.describe_classes:main",
         ]
     },
 )

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ovseg.text.vocabulary import Vocabulary, builtin_names
+from ovseg.text.vocabulary import Vocabulary, builtin_names, load_descriptions
 from ovseg.utils.image import IMAGE_EXTENSIONS, ImageLoadError, load_image
 
 if TYPE_CHECKING:
@@ -101,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"a built-in dataset vocabulary: {', '.join(builtin_names())}",
     )
 
+    vocab.add_argument(
+        "--descriptions",
+        metavar="FILE",
+        help="CuPL JSON {class: [sentence, ...]}: sentences describing some classes, used beside "
+        "or instead of the templates (model.text.description_mode)",
+    )
+
     io = p.add_argument_group("input and output")
     io.add_argument(
         "--input",
@@ -124,10 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
 def load_vocabulary(args: argparse.Namespace) -> Vocabulary:
     """The vocabulary the flags name (exactly one of --vocab, --vocab-file, --dataset-vocab)."""
     if args.vocab is not None:
-        return Vocabulary.parse(args.vocab)
-    if args.vocab_file is not None:
-        return Vocabulary.from_file(args.vocab_file)
-    return Vocabulary.from_name(args.dataset_vocab)
+        vocab = Vocabulary.parse(args.vocab)
+    elif args.vocab_file is not None:
+        vocab = Vocabulary.from_file(args.vocab_file)
+    else:
+        vocab = Vocabulary.from_name(args.dataset_vocab)
+    if getattr(args, "descriptions", None):
+        vocab = vocab.with_descriptions(load_descriptions(args.descriptions), args.descriptions)
+    return vocab
 
 
 def _is_pattern(spec: str) -> bool:

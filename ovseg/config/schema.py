@@ -89,6 +89,22 @@ class TextConfig:
     disk_cache: bool = True  # cache embeddings under $OVSEG_HOME/text_embeddings
     memory_cache_size: int = 32  # vocabularies kept in memory (LRU)
     train_vocabulary: Optional[str] = "coco-panoptic"  # classes sharing a synonym are "seen"
+    # Class descriptions (CuPL / AttrSeg): a JSON file {"<class name>": ["sentence", ...]},
+    # keyed by canonical names, applied at inference to every vocabulary the Segmenter resolves.
+    descriptions: Optional[str] = None
+    description_mode: str = "replace"  # "replace": one row of sentences; "both": CuPL's ensemble
+    synonym_combination: str = "max"  # "max" over a class's synonym logits (FC-CLIP) or "mean"
+
+    def __post_init__(self) -> None:
+        for key, allowed in (
+            ("description_mode", ("replace", "both")),
+            ("synonym_combination", ("max", "mean")),
+        ):
+            if getattr(self, key) not in allowed:
+                raise ConfigError(
+                    f"model.text.{key} must be one of {', '.join(map(repr, allowed))}; "
+                    f"got {getattr(self, key)!r}"
+                )
 
 
 @dataclass
