@@ -94,6 +94,18 @@ class TextConfig:
     descriptions: Optional[str] = None
     description_mode: str = "replace"  # "replace": one row of sentences; "both": CuPL's ensemble
     synonym_combination: str = "max"  # "max" over a class's synonym logits (FC-CLIP) or "mean"
+    # type=learnable (CoOp / OpenSD): learnable vectors before the class name in the frozen
+    # text tower, one set for thing and one for stuff classes unless separate_stuff_context=false
+    context_tokens: int = 8
+    separate_stuff_context: bool = True
+    # DenseCLIP's context-aware prompting: per image, text += gamma * ContextDecoder(text,
+    # [global; dense] CLIP tokens), fed to the in-vocabulary head (trainable).
+    context_decoder: bool = False
+    context_decoder_width: int = 256
+    context_decoder_heads: int = 4
+    context_decoder_layers: int = 3
+    context_decoder_dropout: float = 0.1
+    context_decoder_gamma: float = 1e-4  # initial per-channel gamma
 
     def __post_init__(self) -> None:
         for key, allowed in (

@@ -41,6 +41,15 @@ DESCRIPTION_MODES = ("replace", "both")
 SYNONYM_COMBINATIONS = ("max", "mean")
 
 
+def combine_synonyms(emb: torch.Tensor, rows: Sequence[int], how: str) -> torch.Tensor:
+    """``how="mean"``: each class's rows (``rows`` per class) -> their mean, one row per class
+    (not renormalised: its cosine logit is then exactly the mean of the synonym logits);
+    ``"max"``: unchanged (the classifier takes the max over a class's rows)."""
+    if how == "max":
+        return emb
+    return torch.stack([g.mean(0) for g in emb.split(list(rows))])
+
+
 class TextEncoder:
     """Encodes vocabularies with a CLIP text tower; caches results.
 
@@ -169,11 +178,7 @@ class TextEncoder:
         return self._combine(torch.cat(out).cpu(), rows)
 
     def _combine(self, emb: torch.Tensor, rows: Sequence[int]) -> torch.Tensor:
-        """``synonym_combination: mean``: each class's rows -> their mean (not renormalised:
-        its cosine logit is then exactly the mean of the synonym logits)."""
-        if self.synonym_combination == "max":
-            return emb
-        return torch.stack([g.mean(0) for g in emb.split(list(rows))])
+        return combine_synonyms(emb, rows, self.synonym_combination)
 
     def _encode_sentences(
         self, sentences: Sequence[str], owners: Sequence[str], device: torch.device | str
