@@ -71,6 +71,7 @@ setup(
             "ovseg-publish-model=ovseg.cli.publish_model:main",
             "ovseg-prepare-data=ovseg.cli.prepare_data:main",
             "ovseg-label=ovseg.cli.label:main",
+            "ovseg-describe-classes=ovseg.cli.describe_classes:main",
         ]
     },
 )

@@ -63,7 +63,10 @@ def check_model_state(
                 f"checkpoint but {tuple(ref.shape)} in the model (another architecture or config?)"
             )
     unexpected = [k for k in state if k not in full]
-    missing = [k for k in expected if k not in state]
+    # Parameters of an option the checkpoint's model did not have (the prompt modules: an
+    # FC-CLIP checkpoint has none) keep their initialisation; the model names their prefixes.
+    optional = tuple(getattr(_unwrap(model), "optional_state_prefixes", ()))
+    missing = [k for k in expected if k not in state and not (optional and k.startswith(optional))]
     if strict and (unexpected or missing):
         parts = []
         if missing:
@@ -117,6 +120,10 @@ def load_model_state(
                 where,
                 source,
             )
+    kept = [k for k in model_state_dict(model) if k not in state]
+    if kept:
+        logger.info("%s has no '%s' (and %d more): they keep their initial values", source,
+                    kept[0], len(kept) - 1)  # fmt: skip
     usable = {k: v for k, v in state.items() if k in full}
     with torch.no_grad():
         target.load_state_dict(usable, strict=False)

@@ -204,7 +204,10 @@ def run(args: argparse.Namespace) -> dict:
         seg.predict(image, vocab, task=args.task)
         tower_once()
     totals, tower, ratios, text_share = [], [], [], []
-    splits = {k: [] for k in (*STAGES, "text")}
+    stages = list(STAGES)
+    if getattr(model, "context_decoder", None) is not None:  # DenseCLIP's per-image refinement
+        stages.insert(stages.index("backbone") + 1, "context_decoder")
+    splits = {k: [] for k in (*stages, "text")}
     with PeakMemory(device) as mem:
         for _ in range(args.repeats):
             tower.append(tower_once())

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ovseg.text.vocabulary import Vocabulary, builtin_names
+from ovseg.text.vocabulary import Vocabulary, builtin_names, load_descriptions
 from ovseg.utils.image import IMAGE_EXTENSIONS
 
 if TYPE_CHECKING:
@@ -67,6 +67,12 @@ def add_vocabulary_arguments(p: argparse.ArgumentParser, required: bool = True) 
         metavar="NAME",
         help=f"a built-in dataset vocabulary: {', '.join(builtin_names())}",
     )
+    vocab.add_argument(
+        "--descriptions",
+        metavar="FILE",
+        help="CuPL JSON {class: [sentence, ...]}: sentences describing some classes, used beside "
+        "or instead of the templates (model.text.description_mode)",
+    )
 
 
 def check_model_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -76,12 +82,17 @@ def check_model_arguments(parser: argparse.ArgumentParser, args: argparse.Namesp
 
 
 def load_vocabulary(args: argparse.Namespace) -> Vocabulary:
-    """The vocabulary the flags name (exactly one of --vocab, --vocab-file, --dataset-vocab)."""
+    """The vocabulary the flags name (exactly one of --vocab, --vocab-file, --dataset-vocab),
+    with the sentences of ``--descriptions`` attached."""
     if args.vocab is not None:
-        return Vocabulary.parse(args.vocab)
-    if args.vocab_file is not None:
-        return Vocabulary.from_file(args.vocab_file)
-    return Vocabulary.from_name(args.dataset_vocab)
+        vocab = Vocabulary.parse(args.vocab)
+    elif args.vocab_file is not None:
+        vocab = Vocabulary.from_file(args.vocab_file)
+    else:
+        vocab = Vocabulary.from_name(args.dataset_vocab)
+    if getattr(args, "descriptions", None):
+        vocab = vocab.with_descriptions(load_descriptions(args.descriptions), args.descriptions)
+    return vocab
 
 
 def vocabulary_error(e: Exception) -> str:

@@ -139,6 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="--dataset ovcamo: how one class + one soft mask is chosen per image (default "
         "semantic-sum: the class with the largest total score and its semantic map)",
     )
+    p.add_argument(
+        "--descriptions",
+        metavar="FILE",
+        help="CuPL JSON {class: [sentence, ...]} describing classes of the evaluated vocabulary "
+        "(= model.text.descriptions=FILE; see model.text.description_mode)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("opts", nargs="*", metavar="KEY=VALUE", help="config overrides")
     return p
@@ -169,6 +175,14 @@ def _run(args: argparse.Namespace) -> int:
     if (args.save_predictions or args.visualize) and not args.out:
         raise UsageError("--save-predictions / --visualize need --out DIR")
     weights = _check_weights(args.weights)
+    if args.descriptions:
+        from ovseg.text.vocabulary import load_descriptions
+
+        try:
+            load_descriptions(args.descriptions)
+        except (ValueError, FileNotFoundError) as e:
+            raise UsageError(f"--descriptions: {e}") from None
+        args.opts = [*args.opts, f"model.text.descriptions={args.descriptions}"]
     try:
         cfg = load_config(args.config, args.opts)
         cfg.model.test.check_task(args.task, asked="--task {}")

@@ -89,6 +89,34 @@ class TextConfig:
     disk_cache: bool = True  # cache embeddings under $OVSEG_HOME/text_embeddings
     memory_cache_size: int = 32  # vocabularies kept in memory (LRU)
     train_vocabulary: Optional[str] = "coco-panoptic"  # classes sharing a synonym are "seen"
+    # Class descriptions (CuPL / AttrSeg): a JSON file {"<class name>": ["sentence", ...]},
+    # keyed by canonical names, applied at inference to every vocabulary the Segmenter resolves.
+    descriptions: Optional[str] = None
+    description_mode: str = "replace"  # "replace": one row of sentences; "both": CuPL's ensemble
+    synonym_combination: str = "max"  # "max" over a class's synonym logits (FC-CLIP) or "mean"
+    # type=learnable (CoOp / OpenSD): learnable vectors before the class name in the frozen
+    # text tower, one set for thing and one for stuff classes unless separate_stuff_context=false
+    context_tokens: int = 8
+    separate_stuff_context: bool = True
+    # DenseCLIP's context-aware prompting: per image, text += gamma * ContextDecoder(text,
+    # [global; dense] CLIP tokens), fed to the in-vocabulary head (trainable).
+    context_decoder: bool = False
+    context_decoder_width: int = 256
+    context_decoder_heads: int = 4
+    context_decoder_layers: int = 3
+    context_decoder_dropout: float = 0.1
+    context_decoder_gamma: float = 1e-4  # initial per-channel gamma
+
+    def __post_init__(self) -> None:
+        for key, allowed in (
+            ("description_mode", ("replace", "both")),
+            ("synonym_combination", ("max", "mean")),
+        ):
+            if getattr(self, key) not in allowed:
+                raise ConfigError(
+                    f"model.text.{key} must be one of {', '.join(map(repr, allowed))}; "
+                    f"got {getattr(self, key)!r}"
+                )
 
 
 @dataclass

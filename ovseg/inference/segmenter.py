@@ -9,6 +9,7 @@ can rely on it.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -30,7 +31,7 @@ from ovseg.models.builder import build_model
 from ovseg.models.postprocess import MaskResize, semantic_argmax_rows
 from ovseg.models.segmentors.fcclip import FCCLIP, TASKS
 from ovseg.structures import Instances, Prediction, TextClassifier
-from ovseg.text.vocabulary import Vocabulary, resolve_vocabulary
+from ovseg.text.vocabulary import Vocabulary, load_descriptions, resolve_vocabulary
 from ovseg.utils.image import check_resizable, load_image, resize_shortest_edge
 from ovseg.utils.timing import NULL_TIMER, StageTimer
 from ovseg.zoo.hub import HUB_WEIGHTS
@@ -65,6 +66,9 @@ class Segmenter:
         self.model = model.to(self.device).eval()
         self.backend = backend
         self._default_vocab: Vocabulary | None = None
+        # model.text.descriptions: (path, its sentences), and the vocabularies carrying them
+        self._descriptions: tuple[str, dict[str, tuple[str, ...]]] | None = None
+        self._described: OrderedDict[Vocabulary, Vocabulary] = OrderedDict()
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -197,15 +201,32 @@ class Segmenter:
 
     def vocabulary(self, vocab: VocabularyLike = None) -> Vocabulary:
         """Normalise ``vocab`` (Vocabulary, built-in name, file, ';'-string, list of names);
-        None gives the config's default (``model.test.vocabulary``)."""
+        None gives the config's default (``model.test.vocabulary``). With
+        ``model.text.descriptions``, a vocabulary without descriptions of its own gets that
+        file's (a key that matches none of its classes is an error naming the key)."""
         if vocab is None:
             if self._default_vocab is None:
                 name = self.config.model.test.vocabulary
                 if not name:
                     raise ValueError("no vocabulary given and model.test.vocabulary is not set")
                 self._default_vocab = resolve_vocabulary(name)
-            return self._default_vocab
-        return resolve_vocabulary(vocab)
+            return self._describe(self._default_vocab)
+        return self._describe(resolve_vocabulary(vocab))
+
+    def _describe(self, vocab: Vocabulary) -> Vocabulary:
+        path = self.config.model.text.descriptions
+        if not path or vocab.descriptions:
+            return vocab
+        if self._descriptions is None or self._descriptions[0] != path:
+            self._descriptions = (path, load_descriptions(path))
+            self._described.clear()
+        out = self._described.get(vocab)
+        if out is None:
+            out = vocab.with_descriptions(self._descriptions[1], source=str(path))
+            self._described[vocab] = out
+            while len(self._described) > 8:  # bounded: a server sees many free-text vocabularies
+                self._described.popitem(last=False)
+        return out
 
     def encode_vocabulary(self, vocab: VocabularyLike = None) -> TextClassifier:
         """The text classifier of ``vocab``: computed once, then cached (memory and disk)."""

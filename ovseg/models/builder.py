@@ -7,7 +7,7 @@ import hashlib
 import os
 
 from ovseg.config.schema import ModelConfig
-from ovseg.models import heads, losses, pixel_decoders  # noqa: F401 (registration)
+from ovseg.models import heads, losses, pixel_decoders, prompts  # noqa: F401 (registration)
 from ovseg.models.backbones import Backbone, select_backbone_class
 from ovseg.models.backbones.clip import create_clip, register_clip_configs, register_config_file
 from ovseg.models.backbones.clip_vit import CLIPViTBackbone
@@ -109,4 +109,5 @@ def build_fcclip(cfg: ModelConfig, train_vocabulary: Vocabulary | None = None) -
         max_postprocess_pixels=t.max_postprocess_pixels,
         train_vocabulary=train_vocabulary,
         criterion=build_criterion(cfg),
+        context_decoder=prompts.build_context_decoder(cfg.text, backbone.embed_dim),
     )

@@ -6,6 +6,12 @@ are encoded in batches cut to the longest prompt of the batch (the causal tower 
 end-of-text feature independent of trailing padding), sorted by length so batches are tight.
 Results are cached in memory per (CLIP weights, templates, vocabulary) and optionally on disk
 under ``$OVSEG_HOME/text_embeddings``.
+
+Options (``model.text``): classes that carry description sentences (CuPL; see
+:meth:`Vocabulary.with_descriptions`) get ``norm(mean_i norm(enc(sentence_i)))`` as their one row
+(``description_mode: replace``), or each synonym row averages its template prompts together with
+the sentences (``both``, CuPL's ensemble). ``synonym_combination: mean`` gives each class one row,
+the mean of its synonym rows, so its logit is the mean of the synonym logits (FC-CLIP: ``max``).
 """
 
 from __future__ import annotations
@@ -31,6 +37,18 @@ from ovseg.utils.paths import ovseg_home
 
 logger = logging.getLogger(__name__)
 
+DESCRIPTION_MODES = ("replace", "both")
+SYNONYM_COMBINATIONS = ("max", "mean")
+
+
+def combine_synonyms(emb: torch.Tensor, rows: Sequence[int], how: str) -> torch.Tensor:
+    """``how="mean"``: each class's rows (``rows`` per class) -> their mean, one row per class
+    (not renormalised: its cosine logit is then exactly the mean of the synonym logits);
+    ``"max"``: unchanged (the classifier takes the max over a class's rows)."""
+    if how == "max":
+        return emb
+    return torch.stack([g.mean(0) for g in emb.split(list(rows))])
+
 
 class TextEncoder:
     """Encodes vocabularies with a CLIP text tower; caches results.
@@ -44,6 +62,9 @@ class TextEncoder:
         disk_cache: also store embeddings under ``$OVSEG_HOME/text_embeddings``.
         memory_entries: vocabularies kept in memory (least recently used dropped first), so a
             long-running server with free-text vocabularies stays bounded.
+        description_mode: how a class's description sentences enter (see the module doc).
+        synonym_combination: "max" (FC-CLIP: a row per synonym, max of their logits) or
+            "mean" (one row per class, the mean of its synonym rows).
     """
 
     def __init__(
@@ -57,7 +78,21 @@ class TextEncoder:
         disk_cache: bool = False,
         encode_with_prefix: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         memory_entries: int = 32,
+        description_mode: str = "replace",
+        synonym_combination: str = "max",
     ):
+        if description_mode not in DESCRIPTION_MODES:
+            raise ValueError(
+                f"model.text.description_mode must be one of {DESCRIPTION_MODES}; "
+                f"got {description_mode!r}"
+            )
+        if synonym_combination not in SYNONYM_COMBINATIONS:
+            raise ValueError(
+                f"model.text.synonym_combination must be one of {SYNONYM_COMBINATIONS}; "
+                f"got {synonym_combination!r}"
+            )
+        self.description_mode = description_mode
+        self.synonym_combination = synonym_combination
         self.encode_tokens = encode_tokens
         self.tokenizer = tokenizer
         self.templates = tuple(templates)
@@ -74,28 +109,95 @@ class TextEncoder:
         h.update(self.weights_id.encode())
         h.update("\x00".join(self.templates).encode())
         h.update("\x01".join(vocabulary.flat_synonyms()).encode())
+        if vocabulary.descriptions:  # sentences and their mode are part of the key
+            h.update(f"\x02{self.description_mode}".encode())
+            for c in vocabulary:
+                h.update(("\x03" + "\x04".join(c.descriptions)).encode())
+        if self.synonym_combination != "max":
+            h.update(f"\x05{self.synonym_combination}".encode())
         return h.hexdigest()[:24]
+
+    def rows_per_class(self, vocabulary: Vocabulary) -> list[int]:
+        """Classifier rows of each class: its synonyms, one for a class whose descriptions
+        replace its templates, one for every class with ``synonym_combination: mean``."""
+        if self.synonym_combination == "mean":
+            return [1] * len(vocabulary)
+        replace = self.description_mode == "replace"
+        return [1 if replace and c.descriptions else len(c.synonyms) for c in vocabulary]
 
     def __call__(
         self, vocabulary: Vocabulary, device: torch.device | str = "cpu"
     ) -> TextClassifier:
         key = self.cache_key(vocabulary)
+        rows = self.rows_per_class(vocabulary)
         emb = self._memory.get(key)
         if emb is not None:
             self._memory.move_to_end(key)
         if emb is None and self.disk_cache and self.weights_id:
-            emb = self._load_disk(key, len(vocabulary.flat_synonyms()))
+            emb = self._load_disk(key, sum(rows))
         if emb is None:
             # Cached embeddings outlive this call: make them ordinary tensors even when the
             # first request comes from inside torch.inference_mode (training reuses them).
             with torch.inference_mode(False), torch.no_grad():
-                emb = self.encode_synonyms(vocabulary.flat_synonyms(), device)
+                emb = self.encode_vocabulary(vocabulary, device)
             if self.disk_cache and self.weights_id:
                 self._save_disk(key, emb)
         self._memory[key] = emb
         while len(self._memory) > self.memory_entries:  # LRU: a server's free-text vocabularies
             self._memory.popitem(last=False)
-        return TextClassifier(emb.to(device), vocabulary.num_synonyms, vocabulary)
+        return TextClassifier(emb.to(device), rows, vocabulary)
+
+    def encode_vocabulary(
+        self, vocabulary: Vocabulary, device: torch.device | str = "cpu"
+    ) -> torch.Tensor:
+        """(sum(rows_per_class), D) classifier rows of ``vocabulary``, class-major."""
+        if not vocabulary.descriptions:
+            emb = self.encode_synonyms(vocabulary.flat_synonyms(), device)
+            return self._combine(emb, vocabulary.num_synonyms)
+        replace = self.description_mode == "replace"
+        # Template prompts for every synonym that keeps them (all of them in "both" mode).
+        templated = [s for c in vocabulary if not (replace and c.descriptions) for s in c.synonyms]
+        means = self._template_means(templated, device) if templated else None
+        sentences = [d for c in vocabulary for d in c.descriptions]
+        owners = [c.name for c in vocabulary for _ in c.descriptions]
+        described = self._encode_sentences(sentences, owners, device)
+        out, t_row, d_row = [], 0, 0
+        n_t = len(self.templates)
+        for c in vocabulary:
+            d = described[d_row : d_row + len(c.descriptions)]
+            d_row += len(c.descriptions)
+            if replace and c.descriptions:
+                out.append(F.normalize(d.mean(0, keepdim=True), dim=-1))
+                continue
+            m = means[t_row : t_row + len(c.synonyms)]
+            t_row += len(c.synonyms)
+            if c.descriptions:  # CuPL "both": one average over templates and sentences
+                m = (m * n_t + d.sum(0, keepdim=True)) / (n_t + len(c.descriptions))
+            out.append(F.normalize(m, dim=-1))
+        rows = [len(r) for r in out]
+        return self._combine(torch.cat(out).cpu(), rows)
+
+    def _combine(self, emb: torch.Tensor, rows: Sequence[int]) -> torch.Tensor:
+        return combine_synonyms(emb, rows, self.synonym_combination)
+
+    def _encode_sentences(
+        self, sentences: Sequence[str], owners: Sequence[str], device: torch.device | str
+    ) -> torch.Tensor:
+        """(N, D) normalised features of description ``sentences`` (no template); warns, naming
+        the classes (``owners``), about sentences cut to the tower's context."""
+        if not sentences:
+            return torch.empty(0, 0)
+        tokens = self.tokenizer(list(sentences))
+        lengths = tokens.argmax(dim=-1) + 1
+        cut = (tokens[:, -1] != 0) & (lengths == tokens.shape[1])
+        if cut.any():
+            names = sorted({owners[i] for i in torch.nonzero(cut).flatten().tolist()})
+            warnings.warn(
+                f"{int(cut.sum())} description sentence(s) exceed the text context of "
+                f"{tokens.shape[1]} tokens and were truncated (class(es) {names[:5]})",
+                stacklevel=4,
+            )
+        return F.normalize(self._encode_batches(tokens, lengths, device), dim=-1).cpu()
 
     def remember(self, classifier: TextClassifier) -> None:
         """Keep ``classifier`` (encoded by this tower elsewhere, e.g. by another process) in the
@@ -118,6 +220,12 @@ class TextEncoder:
         self, synonyms: Sequence[str], device: torch.device | str = "cpu"
     ) -> torch.Tensor:
         """(S, D) normalised template-ensembled embeddings of ``synonyms``."""
+        return F.normalize(self._template_means(synonyms, device), dim=-1).cpu()
+
+    def _template_means(
+        self, synonyms: Sequence[str], device: torch.device | str = "cpu"
+    ) -> torch.Tensor:
+        """(S, D) mean over templates of the normalised prompt features (not renormalised)."""
         prompts = [t.format(s) for s in synonyms for t in self.templates]
         tokens = self.tokenizer(prompts)
         lengths = tokens.argmax(dim=-1) + 1  # end-of-text is the largest token id
@@ -140,7 +248,7 @@ class TextEncoder:
         else:
             out = self._encode_batches(tokens, lengths, device)
         feats = F.normalize(out, dim=-1).view(len(synonyms), len(self.templates), -1)
-        return F.normalize(feats.mean(1), dim=-1).cpu()
+        return feats.mean(1)
 
     def _encode_batches(
         self, tokens, lengths, device, prefix=None, batch_size=None
@@ -194,7 +302,7 @@ class TextEncoder:
     def _path(self, key: str) -> Path:
         return ovseg_home() / "text_embeddings" / f"{key}.pt"
 
-    def _load_disk(self, key: str, num_synonyms: int) -> torch.Tensor | None:
+    def _load_disk(self, key: str, num_rows: int) -> torch.Tensor | None:
         """The cached (S, D) embeddings, or None (then they are rebuilt and rewritten): an entry
         whose checksum, shape or dtype does not match what it recorded, or that holds non-finite
         values, is never trusted (one warning naming the file)."""
@@ -214,8 +322,8 @@ class TextEncoder:
         if shape != entry.get("shape") or dtype != entry.get("dtype"):
             return _distrust(path, f"holds {shape} {dtype}, recorded {entry.get('shape')} "
                                    f"{entry.get('dtype')}")  # fmt: skip
-        if emb.ndim != 2 or emb.shape[0] != num_synonyms or not emb.is_floating_point():
-            return _distrust(path, f"shape {shape} {dtype}, expected ({num_synonyms}, D) float")
+        if emb.ndim != 2 or emb.shape[0] != num_rows or not emb.is_floating_point():
+            return _distrust(path, f"shape {shape} {dtype}, expected ({num_rows}, D) float")
         if _checksum(emb) != entry.get("sha256"):
             return _distrust(path, "checksum mismatch (the file was modified or corrupted)")
         if not torch.isfinite(emb).all():
@@ -263,4 +371,6 @@ def build_template_encoder(cfg: TextConfig, tower: Any, weights_id: str) -> Text
         disk_cache=cfg.disk_cache,
         encode_with_prefix=tower.encode_text_with_prefix if tower.supports_prefix_cache else None,
         memory_entries=cfg.memory_cache_size,
+        description_mode=cfg.description_mode,
+        synonym_combination=cfg.synonym_combination,
     )

@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 
@@ -51,6 +52,9 @@ class VocabClass:
     synonyms: tuple[str, ...]
     isthing: bool = True
     id: int | None = None  # the dataset's category id, when the class comes from a dataset
+    # Sentences describing the class (CuPL / AttrSeg); used by the text classifier beside or
+    # instead of the templates (model.text.description_mode). Empty: templates only.
+    descriptions: tuple[str, ...] = ()
 
 
 class Vocabulary:
@@ -188,13 +192,52 @@ class Vocabulary:
     def _from_classes(cls, classes: Iterable[VocabClass], name: str | None = None) -> Vocabulary:
         classes = list(classes)
         ids = [c.id for c in classes]
-        return cls(
+        vocab = cls(
             [", ".join(c.synonyms) for c in classes],
             isthing=[c.isthing for c in classes],
             ids=ids if all(i is not None for i in ids) else None,
             name=name,
             allow_duplicates=True,
         )
+        vocab.classes = tuple(
+            replace(v, descriptions=c.descriptions) for v, c in zip(vocab.classes, classes)
+        )
+        return vocab
+
+    def with_descriptions(
+        self, descriptions: Mapping[str, Sequence[str]], source: str = "descriptions"
+    ) -> Vocabulary:
+        """A copy whose classes carry sentences describing them (CuPL's format: canonical class
+        name -> sentences). Classes not named keep their own (usually none).
+
+        Raises:
+            ValueError: a key that matches no class's canonical name, an empty list or a
+                non-string sentence (the message names ``source`` and the key).
+        """
+        checked = check_descriptions(descriptions, source)
+        index: dict[str, list[int]] = {}
+        lower: dict[str, list[int]] = {}
+        for i, c in enumerate(self.classes):
+            index.setdefault(c.name, []).append(i)
+            lower.setdefault(c.name.lower(), []).append(i)
+        new = list(self.classes)
+        for key, sentences in checked.items():
+            hits = index.get(key) or lower.get(key.lower())
+            if not hits:
+                close = _close_matches(key, self.names)
+                raise ValueError(
+                    f"{source}: key {key!r} matches no class of vocabulary "
+                    f"{self.name or repr(self)}{close} (keys are canonical names: a class's "
+                    "first synonym)"
+                )
+            for i in hits:
+                new[i] = replace(new[i], descriptions=sentences)
+        return Vocabulary._from_classes(new, name=self.name)
+
+    @property
+    def descriptions(self) -> dict[str, tuple[str, ...]]:
+        """Canonical name -> description sentences, for the classes that have some."""
+        return {c.name: c.descriptions for c in self.classes if c.descriptions}
 
     # ----------------------------------------------------------------- accessors
     def __len__(self) -> int:
@@ -246,8 +289,10 @@ class Vocabulary:
         return [any(s in train_syn for s in c.synonyms) for c in self.classes]
 
     def fingerprint(self) -> str:
-        """A short stable hash of the synonym strings (the text embeddings' cache key)."""
+        """A short stable hash of the synonym strings (and description sentences, if any)."""
         h = hashlib.sha256("\n".join("|".join(c.synonyms) for c in self.classes).encode())
+        if any(c.descriptions for c in self.classes):
+            h.update("\x02".join("\x03".join(c.descriptions) for c in self.classes).encode())
         return h.hexdigest()[:16]
 
     def to_json(self) -> list[dict]:
@@ -259,6 +304,55 @@ class Vocabulary:
             }
             for c in self.classes
         ]
+
+
+def check_descriptions(
+    descriptions: Any, source: str = "descriptions"
+) -> dict[str, tuple[str, ...]]:
+    """Validate CuPL-format descriptions ``{"<class name>": ["sentence", ...], ...}``.
+
+    Raises:
+        ValueError: not a mapping, a non-string key, a value that is not a non-empty list of
+            non-blank strings (the message names ``source`` and the key).
+    """
+    if not isinstance(descriptions, Mapping):
+        raise ValueError(
+            f'{source}: expected a JSON object {{"<class name>": ["sentence", ...]}}, '
+            f"got {type(descriptions).__name__}"
+        )
+    out: dict[str, tuple[str, ...]] = {}
+    for key, value in descriptions.items():
+        if not isinstance(key, str) or not key.strip():
+            raise ValueError(f"{source}: key {key!r} is not a class name")
+        if isinstance(value, str) or not isinstance(value, Sequence):
+            raise ValueError(
+                f"{source}: key {key!r}: expected a list of sentences, got {type(value).__name__}"
+            )
+        if not value:
+            raise ValueError(f"{source}: key {key!r} has an empty list of sentences")
+        for j, sentence in enumerate(value):
+            if not isinstance(sentence, str):
+                raise ValueError(
+                    f"{source}: key {key!r}, sentence {j} is {type(sentence).__name__}, "
+                    f"expected a string: {sentence!r}"
+                )
+            if not sentence.strip():
+                raise ValueError(f"{source}: key {key!r}, sentence {j} is blank")
+        out[key.strip()] = tuple(value)
+    return out
+
+
+def load_descriptions(path: str | Path) -> dict[str, tuple[str, ...]]:
+    """Read a CuPL JSON file ``{"<class name>": ["sentence", ...], ...}`` (validated by
+    :func:`check_descriptions`; keys are canonical class names, a class's first synonym)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"descriptions file not found: {path}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    return check_descriptions(data, str(path))
 
 
 def load_vocabulary(source: str | Path) -> Vocabulary:
@@ -337,9 +431,13 @@ def _builtin_thing_ids() -> dict[str, set[int]]:
     return {k: set(v) for k, v in data.items() if not k.startswith("_")}
 
 
-def _unknown_name_message(name: str, choices: Sequence[str]) -> str:
+def _close_matches(name: str, choices: Sequence[str]) -> str:
     import difflib
 
     close = difflib.get_close_matches(name, choices, n=3, cutoff=0.4)
-    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
+def _unknown_name_message(name: str, choices: Sequence[str]) -> str:
+    hint = _close_matches(name, choices)
     return f"unknown vocabulary {name!r}{hint} (built-in: {', '.join(choices)})"

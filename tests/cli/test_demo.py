@@ -218,3 +218,18 @@ def test_vocabulary_flags(tmp_path):
     assert v.names == ["zebra", "dry grass"] and v.isthing == [True, False]
     v = load_vocabulary(build_parser().parse_args([*base, "--dataset-vocab", "ade20k-150"]))
     assert len(v) == 150
+
+
+def test_descriptions_flag(tmp_path, capsys):
+    img = EXAMPLES / "coffee.jpg"
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"cup": ["A small round container for coffee."]}))
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"cpu": ["A small round container for coffee."]}))
+    base = ["--config", str(TINY), "--input", str(img), "--vocab", "cup; table [stuff]"]
+    rc = main([*base, "--descriptions", str(bad), "--output", str(tmp_path / "a")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "key 'cpu' matches no class" in err and "did you mean 'cup'" in err
+    assert main([*base, "--descriptions", str(good), "--output", str(tmp_path / "b")]) == 0
+    rows = json.loads((tmp_path / "b" / "coffee.json").read_text())
+    assert rows["task"] == "panoptic"

@@ -236,3 +236,11 @@ def test_torchrun_two_processes_equal_one(coco, tmp_path, request):
     assert two["meta"]["world_size"] == 2 and two["meta"]["num_images"] == 3
     for task in ("semantic", "panoptic", "instance"):
         assert two[task] == one[task], task
+
+
+def test_descriptions_flag_is_checked_before_the_model_is_built(tmp_path, capsys):
+    bad = tmp_path / "cupl.json"
+    bad.write_text('{"cat": "not a list"}')
+    assert main(["ovseg/configs/tests/fcclip_tiny.yaml", "--descriptions", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "--descriptions" in err and "key 'cat': expected a list" in err

@@ -35,8 +35,8 @@ def data_overrides(root) -> list[str]:
     return out + ["data.aug.crop_size=96", "data.batch_size=2", "model.loss.train_num_points=256"]
 
 
-def run(work_dir, root, *extra) -> int:
-    return main([CFG, "--work-dir", str(work_dir), "--no-progress", *data_overrides(root), *extra])
+def run(work_dir, root, *extra, cfg: str = CFG) -> int:
+    return main([cfg, "--work-dir", str(work_dir), "--no-progress", *data_overrides(root), *extra])
 
 
 def test_short_run_writes_a_complete_work_dir(tmp_path, synth):
@@ -146,3 +146,73 @@ def test_bad_dataset_path_fails_before_training(tmp_path, synth, capsys):
 def test_unknown_override_is_named(tmp_path, synth, capsys):
     assert run(tmp_path / "typo", synth, "schedule.max_iters=3") == 2
     assert "did you mean 'schedule.max_iter'" in capsys.readouterr().err
+
+
+def _train_until_killed(work_dir, root, cfg, extra, kill_at_call) -> None:
+    """Child process: train, SIGKILLed at the ``kill_at_call``-th training forward."""
+    import os
+    import signal
+
+    from ovseg.models.segmentors.fcclip import FCCLIP
+
+    forward, calls = FCCLIP.forward, [0]
+
+    def dying_forward(self, batch):
+        calls[0] += 1
+        if calls[0] == kill_at_call:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return forward(self, batch)
+
+    FCCLIP.forward = dying_forward
+    run(work_dir, root, *extra, cfg=cfg)
+
+
+@pytest.mark.parametrize("option", ["prompts", "denseclip"])
+def test_prompt_option_resumes_exactly_after_a_kill_and_predicts_new_classes(
+    tmp_path, synth, option
+):
+    """configs/tests/fcclip_tiny_train_<option>.yaml: SIGKILLed during step 5 (after the step-4
+    checkpoint), resumed, it ends bitwise equal to a straight run, learned prompt parameters
+    included; the trained model then segments into a vocabulary it never saw."""
+    import multiprocessing as mp
+    import time
+
+    cfg = str(REPO / f"ovseg/configs/tests/fcclip_tiny_train_{option}.yaml")
+    common = ["schedule.max_iter=6", "schedule.checkpoint_period=2", "schedule.log_period=1"]
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # a forked child must not inherit a busy OpenMP pool
+    try:
+        straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+        assert run(straight, synth, *common, cfg=cfg) == 0
+        ctx = mp.get_context("fork")
+        proc = ctx.Process(target=_train_until_killed, args=(resumed, synth, cfg, common, 5))
+        proc.start()
+        deadline = time.monotonic() + 300
+        while proc.exitcode is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.exitcode == -9, f"the child should have been SIGKILLed: {proc.exitcode}"
+        assert not (resumed / "model_final.pth").exists()
+        assert run(resumed, synth, "--resume", *common, cfg=cfg) == 0
+    finally:
+        torch.set_num_threads(before)
+    a = torch.load(straight / "model_final.pth", weights_only=True)["model"]
+    b = torch.load(resumed / "model_final.pth", weights_only=True)["model"]
+    learned = [k for k in a if k.startswith(("text_encoder.", "context_decoder."))]
+    assert learned, "the option's parameters are checkpointed"
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"weights differ at {k}"
+    first = torch.load(straight / "checkpoint_0000004.pth", weights_only=True)["model"]
+    for prefix in ("text_encoder.", "context_decoder."):
+        keys = [k for k in learned if k.startswith(prefix)]
+        assert not keys or any(not torch.equal(first[k], a[k]) for k in keys), f"{prefix} trains"
+
+    def losses(wd):
+        rows = [json.loads(x) for x in (wd / "metrics.jsonl").read_text().splitlines()]
+        return {r["iteration"]: r["total_loss"] for r in rows if "total_loss" in r}
+
+    la, lb = losses(straight), losses(resumed)
+    assert [la[i] for i in (5, 6)] == [lb[i] for i in (5, 6)]
+    seg = Segmenter.from_pretrained(straight / "model_final.pth")
+    pred = seg.predict(np.zeros((96, 96, 3), np.uint8), "zebra; kite; grass [stuff]", task="all")
+    assert pred.panoptic_seg.shape == (96, 96) and tuple(pred.sem_seg.shape) == (3, 96, 96)

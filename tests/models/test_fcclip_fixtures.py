@@ -17,8 +17,16 @@ from ovseg_testing import assert_instances_match_fixture, fixture_dir
 from ovseg import Segmenter, Vocabulary
 
 CASES = {
-    "fcclip_tiny": ("fcclip_tiny_a.pth", "tests/fcclip_tiny.yaml"),
-    "fcclip_tiny_rn": ("fcclip_tiny_rn_c.pth", "tests/fcclip_tiny_rn.yaml"),
+    "fcclip_tiny": ("fcclip_tiny", "fcclip_tiny_a.pth", "tests/fcclip_tiny.yaml", []),
+    "fcclip_tiny_rn": ("fcclip_tiny_rn", "fcclip_tiny_rn_c.pth", "tests/fcclip_tiny_rn.yaml", []),
+    # DenseCLIP's context decoder with gamma = 0 (its parameters absent from the FC-CLIP
+    # checkpoint, so freshly initialised) must give FC-CLIP's outputs.
+    "fcclip_tiny_denseclip_gamma0": (
+        "fcclip_tiny",
+        "fcclip_tiny_a.pth",
+        "tests/fcclip_tiny.yaml",
+        ["model.text.context_decoder=true"],
+    ),
 }
 
 
@@ -31,10 +39,12 @@ def fixture_vocabulary(path) -> Vocabulary:
 
 @pytest.fixture(scope="module", params=sorted(CASES))
 def run(request):
-    name = request.param
-    path = fixture_dir(name)
-    ckpt, config = CASES[name]
-    seg = Segmenter.from_pretrained(path / ckpt, config=config)
+    fixture, ckpt, config, overrides = CASES[request.param]
+    path = fixture_dir(fixture)
+    seg = Segmenter.from_pretrained(path / ckpt, config=config, overrides=overrides)
+    if seg.model.context_decoder is not None:
+        with torch.no_grad():
+            seg.model.context_decoder.gamma.zero_()
     vocab = fixture_vocabulary(path)
     pred = seg.predict(path / "image.png", vocab, task="all", return_intermediates=True)
     return path, seg, vocab, pred

@@ -79,6 +79,17 @@ class Backbone(TextTowerMixin, nn.Module, ABC):
         with torch.no_grad():
             return self._features(x)
 
+    def visual_context(self, dense: torch.Tensor) -> torch.Tensor:
+        """(B, 1 + h*w, D): the global CLIP embedding of ``clip_vis_dense`` (B, C, h, w) then
+        every position's, in the text space (DenseCLIP's visual context). Generic: each position
+        is pooled as a one-pixel mask; backbones override it with a direct head."""
+        with torch.no_grad():
+            b, _, h, w = dense.shape
+            ones = torch.ones((b, 1, h, w), dtype=dense.dtype, device=dense.device)
+            eye = torch.eye(h * w, dtype=dense.dtype, device=dense.device) * 2 - 1
+            pixels = eye.view(1, h * w, h, w).expand(b, -1, -1, -1)
+            return torch.cat([self._pool(dense, ones), self._pool(dense, pixels)], 1)
+
     def pool_masks(self, dense: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """CLIP embedding (B, Q, D) of each mask region (B, Q, h, w logits, > 0 = inside) of
         ``clip_vis_dense`` (B, C, h, w), for the out-of-vocabulary classifier."""

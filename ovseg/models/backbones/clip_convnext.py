@@ -40,6 +40,14 @@ class CLIPConvNeXtBackbone(Backbone):
         out["clip_vis_dense"] = trunk.norm_pre(x)
         return out
 
+    def visual_context(self, dense: torch.Tensor) -> torch.Tensor:
+        """The global token (mean-pooled map) and every position through the CLIP head."""
+        with torch.no_grad():
+            b, c, h, w = dense.shape
+            x = torch.cat([dense.mean((2, 3))[:, None], dense.flatten(2).transpose(1, 2)], 1)
+            x = self.clip_model.visual.trunk.head(x.reshape(-1, c, 1, 1))
+            return self.clip_model.visual.head(x).view(b, 1 + h * w, -1)
+
     def _pool(self, dense: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """Mean-pool inside each mask, then the CLIP head (trunk head + projection)."""
         pooled = mask_pooling(dense, masks)

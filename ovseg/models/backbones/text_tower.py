@@ -22,16 +22,26 @@ class TextTowerMixin:
         The tower is causal, so the end-of-text feature does not depend on the padding after it:
         callers may cut ``tokens`` to the longest prompt of a batch (same numbers, less work).
         """
-        m = self.clip_model
         with torch.no_grad():
-            n, length = tokens.shape
-            cast = m.transformer.get_cast_dtype()
-            x = m.token_embedding(tokens).to(cast) + m.positional_embedding[:length].to(cast)
-            attn = m.attn_mask[:length, :length] if m.attn_mask is not None else None
-            x = m.transformer(x, attn_mask=attn)
-            x = m.ln_final(x)
-            x = x[torch.arange(n, device=x.device), tokens.argmax(dim=-1)]
-            return self._project(x)
+            return self.encode_text_embeddings(self.embed_tokens(tokens), tokens.argmax(dim=-1))
+
+    def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Token embeddings (N, L, W) of tokens (N, L), in the tower's compute dtype."""
+        m = self.clip_model
+        return m.token_embedding(tokens).to(m.transformer.get_cast_dtype())
+
+    def encode_text_embeddings(self, x: torch.Tensor, eot_index: torch.Tensor) -> torch.Tensor:
+        """Text features (N, D) of token embeddings ``x`` (N, L, W) (positions are added here),
+        read at ``eot_index`` (N,). No ``no_grad``: learnable prompt vectors placed in ``x``
+        receive gradients through the frozen tower (CoOp)."""
+        m = self.clip_model
+        n, length = x.shape[:2]
+        x = x + m.positional_embedding[:length].to(x.dtype)
+        attn = m.attn_mask[:length, :length] if m.attn_mask is not None else None
+        x = m.transformer(x, attn_mask=attn)
+        x = m.ln_final(x)
+        x = x[torch.arange(n, device=x.device), eot_index.to(x.device)]
+        return self._project(x)
 
     def _project(self, x: torch.Tensor) -> torch.Tensor:
         proj = self.clip_model.text_projection

@@ -31,7 +31,8 @@ def classification_logits(
 
     Args:
         x: (B, Q, D) embeddings (any norm).
-        text_classifier: (S + 1, D) L2-normalised synonym embeddings, void embedding last.
+        text_classifier: (S + 1, D) L2-normalised synonym embeddings, void embedding last, or
+            (B, S + 1, D): one classifier per image (DenseCLIP's context-aware prompts).
         logit_scale: scalar log-scale; ``exp`` is clamped at 100 (CLIP / FC-CLIP).
         synonym_index: (S,) int64 class of each synonym row (class-major, see
             :attr:`ovseg.structures.TextClassifier.synonym_index`).
@@ -41,7 +42,7 @@ def classification_logits(
         (B, Q, C + 1) logits.
     """
     x = F.normalize(x, dim=-1)
-    logits = torch.clamp(logit_scale.exp(), max=100) * x @ text_classifier.T
+    logits = torch.clamp(logit_scale.exp(), max=100) * x @ text_classifier.transpose(-2, -1)
     return synonym_max(logits, synonym_index, num_classes)
 
 

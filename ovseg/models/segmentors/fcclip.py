@@ -48,6 +48,10 @@ class FCCLIP(nn.Module):
             :func:`ovseg.models.postprocess.working_size`.
         train_vocabulary: classes seen in training (decides alpha vs beta per test class).
         criterion: the training loss (a callable on outputs and targets), optional.
+        context_decoder: DenseCLIP's context-aware prompting (:class:`ovseg.models.prompts.
+            ContextDecoder`), optional: refines the classifier per image from the frozen CLIP's
+            visual tokens for the in-vocabulary head (the out-of-vocabulary branch keeps the
+            plain text classifier).
     """
 
     def __init__(
@@ -70,6 +74,7 @@ class FCCLIP(nn.Module):
         max_postprocess_pixels: int = 0,
         train_vocabulary: Vocabulary | None = None,
         criterion: nn.Module | None = None,
+        context_decoder: nn.Module | None = None,
     ):
         super().__init__()
         self.backbone = backbone
@@ -92,6 +97,11 @@ class FCCLIP(nn.Module):
         self.max_postprocess_pixels = max_postprocess_pixels
         self.train_vocabulary = train_vocabulary
         self.criterion = criterion
+        self.context_decoder = context_decoder
+
+    # State keys a checkpoint may lack (an FC-CLIP checkpoint has no prompt modules): they keep
+    # their initial values (ovseg.checkpoint.check_model_state).
+    optional_state_prefixes = ("text_encoder.", "context_decoder.")
 
     @property
     def device(self) -> torch.device:
@@ -122,6 +132,16 @@ class FCCLIP(nn.Module):
         last."""
         void = F.normalize(self.void_embedding.weight, dim=-1)
         return torch.cat([embeddings.to(void.device, void.dtype), void], 0)
+
+    def refine_classifier(
+        self, classifier: torch.Tensor, features: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """DenseCLIP: (S + 1, D) classifier -> (B, S + 1, D), the text rows refined per image
+        from the frozen CLIP's [global; dense] tokens, the void row unchanged."""
+        visual = self.backbone.visual_context(features["clip_vis_dense"])
+        text = self.context_decoder(classifier[:-1], visual)
+        void = classifier[-1:].to(text.dtype)[None].expand(text.shape[0], -1, -1)
+        return torch.cat([text, void], 1)
 
     # ------------------------------------------------------------------ image path
     def normalize_and_pad(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -158,6 +178,9 @@ class FCCLIP(nn.Module):
         """
         with timer("backbone"):
             features = self.backbone(x)
+        if self.context_decoder is not None:
+            with timer("context_decoder"):
+                classifier = self.refine_classifier(classifier, features)
         with timer("pixel_decoder"):
             mask_features, multi_scale = self.pixel_decoder(features)
         with timer("transformer_decoder"):
