@@ -1,4 +1,5 @@
-"""``python -m ovseg.zoo list | info NAME | download NAME`` and ``tools/publish_model.py``."""
+"""``python -m ovseg.zoo list | info NAME | download NAME | verify [NAME ...]`` and
+``tools/publish_model.py``."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ EPILOG = """examples:
   python -m ovseg.zoo download fcclip-convnext-large-coco
   python -m ovseg.zoo download my-model --zoo-file my_zoo.yaml
   OVSEG_OFFLINE=1 python -m ovseg.zoo download NAME   # only checks the cache
+  python -m ovseg.zoo verify                      # re-hash every cached file (exit 1 if any is bad)
 
 environment:
   OVSEG_HOME     cache root (default ~/.cache/ovseg; weights go to $OVSEG_HOME/checkpoints)
@@ -93,8 +95,11 @@ def describe(entry: ZooEntry, cache_dir: str | Path | None = None, clip_info: bo
         where = hub_cache_dir() or "huggingface_hub's default"
         lines.append(f"cache:     the Hugging Face Hub cache ({where}); sha256 checked on use")
     elif path.is_file():
-        state, actual = check_cached(entry, path)
-        what = "matches" if state == "ok" else f"DOES NOT MATCH (sha256 {actual}); will re-download"
+        state, actual = check_cached(entry, path, record=False)
+        what = {
+            "ok": "matches",
+            "unverified": "no recorded hash; will re-download to verify",
+        }.get(state, f"DOES NOT MATCH (sha256 {actual}); will re-download")
         lines.append(f"cache:     {path} ({format_size(path.stat().st_size)}, {what})")
     else:
         part = partial_path(path)
@@ -130,7 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{list,info,download}")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="{list,info,download,verify}"
+    )
     p = sub.add_parser("list", parents=[common], help="table of all models")
     p.add_argument("--markdown", action="store_true", help="print the README's Markdown table")
     p = sub.add_parser("info", parents=[common], help="everything about one model")
@@ -139,7 +146,47 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("download", parents=[common], help="download (or check) a model's weights")
     p.add_argument("name")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p = sub.add_parser(
+        "verify", parents=[common], help="re-hash cached weights against the zoo / recorded hash"
+    )
+    p.add_argument("names", nargs="*", metavar="NAME", help="default: every cached model")
     return parser
+
+
+def verify(entries: Sequence[ZooEntry], cache_dir: str | None, named: bool) -> tuple[str, bool]:
+    """One line per entry (ok / MISMATCH / UNVERIFIED / not cached) and whether all cached
+    files are good. Nothing is deleted or downloaded; hashes are not recorded."""
+    lines, good = [], True
+    for entry in entries:
+        if all(u.startswith("hf://") for u in entry.urls):
+            if named:
+                lines.append(f"{entry.name}: in the Hub cache; its sha256 is checked on every load")
+            continue
+        path = cached_path(entry, cache_dir)
+        state, actual = check_cached(entry, path, record=False)
+        if state == "missing":
+            if named:
+                lines.append(f"{entry.name}: not cached ({path})")
+            continue
+        if state == "ok":
+            how = "zoo sha256" if entry.sha256 else "recorded sha256, unverified entry"
+            lines.append(f"{entry.name}: ok ({how}) {path}")
+        elif state == "unverified":
+            good = False
+            lines.append(
+                f"{entry.name}: UNVERIFIED {path}: no sha256 in the zoo and no recorded hash; "
+                "`download` fetches it again"
+            )
+        else:
+            good = False
+            expected = entry.sha256 or read_sidecar(path)
+            lines.append(
+                f"{entry.name}: MISMATCH {path}: sha256 {actual}, expected {expected}; "
+                "`download` fetches it again"
+            )
+    if not lines:
+        lines.append(f"no zoo weights cached in {cached_path(entries[0], cache_dir).parent}")
+    return "\n".join(lines), good
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,6 +215,16 @@ def main(argv: list[str] | None = None) -> int:
             if is_offline():
                 print(f"({entry.name} found in the cache; OVSEG_OFFLINE=1)", file=sys.stderr)
             print(path)
+        elif args.command == "verify":
+            named = bool(args.names)
+            entries = (
+                [get_entry(n, args.zoo_file) for n in args.names]
+                if named
+                else list_entries(args.zoo_file)
+            )
+            text, good = verify(entries, args.cache_dir, named)
+            print(text)
+            return 0 if good else 1
     except KeyError as e:  # UnknownModelError
         print(f"error: {e}", file=sys.stderr)
         return 2

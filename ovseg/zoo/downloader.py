@@ -154,34 +154,56 @@ def read_sidecar(path: str | Path) -> str | None:
     return None
 
 
-def _write_sidecar(path: Path, digest: str) -> None:
-    atomic_write_text(sidecar_path(path), f"{digest}  {path.name}\n")
+def read_sidecar_size(path: str | Path) -> int | None:
+    """The byte count recorded in ``FILE.sha256`` (its ``# size N`` line), or None."""
+    try:
+        lines = sidecar_path(path).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    for line in lines[1:]:
+        parts = line.split()
+        if len(parts) == 3 and parts[:2] == ["#", "size"] and parts[2].isdigit():
+            return int(parts[2])
+    return None
+
+
+def _write_sidecar(path: Path, digest: str, size: int) -> None:
+    """``sha256sum`` format (``sha256sum -c`` reads it) plus the size, checked before hashing."""
+    atomic_write_text(sidecar_path(path), f"{digest}  {path.name}\n# size {size}\n")
 
 
 # -- the cache ------------------------------------------------------------------------------------
 
 
-def check_cached(entry: ZooEntry, path: Path) -> tuple[str, str | None]:
+def check_cached(entry: ZooEntry, path: Path, record: bool = True) -> tuple[str, str | None]:
     """Inspect the cached file of an entry.
 
     Returns:
         ``(state, actual_sha256)`` with state ``"missing"``, ``"ok"`` (matches the entry's
-        sha256 / recorded hash) or ``"mismatch"``. For an unverified entry whose file has no
-        sidecar yet (downloaded by hand, or a crash right after the rename), the hash is
-        recorded now and the file accepted.
+        sha256 / the recorded hash and size), ``"mismatch"``, or ``"unverified"``: the entry
+        names no sha256 and no hash was recorded for the file (its sidecar was removed, or it
+        was copied in by hand), so nothing says it is whole; the downloader fetches it again
+        rather than trust it. When the entry gives the size and it matches, such a file is
+        accepted and its hash recorded (``record``).
     """
     if not path.is_file():
         return "missing", None
     size = path.stat().st_size
     if entry.size is not None and size != entry.size:
         return "mismatch", f"<{size} bytes, expected {entry.size}>"
+    recorded_size = None if entry.sha256 else read_sidecar_size(path)
+    if recorded_size is not None and size != recorded_size:
+        return "mismatch", f"<{size} bytes, recorded {recorded_size}>"
     actual = sha256_file(path)
     expected = entry.sha256 or read_sidecar(path)
     if expected is None:
-        try:
-            _write_sidecar(path, actual)
-        except OSError:  # a read-only (shared) cache: nothing to record, the file is accepted
-            pass
+        if entry.size is None:
+            return "unverified", actual
+        if record:
+            try:
+                _write_sidecar(path, actual, size)
+            except OSError:  # a read-only (shared) cache: nothing to record
+                pass
         return "ok", actual
     return ("ok" if actual == expected else "mismatch"), actual
 
@@ -550,6 +572,13 @@ def download(
         state, actual = check_cached(entry, final)  # another process may have finished it
         if state == "ok":
             return final
+        if state == "unverified":
+            logger.warning(
+                "cached %s has no recorded sha256 (%s is missing) and the zoo names none: "
+                "downloading it again to verify it",
+                final,
+                sidecar_path(final),
+            )
         if state == "mismatch":
             expected = entry.sha256 or read_sidecar(final)
             logger.warning(
@@ -600,6 +629,13 @@ def _raise_offline(entry: ZooEntry, final: Path, state: str, actual: str | None)
             f"{entry.name}: {final} is not in the cache and {ENV_OFFLINE}=1 forbids downloading "
             f"it from {entry.urls[0]}. Unset {ENV_OFFLINE}, or fetch it elsewhere with "
             f"`python -m ovseg.zoo download {entry.name}` and copy it to {final}."
+        )
+    if state == "unverified":
+        raise OfflineError(
+            f"{entry.name}: cached {final} cannot be verified: the zoo names no sha256 and its "
+            f"recorded hash ({sidecar_path(final)}) is missing, and {ENV_OFFLINE}=1 forbids "
+            "downloading it again. Unset it to re-download, or, if you trust the file, record its "
+            f"hash: sha256sum {final} > {sidecar_path(final)}"
         )
     expected = entry.sha256 or read_sidecar(final)
     raise OfflineError(
@@ -655,7 +691,7 @@ def _download_locked(
             )
             continue
         if entry.sha256 is None:
-            _write_sidecar(final, digest)
+            _write_sidecar(final, digest, size)
             logger.warning(
                 "%s has no sha256 in the zoo: recorded %s in %s (unverified)",
                 entry.name,

@@ -54,7 +54,8 @@ def test_unverified_entry_records_hash_and_redownloads_corrupted_cache(server, t
 
     path = zoo.download(entry, cache_dir=tmp_path, **FAST)
     assert read_sidecar(path) == sha256(data)
-    assert (tmp_path / "nohash.pth.sha256").read_text() == f"{sha256(data)}  nohash.pth\n"
+    sidecar = (tmp_path / "nohash.pth.sha256").read_text()
+    assert sidecar == f"{sha256(data)}  nohash.pth\n# size 50000\n"
     assert "UNVERIFIED" in zoo.describe(entry, tmp_path, clip_info=False)
     assert sha256(data) in zoo.describe(entry, tmp_path, clip_info=False)
 
@@ -64,6 +65,42 @@ def test_unverified_entry_records_hash_and_redownloads_corrupted_cache(server, t
     path.write_bytes(bytes(raw))
     assert zoo.download(entry, cache_dir=tmp_path, **FAST).read_bytes() == data
     assert len(server.hits("/nohash.pth")) == 2
+
+
+def test_unverified_cache_without_its_recorded_hash_is_not_trusted(
+    server, tmp_path, make_zoo, capsys
+):
+    """Issue 18, case 10: a truncated file whose sidecar was removed used to have its own hash
+    recorded as the truth. Now it is fetched again (online), refused offline, reported by
+    `verify`; and a truncation under a sidecar is caught by the recorded size."""
+    from ovseg.zoo.cli import main as zoo_main
+    from ovseg.zoo.downloader import OfflineError
+
+    data = payload(50_000, seed=4)
+    entry = _entry("nohash2", [server.add("/nohash2.pth", data)])
+    zoo_file = make_zoo({"nohash2": {"urls": entry.urls}})
+    path = zoo.download(entry, cache_dir=tmp_path, **FAST)
+    base = ["--zoo-file", str(zoo_file), "--cache-dir", str(tmp_path)]
+    assert zoo_main(["verify", *base]) == 0
+    assert "nohash2: ok (recorded sha256, unverified entry)" in capsys.readouterr().out
+
+    path.write_bytes(data[:20_000])  # truncated: the recorded size catches it before hashing
+    assert zoo_main(["verify", *base]) == 1
+    assert "nohash2: MISMATCH" in capsys.readouterr().out
+    (tmp_path / "nohash2.pth.sha256").unlink()  # ... and with its sidecar gone
+    assert zoo_main(["verify", *base, "nohash2"]) == 1
+    assert "nohash2: UNVERIFIED" in capsys.readouterr().out
+    assert not (tmp_path / "nohash2.pth.sha256").exists()  # verify records nothing
+
+    os.environ["OVSEG_OFFLINE"] = "1"
+    try:
+        with pytest.raises(OfflineError, match="cannot be verified"):
+            zoo.download(entry, cache_dir=tmp_path, **FAST)
+    finally:
+        del os.environ["OVSEG_OFFLINE"]
+    assert path.read_bytes() == data[:20_000]  # refused, not deleted
+    assert zoo.download(entry, cache_dir=tmp_path, **FAST).read_bytes() == data
+    assert len(server.hits("/nohash2.pth")) == 2
 
 
 def test_cached_file_with_wrong_hash_is_downloaded_again(server, tmp_path):
