@@ -136,8 +136,8 @@ class TestConfig:
     task: str = "panoptic"
     # Bounded memory on large images: above this many C x H x W semantic scores, ``sem_seg``
     # is kept at a reduced size and the full-resolution argmax is computed band by band
-    # (Prediction.sem_seg_labels); 0 = always full. Default 2**27 (512 MB of float32).
-    max_score_elements: int = 1 << 27
+    # (Prediction.sem_seg_labels); 0 = always full. Default 2**26 (256 MB of float32).
+    max_score_elements: int = 1 << 26
     # Larger images are post-processed at this many pixels (aspect kept) and their label maps,
     # ids and masks upsampled nearest to the image (0 = always at full size). Default 2048 x
     # 1024 (Cityscapes, Full HD and smaller run FC-CLIP's post-processing exactly).

@@ -200,7 +200,10 @@ def _semantic_scores(
     for start in range(0, mask_logits.shape[0], step):
         m = resize(mask_logits[start : start + step]).sigmoid()
         part = torch.einsum("qc,qhw->chw", probs[start : start + step], m)
-        out = part if out is None else out + part
+        if out is None:
+            out = part
+        else:
+            out += part  # in place: (C, H, W) can be large; same values as out + part
     return out
 
 
