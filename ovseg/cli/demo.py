@@ -179,7 +179,6 @@ def main(argv: list[str] | None = None) -> int:
     if not images:
         print("error: no input images", file=sys.stderr)
         return 2
-    out_dir.mkdir(parents=True, exist_ok=True)
 
     try:
         seg = _build_segmenter(args)
@@ -188,6 +187,18 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("OVSEG_DEBUG"):
             raise
         print(f"error: could not set up the model: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+    if args.config and not args.weights:
+        print(
+            "warning: --config without --weights runs RANDOM weights: the output is noise "
+            "(a set-up check); pass --weights CKPT or --model NAME for real predictions",
+            file=sys.stderr,
+        )
+    # Created only now: a failed model set-up leaves no empty output folder behind.
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"error: cannot create --output {out_dir}: {e.strerror or e}", file=sys.stderr)
         return 2
     try:
         seg.config.model.test.check_task(args.task, asked="--task {}")

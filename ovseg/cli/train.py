@@ -14,6 +14,7 @@ import os
 import platform
 import subprocess
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -189,6 +190,8 @@ def _train(args: argparse.Namespace, cfg: Any, info: Any, work_dir: Path) -> dic
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("ovseg").setLevel(logging.INFO)
+    # Warnings (a resume with nothing to resume, a config change applied) as one line each.
+    warnings.formatwarning = lambda message, *_a, **_k: f"warning: {message}\n"
     args = build_parser().parse_intermixed_args(argv)
     if isinstance(args.resume, str) and "=" in args.resume and not os.path.exists(args.resume):
         # `--resume key=value`: the override is not a checkpoint path.

@@ -106,7 +106,11 @@ def load_yaml_with_bases(path: str | Path, _chain: tuple[Path, ...] = ()) -> dic
     bases = [bases] if isinstance(bases, str) else list(bases)
     merged: dict = {}
     for base in bases:
+        if not isinstance(base, str):
+            raise ConfigError(f"{path}: _base_ entries must be file names, got {base!r}")
         base_path = (path.parent / base) if not Path(base).is_absolute() else Path(base)
+        if not base_path.is_file() and not Path(base).is_absolute():
+            base_path = Path(base)  # a shipped config name (tests/fcclip_tiny.yaml) or cwd-relative
         merged = merge_dicts(merged, load_yaml_with_bases(base_path, (*_chain, path)))
     return merge_dicts(merged, data)
 
@@ -156,6 +160,25 @@ def _strip_optional(tp: Any) -> Any:
     return tp
 
 
+def _nested_key(schema: type, key: str, depth: int = 2) -> str | None:
+    """``"schedule.max_iter"`` when ``key`` is a field of a sub-section of ``schema`` (a key
+    written one level too high), searching ``depth`` levels; None if there is none."""
+    level = [("", schema)]
+    for _ in range(depth):
+        nxt = []
+        for path, sch in level:
+            sub_hints = typing.get_type_hints(sch)
+            for f in dataclasses.fields(sch):
+                tp = _strip_optional(sub_hints[f.name])
+                if dataclasses.is_dataclass(tp):
+                    name = f"{path}{f.name}"
+                    if key in {g.name for g in dataclasses.fields(tp)}:
+                        return f"{name}.{key}"
+                    nxt.append((f"{name}.", tp))
+        level = nxt
+    return None
+
+
 def check_keys(data: Any, schema: type, prefix: str = "") -> None:
     """Raise ConfigError for the first key in ``data`` that ``schema`` (a dataclass) lacks."""
     if not isinstance(data, dict):
@@ -168,7 +191,14 @@ def check_keys(data: Any, schema: type, prefix: str = "") -> None:
         full = f"{prefix}{key}"
         if key not in fields:
             close = difflib.get_close_matches(str(key), sorted(fields), n=1, cutoff=0.5)
-            hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
+            nested = _nested_key(schema, str(key))
+            hint = (
+                f"; did you mean '{prefix}{nested}'?"
+                if nested
+                else f"; did you mean '{prefix}{close[0]}'?"
+                if close
+                else ""
+            )
             raise ConfigError(
                 f"unknown config key '{full}'{hint} (valid keys here: {', '.join(sorted(fields))})"
             )

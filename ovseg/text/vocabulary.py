@@ -32,7 +32,18 @@ BUILTIN_FILES: dict[str, str] = {
     "lvis-1203": "lvis_1203_with_prompt_eng.txt",
 }
 _PLACEHOLDER = "invalid_class_id"
-_STUFF_MARK = re.compile(r"\s*\[stuff\]\s*$", re.IGNORECASE)
+_STUFF_MARK = re.compile(r"\s*\[\s*stuff\s*\]\s*$", re.IGNORECASE)
+_ANY_MARK = re.compile(r"\[\s*([A-Za-z_ -]*)\s*\]\s*$")
+
+
+def _check_marker(text: str) -> None:
+    """A trailing ``[word]`` other than ``[stuff]`` is a typo, not part of a class name."""
+    m = _ANY_MARK.search(text)
+    if m and not _STUFF_MARK.search(text):
+        raise ValueError(
+            f"unknown class marker [{m.group(1)}] in {text.strip()!r}: the only marker is [stuff] "
+            "(a stuff class); remove the brackets for a thing class"
+        )
 
 
 def split_synonyms(name: str) -> tuple[str, ...]:
@@ -134,6 +145,8 @@ class Vocabulary:
         parts = [p for p in (s.strip() for s in text.split(";")) if p]
         if not parts:
             raise ValueError(f"no class names in {text!r}: separate classes with ';'")
+        for part in parts:
+            _check_marker(part)
         names = [_STUFF_MARK.sub("", p) for p in parts]
         isthing = [not _STUFF_MARK.search(p) for p in parts]
         return cls(names, isthing=isthing, name=name)
@@ -148,7 +161,7 @@ class Vocabulary:
         if path.suffix.lower() == ".json":
             try:
                 entries = json.loads(path.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as e:
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise ValueError(f"{path}: not valid JSON ({e})") from None
             if isinstance(entries, dict) and "classes" in entries:
                 entries = entries["classes"]
@@ -165,8 +178,17 @@ class Vocabulary:
                 ids.append(e.get("id"))
             has_ids = all(x is not None for x in ids)
             return cls(names, isthing=flags, ids=ids if has_ids else None, name=path.stem)
-        lines = path.read_text(encoding="utf-8").splitlines()
-        names, flags, ids = _parse_lines(lines)
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise ValueError(
+                f"vocabulary file {path} is not UTF-8 text (a binary file?): give a .txt with one "
+                "class per line or a .json list"
+            ) from None
+        try:
+            names, flags, ids = _parse_lines(lines)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
         return cls(names, isthing=flags, ids=ids, name=path.stem)
 
     @classmethod
@@ -418,6 +440,7 @@ def _parse_lines(lines: Sequence[str]) -> tuple[list[str], list[bool], list[int]
             continue
         if cid is not None:
             ids.append(cid)
+        _check_marker(text)
         flags.append(not _STUFF_MARK.search(text))
         names.append(_STUFF_MARK.sub("", text))
     return names, flags, ids if len(ids) == len(names) and ids else None

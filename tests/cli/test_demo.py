@@ -233,3 +233,22 @@ def test_descriptions_flag(tmp_path, capsys):
     assert main([*base, "--descriptions", str(good), "--output", str(tmp_path / "b")]) == 0
     rows = json.loads((tmp_path / "b" / "coffee.json").read_text())
     assert rows["task"] == "panoptic"
+
+
+def test_output_folder_is_made_after_the_model_and_its_failure_is_one_line(tmp_path, capsys):
+    """Issue 18, case 12: a failed set-up leaves no empty output folder; an output folder that
+    cannot be created is exit 2 with one line; random weights are said."""
+    img = tmp_path / "img.png"
+    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(img)
+    out = tmp_path / "never"
+    rc = main(["--config", str(TINY), "--weights", str(tmp_path / "no.pth"), "--input", str(img),
+               "--vocab", "cat", "--output", str(out)])  # fmt: skip
+    assert rc == 2 and not out.exists()
+    assert "could not set up the model" in capsys.readouterr().err
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    rc = main(["--config", str(TINY), "--input", str(img), "--vocab", "cat",
+               "--output", str(blocker / "sub"), "--device", "cpu"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and f"cannot create --output {blocker / 'sub'}" in err
+    assert "RANDOM weights" in err and "Traceback" not in err

@@ -53,3 +53,25 @@ def test_a_range_check_is_a_config_error():
 
     with _pytest.raises(ConfigError, match=r"schedule\.max_iter must be >= 1; got -5"):
         load_config("configs/tests/fcclip_tiny.yaml", ["schedule.max_iter=-5"])
+
+
+def test_a_key_one_level_too_high_suggests_its_section():
+    """Issue 18, case 12: `max_iter=5` means `schedule.max_iter=5`."""
+    with pytest.raises(
+        ConfigError, match=r"unknown config key 'max_iter'; did you mean 'schedule.max_iter'"
+    ):
+        load_config("tests/fcclip_tiny.yaml", ["max_iter=5"])
+    with pytest.raises(ConfigError, match=r"did you mean 'model.test.min_size'"):
+        load_config("tests/fcclip_tiny.yaml", ["model.min_size=5"])
+
+
+def test_base_as_a_list_of_shipped_names(tmp_path):
+    """`_base_: [tests/fcclip_tiny.yaml]` from a user's folder resolves the shipped config."""
+    cfg = tmp_path / "mine.yaml"
+    cfg.write_text("_base_: [tests/fcclip_tiny.yaml]\nmodel:\n  test:\n    min_size: 123\n")
+    loaded = load_config(cfg)
+    assert loaded.model.test.min_size == 123
+    assert loaded.model.backbone.name == load_config("tests/fcclip_tiny.yaml").model.backbone.name
+    cfg.write_text("_base_: [{a: 1}]\n")
+    with pytest.raises(ConfigError, match="_base_ entries must be file names"):
+        load_config(cfg)

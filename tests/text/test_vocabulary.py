@@ -104,3 +104,25 @@ def test_load_vocabulary_file_or_builtin(tmp_path):
     bad.write_text("cat\ncat\n")
     with pytest.raises(ValueError, match="duplicates"):  # a broken file is not "missing"
         load_vocabulary(bad)
+
+
+def test_a_stuff_marker_typo_is_an_error_not_a_class_name(tmp_path):
+    """Issue 18, case 12: "sky [stuf]" used to become a thing class named "sky [stuf]"."""
+    with pytest.raises(ValueError, match=r"unknown class marker \[stuf\] in 'sky \[stuf\]'"):
+        Vocabulary.parse("cat; sky [stuf]")
+    f = tmp_path / "classes.txt"
+    f.write_text("cat\nroad [Stuff ]\ngrass [stuf]\n")
+    with pytest.raises(ValueError, match=r"classes.txt: unknown class marker \[stuf\]"):
+        Vocabulary.from_file(f)
+    assert Vocabulary.parse("cat; sky [STUFF]").isthing == [True, False]
+
+
+def test_a_binary_vocabulary_file_names_the_file(tmp_path):
+    f = tmp_path / "classes.txt"
+    f.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")
+    with pytest.raises(ValueError, match=r"classes.txt is not UTF-8 text"):
+        Vocabulary.from_file(f)
+    j = tmp_path / "classes.json"
+    j.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ValueError, match=r"classes.json: not valid JSON"):
+        Vocabulary.from_file(j)
