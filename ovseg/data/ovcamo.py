@@ -227,6 +227,9 @@ def prepare_ovcamo(src: str | os.PathLike, dst: str | os.PathLike, link: bool = 
         for kind in ("image", "mask"):
             (out / split / kind).mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "splitted_ovcamo.yaml", text)
+    # The test vocabulary (61 classes in the release), from the release's own class_info.json:
+    # `--vocab-file <dst>/ovcamo/test_classes.txt` for the demo, the app or tools/label.py.
+    atomic_write_text(out / "test_classes.txt", "".join(f"{n}\n" for n in info.test_classes))
     write_train_labels(info, out)
     return out / "splitted_ovcamo.yaml"
 

@@ -12,6 +12,7 @@ from ovseg_testing import REPO
 
 from ovseg.cli import test as test_cli
 from ovseg.evaluation.ovcamo import METRIC_KEYS
+from ovseg.text.vocabulary import Vocabulary
 
 TINY = str(REPO / "configs/tests/fcclip_tiny.yaml")
 TEST_CLASSES = ["crab", "owl", "leaf-tailed gecko"]
@@ -115,6 +116,8 @@ def test_prepare_data_ovcamo_and_verify(tmp_path, capsys):
     lab = cv2.imread(str(dst / "ovcamo" / "train" / "label" / "ovc_tr_0001.png"), 0)
     assert set(np.unique(lab).tolist()) == {0, 255} and lab[20, 30] == 0 and lab[0, 0] == 255
     assert (dst / "ovcamo" / "train_classes.txt").read_text() == "frog\n"
+    test_vocab = Vocabulary.from_file(dst / "ovcamo" / "test_classes.txt")
+    assert test_vocab.names == list(TEST_CLASSES)
     from ovseg.config.data import DatasetConfig
     from ovseg.data import build_dataset
 
@@ -125,6 +128,24 @@ def test_prepare_data_ovcamo_and_verify(tmp_path, capsys):
         classes=str(dst / "ovcamo" / "train_classes.txt"),
     )
     assert len(build_dataset(cfg, train=False)) == 2
+    # ... and a short training run on them, as docs/ovcamo.md writes it
+    from ovseg.cli import train as train_cli
+
+    work = tmp_path / "ovcamo_train"
+    rc = train_cli.main([
+        str(REPO / "ovseg/configs/tests/fcclip_tiny_train.yaml"), "--work-dir", str(work),
+        "--no-progress", "data.train.type=semantic_folder",
+        f"data.train.image_dir={cfg.image_dir}", f"data.train.label_dir={cfg.label_dir}",
+        f"data.train.classes={cfg.classes}", "model.text.templates=camo",
+        "schedule.max_iter=2", "schedule.checkpoint_period=0", "data.batch_size=2",
+        "data.aug.crop_size=64", "model.loss.train_num_points=256",
+    ])  # fmt: skip
+    assert rc == 0
+    rows = [json.loads(x) for x in (work / "metrics.jsonl").read_text().splitlines()]
+    assert [r for r in rows if "total_loss" in r] and all(
+        np.isfinite(r["total_loss"]) for r in rows if "total_loss" in r
+    )
+    assert (work / "model_final.pth").is_file()
     # a corrupt mask fails verification, naming the file
     (dst / "ovcamo" / "test" / "mask" / "ovc_te_0002.png").write_bytes(b"x")
     assert prepare_data.main(["ovcamo", "--dst", str(dst), "--verify"]) == 1
