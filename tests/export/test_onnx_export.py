@@ -164,3 +164,45 @@ def test_torch_export_round_trip(exported, tmp_path):
         got = seam(*inputs)
     for r, g in zip(ref, got):
         torch.testing.assert_close(g, r, atol=1e-5, rtol=0)
+
+
+def test_demo_runs_an_export_folder_like_weights(exported, tmp_path):
+    """The demo takes the export folder where it takes weights; its segments are the PyTorch
+    model's on the fixture image."""
+    from ovseg.cli.demo import main as demo_main
+
+    path, torch_seg, _, out, _ = exported
+    vocab = fixture_vocabulary(path)
+    text = "; ".join(
+        ", ".join(c.synonyms) + ("" if thing else " [stuff]")
+        for c, thing in zip(vocab.classes, vocab.isthing)
+    )
+    img = path / "image.png"
+    rc = demo_main(["--model", str(out), "--input", str(img), "--vocab", text,
+                    "--output", str(tmp_path / "demo")])  # fmt: skip
+    assert rc == 0
+    rows = json.loads((tmp_path / "demo" / f"{img.stem}.json").read_text())["segments"]
+    ref = torch_seg.predict(load_image(img), vocab, task="panoptic").segments_info
+    assert [(r["label"], r["area"]) for r in rows] == [(s["label"], s["area"]) for s in ref]
+
+
+def test_a_missing_onnxruntime_is_one_line_naming_the_extra(exported, tmp_path):
+    """Without onnxruntime importable (sys.modules entry None: import raises ImportError), an
+    export folder fails at set-up with the extra to install, not a traceback."""
+    import subprocess
+    import sys
+
+    out = exported[3]
+    img = tmp_path / "x.png"
+    from PIL import Image
+
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(img)
+    code = (
+        "import sys; sys.modules['onnxruntime'] = None\n"
+        "from ovseg.cli.demo import main\n"
+        f"sys.exit(main(['--model', {str(out)!r}, '--input', {str(img)!r}, '--vocab', 'cat',"
+        f" '--output', {str(tmp_path / 'o')!r}]))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert "pip install -e '.[export]'" in proc.stderr and "Traceback" not in proc.stderr
