@@ -11,6 +11,7 @@ import contextlib
 import copy
 import io
 import json
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -110,7 +111,7 @@ class InstanceEvaluator:
 
         Raises:
             EvaluationError: unknown image or category, an image processed twice, a mask whose
-                size differs from the image's.
+                size differs from the image's, a missing or non-finite (NaN, inf) score.
         """
         if image_id not in self.coco_gt.imgs:
             raise EvaluationError(
@@ -142,8 +143,18 @@ class InstanceEvaluator:
                     f"image size mismatch in image {image_id}: detection {k} mask is "
                     f"{seg['size'][0]}x{seg['size'][1]} but the image is {hw[0]}x{hw[1]} (HxW)"
                 )
-            d = {"image_id": image_id, "category_id": cid, "segmentation": seg,
-                 "score": float(det["score"])}  # fmt: skip
+            try:
+                score = float(det["score"])
+            except (KeyError, TypeError, ValueError):
+                raise EvaluationError(
+                    f"detection {k} of image {image_id} has no numeric score ({det.get('score')!r})"
+                ) from None
+            if not math.isfinite(score):
+                # COCOeval sorts by score: a NaN would silently scramble the ranking.
+                raise EvaluationError(
+                    f"detection {k} of image {image_id} has score {score}: scores must be finite"
+                )
+            d = {"image_id": image_id, "category_id": cid, "segmentation": seg, "score": score}
             if "bbox" in det:
                 d["bbox"] = [float(v) for v in det["bbox"]]
             out.append(d)

@@ -100,6 +100,11 @@ def test_bad_detections():
         EvaluationError, match=r"size mismatch in image 1: .*4x4 but the image is 8x8"
     ):
         ev.process_masks(1, np.ones((1, 4, 4), bool), [0.5], [3])
+    # Issue 18, case 12: a NaN score would scramble COCOeval's ranking silently
+    with pytest.raises(EvaluationError, match="detection 0 of image 1 has score nan"):
+        ev.process_masks(1, mask[None].astype(bool), [float("nan")], [3])
+    with pytest.raises(EvaluationError, match="has no numeric score"):
+        ev.process(1, [{"category_id": 3, "segmentation": mask.astype(bool), "score": "x"}])
     ev.process(1, [])
     with pytest.raises(EvaluationError, match="image 1 was processed twice"):
         ev.process(1, [])
