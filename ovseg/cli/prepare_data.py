@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 1 verify failed, 2 error)."""
     from ovseg.data.prepare import PrepareError, prepare, verify
+    from ovseg.utils.image import ImageLoadError
 
     args = build_parser().parse_args(argv)
     dst = args.dst or os.environ.get("OVSEG_DATA", "data")
@@ -104,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             report = verify(args.name, dst)
             print(report.text())
             return 0 if report.ok else 1
-    except (KeyError, PrepareError, NotImplementedError, TypeError) as e:
+    except (KeyError, PrepareError, ImageLoadError, NotImplementedError, TypeError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"prepare_data.py: error: {msg}", file=sys.stderr)
         return 2

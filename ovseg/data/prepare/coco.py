@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ovseg.utils.image import ImageLoadError
 from ovseg.utils.panoptic_ids import rgb2id
 
 from .common import (
@@ -47,6 +48,13 @@ def semantic_from_panoptic(
     ids = rgb2id(png)
     out = np.full(ids.shape, ignore, dtype=np.uint8)
     for s in segments:
+        if not isinstance(s, dict) or "id" not in s or "category_id" not in s:
+            raise PrepareError(f"segments_info entry {s!r:.80} has no 'id' / 'category_id'")
+        if s["category_id"] not in contiguous:
+            raise PrepareError(
+                f"segment {s['id']} has category_id {s['category_id']!r}, which is not among the "
+                "json's categories"
+            )
         out[ids == s["id"]] = contiguous[s["category_id"]]
     return out
 
@@ -90,9 +98,12 @@ def prepare_coco(src: Path, dst: Path, link: bool = False) -> list[str]:
     images = find_dir(src, ("val2017",), "coco-panoptic", "val2017 images", HINT)
     pan_json = require_file(src / "annotations" / "panoptic_val2017.json", "coco-panoptic", HINT)
     out = dst / "coco"
-    data = json.loads(pan_json.read_text(encoding="utf-8"))
+    try:
+        data = json.loads(pan_json.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PrepareError(f"coco-panoptic: {pan_json} is not valid JSON ({e})") from None
     for key in ("images", "annotations", "categories"):
-        if key not in data:
+        if not isinstance(data, dict) or key not in data:
             raise PrepareError(f"coco-panoptic: {pan_json} has no {key!r}: not a panoptic json")
     place(pan_json, out / "annotations" / "panoptic_val2017.json", link, root=dst)
     inst = src / "annotations" / "instances_val2017.json"
@@ -114,6 +125,13 @@ def prepare_coco(src: Path, dst: Path, link: bool = False) -> list[str]:
         if not path.is_file():
             raise PrepareError(f"coco-panoptic: panoptic PNG {path} not found; {HINT}")
         target = inside(out / "panoptic_semseg_val2017", name, "coco-panoptic", where)
-        sem = semantic_from_panoptic(read_array(path), ann["segments_info"], contiguous)
+        if not isinstance(ann.get("segments_info"), list):
+            raise PrepareError(f"coco-panoptic: {where} entry {name!r} has no 'segments_info' list")
+        try:
+            sem = semantic_from_panoptic(read_array(path), ann["segments_info"], contiguous)
+        except ImageLoadError as e:
+            raise PrepareError(f"coco-panoptic: {e} (listed in {where})") from None
+        except PrepareError as e:
+            raise PrepareError(f"coco-panoptic: {where} entry {name!r}: {e}") from None
         save_label(sem, target)
     return ["coco-panoptic"]

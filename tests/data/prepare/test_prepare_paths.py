@@ -73,3 +73,40 @@ def test_inside_and_place_refuse_escapes(tmp_path):
     (root / "link.txt").symlink_to(victim)
     place(src, root / "link.txt", root=root)
     assert (root / "link.txt").read_text() == "new" and victim.read_text() == "keep"
+
+
+def test_coco_bad_metadata_is_one_line_naming_the_entry(tmp_path, capsys):
+    """Issue 18, case 12: an unknown category, a missing segments_info, a corrupt panoptic PNG
+    and a non-JSON file each stop the run with one line naming the culprit (was `error: 999`,
+    `error: segments_info`, a traceback)."""
+    from ovseg.cli.prepare_data import main
+
+    def run(edit) -> str:
+        raw, pan_json = _coco_raw(tmp_path / edit.__name__)
+        edit(raw, pan_json)
+        assert main(["coco", "--src", str(raw), "--dst", str(tmp_path / edit.__name__ / "d")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "Traceback" not in err
+        return err
+
+    def unknown_category(raw, pan_json):
+        data = json.loads(pan_json.read_text())
+        data["annotations"][0]["segments_info"][0]["category_id"] = 999
+        pan_json.write_text(json.dumps(data))
+
+    def no_segments_info(raw, pan_json):
+        data = json.loads(pan_json.read_text())
+        del data["annotations"][0]["segments_info"]
+        pan_json.write_text(json.dumps(data))
+
+    def corrupt_png(raw, pan_json):
+        name = json.loads(pan_json.read_text())["annotations"][0]["file_name"]
+        next(raw.rglob(name)).write_bytes(b"\x89PNG broken")
+
+    def not_json(raw, pan_json):
+        pan_json.write_text("{not json")
+
+    assert "category_id 999, which is not among the json's categories" in run(unknown_category)
+    assert "has no 'segments_info' list" in run(no_segments_info)
+    assert "cannot read label file" in run(corrupt_png)
+    assert "panoptic_val2017.json is not valid JSON" in run(not_json)
