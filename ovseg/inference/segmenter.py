@@ -275,7 +275,8 @@ class Segmenter:
         computes ``task="semantic"`` only. A grid of one window is whole-image inference.
 
         Args:
-            image: a path, a PIL image, or an (H, W, 3) uint8 RGB array.
+            image: a path, a PIL image, an (H, W, 3) uint8 RGB array, or a
+                :class:`PreparedImage` (:meth:`prepare`: already read and resized).
             vocab: the classes (see :meth:`vocabulary`).
             task: "semantic", "instance", "panoptic" or "all"; only that is computed.
             return_intermediates: keep the model's intermediate tensors in ``extras`` (whole
@@ -296,7 +297,8 @@ class Segmenter:
         with timer("text"):
             text = self.encode_vocabulary(vocabulary)
         with timer("preprocess"):
-            resized, (h0, w0) = self.prepare(image)
+            prepared = image if isinstance(image, PreparedImage) else self.prepare(image)
+            resized, (h0, w0) = prepared
             windows = sliding_windows(resized.shape[:2], *slide) if slide else None
             seen = self.model.seen_mask(vocabulary)
         if windows is not None and len(windows) > 1:
@@ -328,7 +330,7 @@ class Segmenter:
             raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
         slide = self._slide_settings(task, False)
         if slide is not None or self.backend is not None:
-            return [self.predict(im.resized, vocab, task) for im in images]
+            return [self.predict(im, vocab, task) for im in images]
         vocabulary = self.vocabulary(vocab)
         text = self.encode_vocabulary(vocabulary)
         seen = self.model.seen_mask(vocabulary)

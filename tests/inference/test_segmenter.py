@@ -220,6 +220,22 @@ def test_predict_batch_equals_predict(seg):
         torch.testing.assert_close(got.instances.scores, want.instances.scores, atol=1e-5, rtol=0)
 
 
+def test_predict_batch_one_pass_per_image_modes_keep_the_input_size():
+    """Slide mode (and export backends) run predict_batch image by image: the result is at the
+    input image's size, as predict() gives it, not at model resolution."""
+    torch.manual_seed(0)
+    slide = Segmenter.from_config(
+        TINY, overrides=["model.test.mode=slide", "model.test.crop_size=[96,96]",
+                         "model.test.stride=[64,64]"],
+    )  # fmt: skip
+    im = image(150, 220, 4)
+    (got,) = slide.predict_batch([slide.prepare(im)], VOCAB, task="semantic")
+    want = slide.predict(im, VOCAB, task="semantic")
+    assert got.image_size == want.image_size == (150, 220)
+    assert got.sem_seg.shape[1:] == (150, 220)
+    torch.testing.assert_close(got.sem_seg, want.sem_seg)
+
+
 def test_a_shared_text_classifier_is_not_encoded_again(seg):
     """use_text_classifier(): a classifier encoded in another process is adopted, not re-encoded."""
     vocab = Vocabulary.parse("kite; harbour [stuff]")
