@@ -111,17 +111,15 @@ class Labeller:
             preds = self.segmenter.predict_batch(
                 [b.image for b in good], self.vocabulary, self.task
             )
-        except Exception:
-            if len(good) == 1:
-                preds = [None]
-            else:  # find the culprit: one image at a time
+        except Exception as e:
+            if len(good) > 1:  # find the culprit: one image at a time
                 for b in good:
                     counts += self.process([b])
                 return counts
+            self._fail(good[0].item, f"{good[0].item.path}: {type(e).__name__}: {e}", counts)
+            return counts
         for b, pred in zip(good, preds):
             try:
-                if pred is None:
-                    pred = self.segmenter.predict_batch([b.image], self.vocabulary, self.task)[0]
                 self._write(b.item, pred)
                 counts.done += 1
             except Exception as e:

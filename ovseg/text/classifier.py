@@ -131,8 +131,6 @@ class TextEncoder:
         key = self.cache_key(vocabulary)
         rows = self.rows_per_class(vocabulary)
         emb = self._memory.get(key)
-        if emb is not None:
-            self._memory.move_to_end(key)
         if emb is None and self.disk_cache and self.weights_id:
             emb = self._load_disk(key, sum(rows))
         if emb is None:
@@ -142,9 +140,7 @@ class TextEncoder:
                 emb = self.encode_vocabulary(vocabulary, device)
             if self.disk_cache and self.weights_id:
                 self._save_disk(key, emb)
-        self._memory[key] = emb
-        while len(self._memory) > self.memory_entries:  # LRU: a server's free-text vocabularies
-            self._memory.popitem(last=False)
+        self._keep(key, emb)
         return TextClassifier(emb.to(device), rows, vocabulary)
 
     def encode_vocabulary(
@@ -206,13 +202,19 @@ class TextEncoder:
         if not isinstance(vocabulary, Vocabulary):
             raise TypeError("remember() needs a classifier whose vocabulary is a Vocabulary")
         emb = classifier.embeddings.detach()
-        if emb.shape[0] != len(vocabulary.flat_synonyms()):
+        rows = sum(self.rows_per_class(vocabulary))
+        if emb.shape[0] != rows:
             raise ValueError(
-                f"text classifier has {emb.shape[0]} rows for "
-                f"{len(vocabulary.flat_synonyms())} synonyms"
+                f"text classifier has {emb.shape[0]} rows; this encoder gives its vocabulary "
+                f"{rows} (another description mode or synonym combination?)"
             )
-        key = self.cache_key(vocabulary)
+        self._keep(self.cache_key(vocabulary), emb)
+
+    def _keep(self, key: str, emb: torch.Tensor) -> None:
+        """Into the memory cache as the newest entry; the least recently used beyond
+        ``memory_entries`` are dropped (a server's free-text vocabularies stay bounded)."""
         self._memory[key] = emb
+        self._memory.move_to_end(key)
         while len(self._memory) > self.memory_entries:
             self._memory.popitem(last=False)
 

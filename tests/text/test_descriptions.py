@@ -138,3 +138,19 @@ def test_config_descriptions_file_reaches_the_segmenter(seg, tmp_path):
             seg.vocabulary("cat; dog")
     finally:
         seg.config.model.text.descriptions = None
+
+
+def test_a_classifier_with_replaced_rows_can_be_shared(seg):
+    """remember() (labelling workers adopt the driver's classifier) counts rows as the encoder
+    makes them: a described class in replace mode has one row, not one per synonym."""
+    enc = seg.model.text_encoder
+    vocab = Vocabulary.parse("cat, kitten; dog").with_descriptions({"cat": ["a small pet"]})
+    text = enc(vocab)
+    assert text.embeddings.shape[0] == 2  # cat: 1 (replaced), dog: 1
+    enc._memory.clear()
+    enc.remember(text)
+    original, enc.encode_synonyms = enc.encode_synonyms, None  # a lookup must not encode
+    try:
+        assert torch.equal(enc(vocab).embeddings, text.embeddings)
+    finally:
+        enc.encode_synonyms = original
