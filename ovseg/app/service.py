@@ -123,9 +123,10 @@ def parse_vocabulary(text: str | None, builtins: Sequence[str] = ()) -> Vocabula
     return vocab
 
 
-def read_image(src: Any) -> np.ndarray:
+def read_image(src: Any, max_pixels: int = 0) -> np.ndarray:
     """An uploaded image (path, PIL image or array) as (H, W, 3) uint8 RGB, its longer side at
-    most :data:`MAX_IMAGE_SIDE`.
+    most :data:`MAX_IMAGE_SIDE`; one over ``max_pixels`` (0 = no limit) is refused from its
+    header, before it is decoded.
 
     Raises:
         RequestError: no image, or one that cannot be read (the reason, not a traceback).
@@ -137,7 +138,7 @@ def read_image(src: Any) -> np.ndarray:
     if src is None:
         raise RequestError("upload an image first")
     try:
-        rgb = load_image(src)
+        rgb = load_image(src, max_pixels=max_pixels)
     except ImageLoadError as e:
         msg = str(e)
         if isinstance(src, (str, Path)) and str(src):  # the upload's name, not the server's path
@@ -204,7 +205,7 @@ class SegmentService:
             if not 0.0 <= v <= 1.0:
                 raise RequestError(f"{k} must lie in [0, 1], got {v}")
         vocab = parse_vocabulary(vocabulary, builtins)
-        rgb = read_image(image)
+        rgb = read_image(image, self.segmenter.config.model.test.max_image_pixels)
         try:
             self.segmenter.config.model.test.check_task(task)
         except ValueError as e:

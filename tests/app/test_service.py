@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from ovseg_testing import REPO
+from PIL import Image
 
 from ovseg import Segmenter
 from ovseg.app.service import (
@@ -67,6 +68,10 @@ def test_uploads(tmp_path):
     assert str(tmp_path) not in str(e.value) and "holiday.png" in str(e.value)
     big = np.zeros((MAX_IMAGE_SIDE * 2, 300, 3), np.uint8)
     assert read_image(big).shape == (MAX_IMAGE_SIDE, 150, 3)
+    huge = tmp_path / "huge.png"
+    Image.new("1", (12000, 12000)).save(huge)  # 144 MP: refused from its header
+    with pytest.raises(RequestError, match=r"huge.png: 12000x12000 = 144.0 MP is above the limit"):
+        read_image(str(huge), max_pixels=100_000_000)
 
 
 def test_segment_outputs_and_settings_are_restored(service):
