@@ -38,7 +38,7 @@ setup(
         "numpy",
         "scipy",
         "pillow",
-        "omegaconf>=2.3",
+        "omegaconf>=2.4",
         "pyyaml",
         "tqdm",
         "tensorboard",

@@ -140,7 +140,12 @@ def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
             value = yaml.load(raw, Loader=_NoAliasLoader) if raw.strip() else ""  # noqa: S506
         except ConfigError as e:
             raise ConfigError(f"override {item!r}: {e}") from None
-        except yaml.YAMLError:
+        except yaml.YAMLError as e:
+            if raw.lstrip().startswith(("[", "{")):  # meant as a list / mapping: never a string
+                problem = getattr(e, "problem", None) or "invalid YAML"
+                raise ConfigError(
+                    f"override {item!r}: {problem} (quote strings that hold {{}}, ':' or ',')"
+                ) from None
             value = raw
         node = data
         parts = key.split(".")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Union
 
 from ovseg.config.data import DataConfig
 from ovseg.config.engine import OptimConfig, RuntimeConfig, ScheduleConfig
@@ -78,13 +78,22 @@ class TransformerDecoderConfig:
     enforce_input_proj: bool = False
 
 
+MAX_TEMPLATES = 1000  # prompts per synonym; FC-CLIP's ViLD set has 14
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 @dataclass
 class TextConfig:
     """Text classifier: prompt templates x synonyms through the frozen text tower."""
 
     type: str = "templates"  # a registered prompt builder (ovseg.text.registry.PROMPT_BUILDERS)
 
-    templates: Any = "vild"  # a built-in template set name or a list of "... {} ..." strings
+    # A built-in template set name (ovseg.text.templates.TEMPLATE_SETS) or "... {} ..." strings.
+    templates: Union[str, List[str]] = "vild"  # noqa: UP007 (OmegaConf needs typing.Union)
     batch_size: int = 256
     disk_cache: bool = True  # cache embeddings under $OVSEG_HOME/text_embeddings
     memory_cache_size: int = 32  # vocabularies kept in memory (LRU)
@@ -108,6 +117,14 @@ class TextConfig:
     context_decoder_gamma: float = 1e-4  # initial per-channel gamma
 
     def __post_init__(self) -> None:
+        t = self.templates
+        if not isinstance(t, str) and not (
+            0 < len(t) <= MAX_TEMPLATES and all(isinstance(x, str) and "{}" in x for x in t)
+        ):
+            raise ConfigError(
+                "model.text.templates must be a template set name or a list of 1 to "
+                f"{MAX_TEMPLATES} strings each with a '{{}}' placeholder; got {_short(t)}"
+            )
         for key, allowed in (
             ("description_mode", ("replace", "both")),
             ("synonym_combination", ("max", "mean")),

@@ -75,3 +75,27 @@ def test_base_as_a_list_of_shipped_names(tmp_path):
     cfg.write_text("_base_: [{a: 1}]\n")
     with pytest.raises(ConfigError, match="_base_ entries must be file names"):
         load_config(cfg)
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        ("[[a]]", r"model\.text\.templates must be a template set name or a list"),
+        ("[photo]", r"each with a '\{\}' placeholder; got \['photo'\]"),
+        ("[]", r"a list of 1 to 1000 strings"),
+        ("{a: 1}", r"bad value for 'model\.text\.templates'"),
+    ],
+)
+def test_templates_key_is_typed(value, match):
+    """Issue 18, case 7: ``model.text.templates`` is ``str | list[str]`` (a set name or strings
+    with a placeholder), not ``Any``: nested lists, mappings and placeholder-less strings fail
+    at load, naming the key."""
+    with pytest.raises(ConfigError, match=match):
+        load_config("configs/tests/fcclip_tiny.yaml", [f"model.text.templates={value}"])
+    cfg = load_config("configs/tests/fcclip_tiny.yaml", ['model.text.templates=["a {} b", "c {}"]'])
+    assert cfg.model.text.templates == ["a {} b", "c {}"]
+    # Unquoted, YAML cannot read the list: one line, never the whole text taken as a set name.
+    with pytest.raises(
+        ConfigError, match=r"override 'model\.text\.templates=\[a \{\} b\]': .*quote"
+    ):
+        load_config("configs/tests/fcclip_tiny.yaml", ["model.text.templates=[a {} b]"])
