@@ -171,6 +171,7 @@ def verify(
         max_listed: how many offending files a line names.
     """
     from ovseg.data.benchmarks import BenchmarkNotFoundError, load_benchmark
+    from ovseg.utils.image import ImageLoadError
 
     from .common import progress, read_array
 
@@ -201,21 +202,31 @@ def verify(
             report.good(f"{bench_name}: {n} images ({', '.join(bench.tasks)})")
         if "semantic" in bench.tasks:
             top = bench.num_classes + (1 if bench.reduce_zero_label else 0)
-            bad = []
+            bad, unreadable = [], []
             for r in progress(bench.records, f"checking {bench_name} labels"):
-                values = np.unique(read_array(Path(r["sem_seg_file_name"])))
+                try:
+                    values = np.unique(read_array(Path(r["sem_seg_file_name"])))
+                except ImageLoadError:
+                    unreadable.append(Path(r["sem_seg_file_name"]).name)
+                    continue
                 wrong = values[(values >= top) & (values != bench.ignore_index)]
                 if len(wrong):
                     bad.append(
                         f"{Path(r['sem_seg_file_name']).name} ({', '.join(map(str, wrong[:5]))})"
                     )
+            if unreadable:
+                report.fail(
+                    f"{bench_name}: {len(unreadable)} label map(s) cannot be read (truncated or "
+                    f"not an image): {', '.join(unreadable[:max_listed])}"
+                    f"{' ...' if len(unreadable) > max_listed else ''}"
+                )
             if bad:
                 report.fail(
                     f"{bench_name}: {len(bad)} label map(s) with values outside 0..{top - 1} and "
                     f"ignore {bench.ignore_index}: {', '.join(bad[:max_listed])}"
                     f"{' ...' if len(bad) > max_listed else ''}"
                 )
-            else:
+            elif not unreadable:
                 report.good(
                     f"{bench_name}: semantic labels in 0..{top - 1} (+ {bench.ignore_index})"
                 )

@@ -49,7 +49,16 @@ import numpy as np
 
 from ovseg.text.vocabulary import Vocabulary
 
-from .common import PrepareError, find_dir, inside, place, progress, read_array, save_label
+from .common import (
+    PrepareError,
+    find_dir,
+    inside,
+    place,
+    progress,
+    read_array,
+    read_json,
+    save_label,
+)
 
 DATASET = "ade20k-847"
 RELEASE = "ADE20K_2021_17_01"
@@ -403,10 +412,7 @@ def read_mapping_file(
 
     if not path.is_file():
         raise PrepareError(f"{DATASET}: mapping file {path} not found")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise PrepareError(f"{DATASET}: mapping file {path} is not valid JSON ({e})") from None
+    data = read_json(path, f"{DATASET} mapping file", mapping=False)
     where: dict[str, list[int]] = {}
     for j, n in enumerate(objectnames):
         where.setdefault(n, []).append(j)

@@ -16,7 +16,6 @@ Mapillary Vistas ships in the benchmark layout (v1.2: ``validation/{images,label
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,16 @@ import numpy as np
 from ovseg.data.catalog.cityscapes_labels import CITYSCAPES_LABELS
 from ovseg.utils.panoptic_ids import id2rgb
 
-from .common import PrepareError, bbox_of, find_dir, place, progress, read_array, save_label
+from .common import (
+    PrepareError,
+    bbox_of,
+    find_dir,
+    place,
+    progress,
+    read_array,
+    read_json,
+    save_label,
+)
 
 CS_HINT = (
     "download leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip from "
@@ -129,8 +137,8 @@ def prepare_mapillary(src: Path, dst: Path, link: bool = False) -> list[str]:
     out = dst / "mapillary_vistas" / "validation"
     if out.resolve() == val.resolve():
         return ["mapillary-vistas"]
-    data = json.loads(pan_json.read_text(encoding="utf-8"))
-    if len(data.get("categories", [])) != 65:
+    data = read_json(pan_json, "mapillary-vistas", ("categories",))
+    if not isinstance(data["categories"], list) or len(data["categories"]) != 65:
         raise PrepareError(
             f"mapillary-vistas: {pan_json} has {len(data.get('categories', []))} categories, not "
             "v1.2's 65 (use the v1.2 annotations of the release)"

@@ -14,7 +14,6 @@ Raw input (``val2017.zip``, ``annotations_trainval2017.zip``,
 
 from __future__ import annotations
 
-import json
 import shutil
 import zipfile
 from pathlib import Path
@@ -31,6 +30,7 @@ from .common import (
     place,
     progress,
     read_array,
+    read_json,
     require_file,
     save_label,
 )
@@ -98,13 +98,7 @@ def prepare_coco(src: Path, dst: Path, link: bool = False) -> list[str]:
     images = find_dir(src, ("val2017",), "coco-panoptic", "val2017 images", HINT)
     pan_json = require_file(src / "annotations" / "panoptic_val2017.json", "coco-panoptic", HINT)
     out = dst / "coco"
-    try:
-        data = json.loads(pan_json.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise PrepareError(f"coco-panoptic: {pan_json} is not valid JSON ({e})") from None
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(data, dict) or key not in data:
-            raise PrepareError(f"coco-panoptic: {pan_json} has no {key!r}: not a panoptic json")
+    data = read_json(pan_json, "coco-panoptic", ("images", "annotations", "categories"))
     place(pan_json, out / "annotations" / "panoptic_val2017.json", link, root=dst)
     inst = src / "annotations" / "instances_val2017.json"
     if inst.is_file():

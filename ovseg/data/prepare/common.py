@@ -3,11 +3,12 @@ writing label maps atomically and a progress wrapper."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -105,6 +106,21 @@ def bbox_of(mask: np.ndarray) -> list[int]:
         int(xs.max() - xs.min() + 1),
         int(ys.max() - ys.min() + 1),
     ]
+
+
+def read_json(path: Path, dataset: str, keys: Sequence[str] = (), mapping: bool = True) -> Any:
+    """A release's JSON file (a mapping holding ``keys`` unless ``mapping`` is False); anything
+    else is one :class:`PrepareError` naming the file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PrepareError(f"{dataset}: {path} is not valid JSON ({e})") from None
+    if mapping and not isinstance(data, dict):
+        raise PrepareError(f"{dataset}: {path} holds a {type(data).__name__}, not a mapping")
+    missing = [k for k in keys if k not in data]
+    if missing:
+        raise PrepareError(f"{dataset}: {path} has no {missing[0]!r}")
+    return data
 
 
 def read_list(path: Path) -> list[str]:

@@ -158,7 +158,10 @@ def prepare_pascal_context(
         if not image.is_file():
             raise PrepareError(f"pascal-context: {image} not found; {CTX_HINT}")
         place(image, out / "images" / "validation" / f"{i}.jpg", link, root=dst)
-        mat = loadmat(mat_dir / f"{i}.mat")
+        try:
+            mat = loadmat(mat_dir / f"{i}.mat")
+        except (OSError, ValueError, TypeError, IndexError, KeyError, NotImplementedError) as e:
+            raise PrepareError(f"pascal-context: cannot read {mat_dir / f'{i}.mat'}: {e}") from None
         if "LabelMap" not in mat:
             raise PrepareError(f"pascal-context: {mat_dir / f'{i}.mat'} has no LabelMap")
         pc59, pc459 = context_labels(mat["LabelMap"])

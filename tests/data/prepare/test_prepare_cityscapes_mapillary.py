@@ -93,3 +93,31 @@ def test_mapillary_v2_release_layout(tmp_path):
     (val / "v1.2/panoptic/panoptic_2018.json").write_text(json.dumps(pan))
     with pytest.raises(PrepareError, match="10 categories, not v1.2's 65"):
         prepare("mapillary-vistas", tmp_path / "raw", tmp_path / "data2")
+
+
+def test_corrupt_inputs_are_one_line_naming_the_file(tmp_path, capsys):
+    """Issue 18, case 12: a corrupt label PNG (Cityscapes) or a non-JSON panoptic json
+    (Mapillary) stops the run with one line naming the file, exit 2."""
+    from ovseg.cli.prepare_data import main
+
+    _cityscapes_raw(tmp_path / "raw")
+    label = tmp_path / "raw/gtFine/val/frankfurt" / f"{KEY}_gtFine_labelIds.png"
+    label.write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    assert main(["cityscapes", "--src", str(tmp_path / "raw"), "--dst", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"cannot read label file {label}" in err
+
+    val = tmp_path / "mv" / "validation"
+    for d in ("images", "v1.2/labels", "v1.2/panoptic"):
+        (val / d).mkdir(parents=True)
+    (val / "v1.2/panoptic/panoptic_2018.json").write_text("{not json")
+    assert (
+        main(["mapillary-vistas", "--src", str(tmp_path / "mv"), "--dst", str(tmp_path / "d")]) == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "panoptic_2018.json is not valid JSON" in err
+    (val / "v1.2/panoptic/panoptic_2018.json").write_text("[1, 2]")
+    assert (
+        main(["mapillary-vistas", "--src", str(tmp_path / "mv"), "--dst", str(tmp_path / "d")]) == 2
+    )
+    assert "holds a list, not a mapping" in capsys.readouterr().err

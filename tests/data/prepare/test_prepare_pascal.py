@@ -159,3 +159,33 @@ def test_cli_verify_and_errors(tmp_path, capsys):
     assert main([*argv, "--mapping", "m.json"]) == 2
     assert "pascal-voc takes no option mapping" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
+
+
+def test_verify_names_a_corrupt_label_instead_of_crashing(tmp_path, capsys):
+    """Issue 18, case 12: ``--verify`` on a truncated label map is a FAIL line naming the file
+    (exit 1), the other checks still run."""
+    _voc_raw(tmp_path / "raw")
+    prepare("pascal-voc", tmp_path / "raw", tmp_path / "data")
+    bad = tmp_path / "data/pascal_voc_d2/annotations_pascal21/validation" / f"{VOC_IDS[0]}.png"
+    bad.write_bytes(bad.read_bytes()[:40])
+    report = verify("pascal-voc-21", tmp_path / "data", expected={"pascal-voc-21": 2})
+    assert not report.ok
+    text = report.text()
+    assert f"1 label map(s) cannot be read (truncated or not an image): {VOC_IDS[0]}.png" in text
+    assert "2 images" in text  # the count check still ran
+    assert main(["pascal-voc-21", "--dst", str(tmp_path / "data"), "--verify"]) == 1
+    assert f"{VOC_IDS[0]}.png" in capsys.readouterr().out
+
+
+def test_pascal_context_corrupt_mat_is_one_line(tmp_path, capsys):
+    voc = tmp_path / "raw" / "VOCdevkit" / "VOC2010"
+    (voc / "trainval").mkdir(parents=True)
+    (voc / "JPEGImages").mkdir(parents=True)
+    Image.fromarray(np.zeros((12, 16, 3), np.uint8)).save(voc / "JPEGImages" / f"{CTX_IDS[0]}.jpg")
+    (voc / "trainval" / f"{CTX_IDS[0]}.mat").write_bytes(b"MATLAB 5.0 broken" * 3)
+    (voc / "ImageSets" / "Main").mkdir(parents=True)
+    (voc / "ImageSets" / "Main" / "val.txt").write_text(CTX_IDS[0] + "\n")
+    argv = ["pascal-context", "--src", str(tmp_path / "raw"), "--dst", str(tmp_path / "d")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"cannot read {voc}/trainval/{CTX_IDS[0]}.mat" in err
