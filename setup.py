@@ -53,7 +53,7 @@ setup(
         # cityscapesscripts: the official Cityscapes evaluator, the tests' reference for ours
         "dev": ["pytest>=7", "pytest-timeout", "ruff", "cityscapesscripts", "playwright>=1.40"],
         # tools/export.py and Segmenter.from_pretrained(EXPORT_DIR); onnxruntime-gpu for CUDA
-        "export": ["onnx>=1.16", "onnxruntime>=1.18"],
+        "export": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.5"],
         # demo/app.py: the Gradio web app and its /segment API
         "app": ["gradio>=4", "gradio_client"],
         # tools/label.py --backend ray

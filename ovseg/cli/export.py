@@ -20,9 +20,14 @@ EPILOG = """examples:
   # also write a torch.export ExportedProgram of the seam
   python tools/export.py configs/tests/fcclip_tiny.yaml --output exported/tiny --torch-export
 
-Image height and width are fixed per graph (deformable attention's level shapes are traced
-as constants): pass one --size per padded input size you serve (multiples of the size
-divisibility); other sizes are refused at run time. Vocabulary size is dynamic.
+  # one graph for every padded size (dynamic height/width, torch.export-based exporter)
+  python tools/export.py configs/tests/fcclip_tiny.yaml --dynamic --output exported/tiny_dyn
+
+Without --dynamic, image height and width are fixed per graph (tracing bakes the deformable
+attention's level shapes in): pass one --size per padded input size you serve (multiples of the
+size divisibility); other sizes are refused at run time. With --dynamic, one graph takes any
+padded size up to --max-side (export is slower: it goes through torch.export). Vocabulary size
+is dynamic in both.
 """
 
 
@@ -56,8 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dynamic",
         action="store_true",
-        help="accepted for compatibility: vocabulary axes are always dynamic; image height and "
-        "width cannot be (use --size per size)",
+        help="one image graph with dynamic padded height and width (--size: the example it is "
+        "traced on); vocabulary axes are always dynamic",
+    )
+    p.add_argument(
+        "--max-side",
+        type=int,
+        default=8192,
+        metavar="PX",
+        help="largest padded height/width a --dynamic graph takes (default 8192)",
     )
     p.add_argument("--torch-export", action="store_true", help="also write seam.pt2")
     p.add_argument(
@@ -77,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         from ovseg.export.onnx import export_onnx, require_onnx
         from ovseg.inference.segmenter import Segmenter
 
-        require_onnx()
+        require_onnx(args.dynamic)
         import torch
 
         device = args.device
@@ -86,18 +98,31 @@ def main(argv: list[str] | None = None) -> int:
         seg = Segmenter.from_config(
             args.config, weights=args.weights, overrides=args.overrides, device=device
         )
-        meta = export_onnx(seg, args.output, sizes=args.size, opset=args.opset)
+        meta = export_onnx(
+            seg,
+            args.output,
+            sizes=args.size,
+            opset=args.opset,
+            dynamic=args.dynamic,
+            max_side=args.max_side,
+        )
         if args.torch_export:
+            from ovseg.export.onnx import default_size
             from ovseg.export.torch_export import export_program
 
-            size = args.size[0] if args.size else meta["image_graphs"][0]["size"]
-            export_program(seg, os.path.join(args.output, "seam.pt2"), size=size)
+            size = args.size[0] if args.size else default_size(seg)
+            export_program(
+                seg, os.path.join(args.output, "seam.pt2"), size=size, dynamic=args.dynamic
+            )
     except Exception as e:  # one line for the user; OVSEG_DEBUG=1 shows the traceback
         if os.environ.get("OVSEG_DEBUG"):
             raise
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
-    sizes = ", ".join(f"{g['size'][0]}x{g['size'][1]}" for g in meta["image_graphs"])
+    sizes = ", ".join(
+        f"{g['size'][0]}x{g['size'][1]}" if g["size"] else f"dynamic (up to {g['max_side']})"
+        for g in meta["image_graphs"]
+    )
     print(
         f"exported to {args.output} in {meta['export_seconds']:.1f} s: image graph(s) {sizes}, "
         f"text graph; run with Segmenter.from_pretrained({str(args.output)!r})"

@@ -6,14 +6,19 @@
     export_onnx(seg, "exported/", sizes=[(320, 224)])
     Segmenter.from_pretrained("exported/").predict("image.png", "cat; dog", task="panoptic")
 
-The image graph is :meth:`FCCLIP.predict_logits` traced by the TorchScript exporter
-(``torch.onnx.export(dynamo=False)``; deformable attention is ``GridSample``, the synonym max is
-``ScatterElements(reduction="max")``, so opset >= 18). The text classifier, the synonym index
-and the seen mask are graph inputs: any vocabulary runs without re-export. The number of
-synonyms and number of classes are dynamic axes; the batch (1) and the padded image height and
-width are not (the pixel decoder's level shapes and the attention reshapes become constants
-when traced), so one graph is written per requested padded size and the runtime refuses other
-sizes with a message. The text graph takes a fixed block of prompts padded to the context.
+The image graph is :meth:`FCCLIP.predict_logits`. The text classifier, the synonym index and
+the seen mask are graph inputs: any vocabulary runs without re-export; the number of synonyms
+and of classes are dynamic axes. Two ways to write it:
+
+- fixed sizes (default): traced by the TorchScript exporter (``dynamo=False``; deformable
+  attention is ``GridSample``, the synonym max ``ScatterElements(reduction="max")``, so opset
+  >= 18). Tracing bakes the padded height and width into the graph, so one graph is written per
+  requested padded size and the runtime refuses other sizes with a message.
+- ``dynamic=True``: one graph whose padded height and width are dynamic (any multiples of the
+  size divisibility up to ``max_side``), written by the ``torch.export``-based exporter
+  (``dynamo=True``, needs ``onnxscript``). Slower to export, one file for every size.
+
+The batch is 1 in both. The text graph takes a fixed block of prompts padded to the context.
 The layout is described in :mod:`ovseg.inference.onnx_backend`.
 """
 
@@ -37,6 +42,7 @@ from torch import nn
 import ovseg
 from ovseg.config import to_yaml
 from ovseg.inference.onnx_backend import (
+    DYNAMIC_GRAPH,
     FORMAT,
     FORMAT_VERSION,
     METADATA_FILE,
@@ -64,13 +70,21 @@ IMAGE_DYNAMIC_AXES = {
 TEXT_BATCH = 32
 
 
-def require_onnx():
-    """The ``onnx`` module, or one clear error naming the extra that installs it."""
+DEFAULT_MAX_SIDE = 8192  # largest padded side a dynamic graph takes
+
+
+def require_onnx(dynamic: bool = False):
+    """The ``onnx`` module (and ``onnxscript`` for a dynamic export), or one clear error naming
+    the extra that installs them."""
     try:
         import onnx
-    except ImportError:
+
+        if dynamic:
+            import onnxscript  # noqa: F401 (torch.onnx.export(dynamo=True) needs it)
+    except ImportError as e:
         raise ImportError(
-            "ONNX export needs onnx and onnxruntime: pip install -e '.[export]'"
+            f"ONNX export needs onnx, onnxscript and onnxruntime ({e.name} is missing): "
+            "pip install -e '.[export]'"
         ) from None
     return onnx
 
@@ -141,6 +155,49 @@ def _export(module: nn.Module, args: tuple, path: Path, opset: int, **kw) -> Non
         )
 
 
+def seam_dynamic_shapes(divisibility: int, max_side: int = DEFAULT_MAX_SIDE) -> tuple:
+    """``torch.export`` dynamic shapes of the seam's four inputs: padded height and width any
+    multiple of ``divisibility`` up to ``max_side``, any number of synonyms and classes."""
+    d = max(divisibility, 1)
+    h = torch.export.Dim("h_blocks", min=1, max=max(max_side // d, 1))
+    w = torch.export.Dim("w_blocks", min=1, max=max(max_side // d, 1))
+    syn = torch.export.Dim("synonyms", min=1, max=1 << 20)
+    cls = torch.export.Dim("classes", min=1, max=1 << 20)
+    return ({2: d * h, 3: d * w}, {0: syn}, {0: syn}, {0: cls})
+
+
+def _export_dynamic(
+    module: nn.Module, args: tuple, path: Path, opset: int, divisibility: int, max_side: int
+) -> None:
+    """``torch.export`` with symbolic padded height / width (multiples of ``divisibility``)
+    and vocabulary sizes, then ONNX; weights inside the one file."""
+    shapes = seam_dynamic_shapes(divisibility, max_side)
+    onnxscript_log = logging.getLogger("onnxscript")
+    level = onnxscript_log.level
+    onnxscript_log.setLevel(logging.ERROR)  # one constant-folding note per Split node
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module,
+                args,
+                str(path),
+                dynamo=True,
+                dynamic_shapes=shapes,
+                input_names=IMAGE_INPUTS,
+                output_names=IMAGE_OUTPUTS,
+                opset_version=opset,
+                external_data=False,
+                # onnxscript's optimiser rewrites x + 1e-8 to x (an "add zero" rule with a
+                # tolerance): empty masks then pool to 0/0 = NaN. ONNX Runtime optimises the
+                # graph itself when it loads it.
+                optimize=False,
+                verbose=False,
+            )
+    finally:
+        onnxscript_log.setLevel(level)
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -154,6 +211,8 @@ def export_onnx(
     output: str | Path,
     sizes: Sequence[Sequence[int]] | None = None,
     opset: int = MIN_OPSET,
+    dynamic: bool = False,
+    max_side: int = DEFAULT_MAX_SIDE,
 ) -> dict[str, Any]:
     """Write ``seg``'s image graph(s) and text graph to the folder ``output``.
 
@@ -161,13 +220,16 @@ def export_onnx(
         seg: a PyTorch ``Segmenter`` (FC-CLIP with a template prompt builder).
         output: the export folder (created; must be empty or an earlier export).
         sizes: padded input sizes (H, W), multiples of the size divisibility; one image graph
-            each. Default: a square at ``model.test.min_size``.
+            each. Default: a square at ``model.test.min_size``. With ``dynamic`` the first is
+            only the example the graph is traced on.
         opset: ONNX opset (>= 18).
+        dynamic: one image graph with dynamic padded height and width (see the module doc).
+        max_side: the largest padded height / width the dynamic graph takes.
 
     Returns:
         The metadata written to ``ovseg_export.json`` (with ``export_seconds``).
     """
-    require_onnx()
+    require_onnx(dynamic)
     if seg.backend is not None:
         raise ValueError("this Segmenter already runs an export; export from the PyTorch model")
     if opset < MIN_OPSET:
@@ -194,7 +256,18 @@ def export_onnx(
         tmp = Path(tmp)
         graphs = []
         with torch.no_grad():
-            for size in sizes:
+            if dynamic:
+                logger.info("exporting the dynamic-size image graph (torch.export)")
+                _export_dynamic(
+                    SeamModule(model),
+                    example_seam_inputs(seg, sizes[0]),
+                    tmp / DYNAMIC_GRAPH,
+                    opset,
+                    model.size_divisibility,
+                    max_side,
+                )
+                graphs.append({"file": DYNAMIC_GRAPH, "size": None, "max_side": max_side})
+            for size in [] if dynamic else sizes:
                 name = image_graph_name(size)
                 logger.info("exporting image graph %s", name)
                 _export(
@@ -245,8 +318,14 @@ def export_onnx(
         "dynamic_axes": {
             "image": {k: {str(a): n for a, n in v.items()} for k, v in IMAGE_DYNAMIC_AXES.items()},
             "fixed": (
-                "image batch 1 and padded height/width (one graph per size in image_graphs); "
-                "text tokens (text.batch, text.context_length)"
+                "image batch 1"
+                + (
+                    "; padded height/width dynamic (multiples of size_divisibility up to "
+                    f"{max_side})"
+                    if dynamic
+                    else " and padded height/width (one graph per size in image_graphs)"
+                )
+                + "; text tokens (text.batch, text.context_length)"
             ),
         },
         "export_seconds": round(seconds, 2),

@@ -3,9 +3,9 @@
 An export folder holds two graphs and one metadata file, no PyTorch weights::
 
     image.onnx     the tensor seam FCCLIP.predict_logits: (images, text_classifier,
-                   synonym_index, seen_mask) -> (mask_cls, mask_logits), one graph per padded
-                   input size (image_{H}x{W}.onnx) because the pixel decoder's deformable
-                   attention bakes its level shapes into the traced graph
+                   synonym_index, seen_mask) -> (mask_cls, mask_logits): one graph per padded
+                   input size (image_{H}x{W}.onnx, traced) or one dynamic-size graph
+                   (image_dynamic.onnx, ``tools/export.py --dynamic``)
     text.onnx      the CLIP text tower: tokens (N, L) int64 -> un-normalised features (N, D)
     ovseg_export.json   format version, ovseg version, the resolved config, tokenizer, templates,
                    pixel mean/std, test sizes, size divisibility, dynamic axes, graph files
@@ -36,7 +36,9 @@ from ovseg.text.vocabulary import Vocabulary, resolve_vocabulary
 METADATA_FILE = "ovseg_export.json"
 TEXT_GRAPH = "text.onnx"
 FORMAT = "ovseg-onnx"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: an image graph may be dynamic ("size": null, "max_side")
+READABLE_VERSIONS = (1, 2)
+DYNAMIC_GRAPH = "image_dynamic.onnx"
 WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors", ".bin", ".ckpt", ".pkl")
 
 
@@ -83,10 +85,11 @@ def read_metadata(folder: str | Path) -> dict[str, Any]:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ExportFormatError(f"{meta_path}: not an ovseg ONNX export (format != {FORMAT!r})")
     version = meta.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise ExportFormatError(
             f"{folder}: export format version {version!r} (written by ovseg "
-            f"{meta.get('ovseg_version', '?')}); this ovseg reads version {FORMAT_VERSION}: "
+            f"{meta.get('ovseg_version', '?')}); this ovseg reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}: "
             "re-export the model with this ovseg's tools/export.py"
         )
     files = [meta["text_graph"], *(g["file"] for g in meta["image_graphs"])]
@@ -158,20 +161,34 @@ class OnnxSeam:
     """``FCCLIP.predict_logits`` run by ONNX Runtime: the same signature, tensors in and out.
 
     One session per exported padded size, created on first use; a size that was not exported
-    is refused with the sizes that were.
+    is refused with the sizes that were. A dynamic graph takes every padded size up to its
+    ``max_side`` (one session).
     """
 
     def __init__(self, folder: Path, graphs: Sequence[dict], providers: list[str]):
         self.folder = folder
-        self.files = {tuple(g["size"]): g["file"] for g in graphs}
+        self.files = {tuple(g["size"]): g["file"] for g in graphs if g.get("size")}
+        dynamic = [g for g in graphs if not g.get("size")]
+        self.dynamic_file = dynamic[0]["file"] if dynamic else None
+        self.max_side = int(dynamic[0].get("max_side", 0)) if dynamic else 0
         self.providers = providers
-        self._sessions: dict[tuple[int, int], Any] = {}
+        self._sessions: dict[tuple[int, int] | None, Any] = {}
 
     @property
     def sizes(self) -> list[tuple[int, int]]:
         return sorted(self.files)
 
     def session(self, size: tuple[int, int]):
+        if self.dynamic_file is not None and size not in self.files:
+            if max(size) > self.max_side:
+                raise ExportFormatError(
+                    f"padded input {size[0]}x{size[1]} exceeds this dynamic export's largest "
+                    f"side {self.max_side}: lower model.test.max_size or re-export with a "
+                    "larger --max-side"
+                )
+            if None not in self._sessions:
+                self._sessions[None] = _session(self.folder / self.dynamic_file, self.providers)
+            return self._sessions[None]
         if size not in self.files:
             have = ", ".join(f"{h}x{w}" for h, w in self.sizes)
             raise ExportFormatError(

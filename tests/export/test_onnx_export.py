@@ -2,8 +2,9 @@
 (../shared/fixtures/fcclip_tiny*, same tolerances as tests/models/test_fcclip_fixtures.py) and
 the PyTorch path on a second vocabulary and a second image size; bad folders fail in one line.
 
-Each fixture is exported once (two padded sizes: the fixture's and its transpose's) from a
-copy of its checkpoint that is deleted before the export is loaded.
+Each fixture is exported twice from a copy of its checkpoint that is deleted before the export
+is loaded: with fixed sizes (two padded sizes: the fixture's and its transpose's) and with
+``dynamic=True`` (one graph for every padded size). Every output check runs on both.
 """
 
 from __future__ import annotations
@@ -39,22 +40,32 @@ def fixture_vocabulary(path) -> Vocabulary:
     )
 
 
-@pytest.fixture(scope="module", params=sorted(CASES))
+MODES = [(name, mode) for mode in ("sizes", "dynamic") for name in sorted(CASES)]
+
+
+@pytest.fixture(scope="module", params=MODES, ids=[f"{n}-{m}" for n, m in MODES])
 def exported(request, tmp_path_factory):
-    name = request.param
+    name, mode = request.param
     path = fixture_dir(name)
     ckpt, config = CASES[name]
-    work = tmp_path_factory.mktemp(name)
+    work = tmp_path_factory.mktemp(f"{name}_{mode}")
     copy = work / ckpt
     shutil.copy(path / ckpt, copy)
     torch_seg = Segmenter.from_pretrained(copy, config=REPO / config)
     hp, wp = np.load(path / "pred_masks.npy").shape[-2:]
     size = (int(hp) * 4, int(wp) * 4)
     out = work / "export"
-    meta = export_onnx(torch_seg, out, sizes=[size, size[::-1]])
+    if mode == "dynamic":
+        meta = export_onnx(torch_seg, out, sizes=[size], dynamic=True, max_side=1024)
+    else:
+        meta = export_onnx(torch_seg, out, sizes=[size, size[::-1]])
     copy.unlink()  # the export must not need the checkpoint
     onnx_seg = Segmenter.from_pretrained(out)
     return path, torch_seg, onnx_seg, out, meta
+
+
+def is_dynamic(meta) -> bool:
+    return meta["image_graphs"][0]["size"] is None
 
 
 def test_folder_is_self_contained(exported):
@@ -62,7 +73,8 @@ def test_folder_is_self_contained(exported):
     names = sorted(p.name for p in out.rglob("*") if p.is_file())
     assert not [n for n in names if n.endswith((".pth", ".pt", ".safetensors", ".bin"))]
     assert METADATA_FILE in names and "text.onnx" in names
-    assert len(meta["image_graphs"]) == 2 and meta["size_divisibility"] == 32
+    assert len(meta["image_graphs"]) == (1 if is_dynamic(meta) else 2)
+    assert meta["size_divisibility"] == 32
     assert meta["pixel_mean"] == [122.7709383, 116.7460125, 104.09373615]
     assert len(meta["text"]["templates"]) == 14
     assert onnx_seg.backend is not None
@@ -124,11 +136,25 @@ def test_second_vocabulary_and_size_match_pytorch(exported):
         torch.testing.assert_close(a.instances.scores, b.instances.scores, atol=1e-5, rtol=0)
 
 
-def test_unexported_size_is_refused(exported):
-    path, _, onnx_seg, _, meta = exported
+def test_unexported_size_is_refused_or_dynamic_takes_it(exported):
+    """A fixed-size export refuses a padded size it has no graph for; the dynamic graph runs it
+    (the fixture photo transposed, and a 130x90 crop of it: two padded sizes it was not traced
+    at) with the PyTorch path's results, and refuses a side beyond its ``max_side``."""
+    path, torch_seg, onnx_seg, _, meta = exported
     image = np.zeros((500, 700, 3), np.uint8)  # resizes to a padded size that was not exported
-    with pytest.raises(ExportFormatError, match="re-export with --size"):
-        onnx_seg.predict(image, fixture_vocabulary(path), task="semantic")
+    if not is_dynamic(meta):
+        with pytest.raises(ExportFormatError, match="re-export with --size"):
+            onnx_seg.predict(image, fixture_vocabulary(path), task="semantic")
+        return
+    photo = load_image(path / "image.png")
+    for image in (np.ascontiguousarray(photo.transpose(1, 0, 2)), photo[:130, :90]):
+        a = torch_seg.predict(image, SECOND_VOCAB, task="all")
+        b = onnx_seg.predict(image, SECOND_VOCAB, task="all")
+        assert b.extras["input_size"] == a.extras["input_size"]
+        assert float((a.sem_seg - b.sem_seg).abs().max()) <= 2e-4
+        assert torch.equal(a.panoptic_seg, b.panoptic_seg)
+    with pytest.raises(ExportFormatError, match="exceeds this dynamic export's largest side 1024"):
+        onnx_seg.backend(torch.zeros(1, 3, 1056, 32), *example_seam_inputs(torch_seg, (32, 32))[1:])
 
 
 def test_bad_folders(exported, tmp_path):
@@ -152,18 +178,26 @@ def test_bad_folders(exported, tmp_path):
 
 
 def test_torch_export_round_trip(exported, tmp_path):
+    """Saved and reloaded, the ExportedProgram equals the seam; the dynamic one at a second
+    padded size and vocabulary too."""
     path, torch_seg, _, _, meta = exported
     if path.name != "fcclip_tiny":
-        pytest.skip("one torch.export case is enough (it takes ~30 s on 2 cores)")
-    size = meta["image_graphs"][0]["size"]
-    export_program(torch_seg, tmp_path / "seam.pt2", size=size)
+        pytest.skip("one torch.export case per mode is enough (~30 s each on 2 cores)")
+    dynamic = is_dynamic(meta)
+    size = (224, 320)
+    export_program(torch_seg, tmp_path / "seam.pt2", size=size, dynamic=dynamic)
     seam = load_program(tmp_path / "seam.pt2")
-    inputs = example_seam_inputs(torch_seg, size)
-    with torch.no_grad():
-        ref = torch_seg.model.predict_logits(*inputs)
-        got = seam(*inputs)
-    for r, g in zip(ref, got):
-        torch.testing.assert_close(g, r, atol=1e-5, rtol=0)
+    checks = [example_seam_inputs(torch_seg, size)]
+    if dynamic:
+        images = example_seam_inputs(torch_seg, (96, 160))[0]
+        text = torch.nn.functional.normalize(torch.randn(7, checks[0][1].shape[1]), dim=-1)
+        checks.append((images, text, torch.tensor([0, 1, 1, 2, 3, 3, 3]), torch.ones(4) > 0))
+    for inputs in checks:
+        with torch.no_grad():
+            ref = torch_seg.model.predict_logits(*inputs)
+            got = seam(*inputs)
+        for r, g in zip(ref, got):
+            torch.testing.assert_close(g, r, atol=1e-5, rtol=0)
 
 
 def test_demo_runs_an_export_folder_like_weights(exported, tmp_path):
@@ -172,6 +206,8 @@ def test_demo_runs_an_export_folder_like_weights(exported, tmp_path):
     from ovseg.cli.demo import main as demo_main
 
     path, torch_seg, _, out, _ = exported
+    if out.parent.name.startswith(f"{path.name}_dynamic"):
+        pytest.skip("the demo's path does not depend on the graph kind (checked with sizes)")
     vocab = fixture_vocabulary(path)
     text = "; ".join(
         ", ".join(c.synonyms) + ("" if thing else " [stuff]")
@@ -192,7 +228,9 @@ def test_a_missing_onnxruntime_is_one_line_naming_the_extra(exported, tmp_path):
     import subprocess
     import sys
 
-    out = exported[3]
+    path, _, _, out, meta = exported
+    if is_dynamic(meta) or path.name != "fcclip_tiny":
+        pytest.skip("one case is enough")
     img = tmp_path / "x.png"
     from PIL import Image
 

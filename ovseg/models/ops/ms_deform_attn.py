@@ -53,6 +53,20 @@ def ms_deform_attn_core(
     return out.view(n, m * d, lq).transpose(1, 2).contiguous()
 
 
+def shape_tensor(
+    spatial_shapes: Sequence[tuple[int, int]], device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """(L, 2) tensor of the levels' (H, W). Built with ``torch.full`` rather than
+    ``torch.tensor``: under ``torch.export`` with dynamic sizes the entries are symbolic and
+    ``torch.tensor`` would specialise the graph to the example's size."""
+    rows = [
+        torch.cat([torch.full((1, 1), h, dtype=dtype, device=device),
+                   torch.full((1, 1), w, dtype=dtype, device=device)], 1)
+        for h, w in spatial_shapes
+    ]  # fmt: skip
+    return torch.cat(rows, 0)
+
+
 def ms_deform_attn_core_bag(
     value: torch.Tensor,
     spatial_shapes: Sequence[tuple[int, int]],
@@ -70,7 +84,7 @@ def ms_deform_attn_core_bag(
     n, s, m, d = value.shape
     _, lq, _, num_levels, p, _ = sampling_locations.shape
     dev = value.device
-    sizes = torch.tensor(spatial_shapes, device=dev, dtype=torch.long)  # (L, 2) as (H, W)
+    sizes = shape_tensor(spatial_shapes, dev, torch.long)  # (L, 2) as (H, W)
     h = sizes[:, 0].view(1, 1, 1, -1, 1)
     w = sizes[:, 1].view(1, 1, 1, -1, 1)
     starts = torch.cat([sizes.new_zeros(1), (sizes[:, 0] * sizes[:, 1]).cumsum(0)[:-1]]).view(
@@ -197,9 +211,7 @@ class MSDeformAttn(nn.Module):
             n, lq, self.n_heads, self.n_levels * self.n_points
         )
         weights = weights.softmax(-1).view(n, lq, self.n_heads, self.n_levels, self.n_points)
-        normalizer = torch.tensor(
-            [[w, h] for h, w in spatial_shapes], dtype=query.dtype, device=query.device
-        )
+        normalizer = shape_tensor(spatial_shapes, query.device, query.dtype).flip(-1)  # (W, H)
         locations = (
             reference_points[:, :, None, :, None, :]
             + offsets / normalizer[None, None, None, :, None, :]

@@ -62,9 +62,11 @@ class MSDeformAttnEncoder(nn.Module):
         """Pixel-centre reference points of every level, (B, S, L, 2) in [0, 1] (no padding)."""
         refs = []
         for h, w in spatial_shapes:
+            # arange + 0.5 equals linspace(0.5, h - 0.5, h) exactly (integers + 0.5 are exact
+            # in fp32) and, unlike linspace, keeps h symbolic under torch.export.
             ys, xs = torch.meshgrid(
-                torch.linspace(0.5, h - 0.5, h, dtype=torch.float32, device=device),
-                torch.linspace(0.5, w - 0.5, w, dtype=torch.float32, device=device),
+                torch.arange(h, dtype=torch.float32, device=device) + 0.5,
+                torch.arange(w, dtype=torch.float32, device=device) + 0.5,
                 indexing="ij",
             )
             refs.append(torch.stack((xs.reshape(-1) / w, ys.reshape(-1) / h), -1))
@@ -111,7 +113,7 @@ class MSDeformAttnTransformer(nn.Module):
         nn.init.normal_(self.level_embed)
 
     def forward(self, srcs: list[torch.Tensor], pos_embeds: list[torch.Tensor]):
-        shapes = [(int(s.shape[2]), int(s.shape[3])) for s in srcs]
+        shapes = [(s.shape[2], s.shape[3]) for s in srcs]  # no int(): symbolic under export
         src_flat = torch.cat([s.flatten(2).transpose(1, 2) for s in srcs], 1)
         pos_flat = torch.cat(
             [
