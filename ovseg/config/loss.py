@@ -30,11 +30,11 @@ class GKCConfig:
 
     diversify: bool = False
     diversify_weight: float = 10.0
-    synonym_clip_filter: Optional[float] = None
+    synonym_clip_filter: Optional[float] = None  # noqa: UP045 (OmegaConf needs Optional)
     distill: bool = False
     distill_weight: float = 10.0
     max_regions: int = 200
-    teacher_size: Optional[int] = None
+    teacher_size: Optional[int] = None  # noqa: UP045
     teacher_batch: int = 32
     seed: int = 0
 
