@@ -16,7 +16,8 @@ matching of each decoder layer:
   alone (outside the mask painted grey 128, cropped to the mask box, resized to the tower's
   input size) teaches ``c = norm(W class_embed)`` of the matched query (``W`` learnt). Loss:
   ``sum_i ||v_i - c_i||^2 / N`` plus the structure term ``mean_ij (s t_i.t_j - v_i.c_j)^2``
-  (``t`` the text rows of the regions' classes, ``s`` learnt, init 1).
+  (``t`` the text rows of the regions' classes, ``s`` learnt, init 1), over the regions of the
+  global batch (gathered across ranks under DDP).
 
 Synonym draws come from a generator seeded by (``gkc.seed``, the criterion's draw counter, the
 sample's dataset index): the counter is a checkpointed buffer, so a resumed run draws what the
@@ -221,6 +222,25 @@ def distillation_terms(
     return l2, structure
 
 
+def gather_rows(x: torch.Tensor) -> torch.Tensor:
+    """(n_r, D) rows of every rank, concatenated in rank order (``x`` itself in one process).
+    Differentiable: the backward sums the gradients every rank computed for this rank's rows
+    (``torch.distributed.nn``), so a loss every rank computes on all rows gets, after DDP's
+    averaging, the one-process gradient. Ranks may hold different numbers of rows (even 0)."""
+    world = dist.get_world_size()
+    if world == 1:
+        return x
+    import torch.distributed as torch_dist
+    from torch.distributed.nn.functional import all_gather
+
+    n = torch.tensor([x.shape[0]], device=x.device)
+    sizes = [torch.zeros_like(n) for _ in range(world)]
+    torch_dist.all_gather(sizes, n)
+    most = max(int(k) for k in sizes)
+    parts = all_gather(F.pad(x, (0, 0, 0, most - x.shape[0])))
+    return torch.cat([p[: int(k)] for p, k in zip(parts, sizes)])
+
+
 def _global_count(n: int) -> float:
     """Average count per rank over the global batch, at least 1 (the mask losses' normaliser)."""
     total = float(dist.all_reduce_sum(np.array([n], dtype=np.float64))[0])
@@ -378,16 +398,22 @@ class GKCCriterion(SetCriterion):
     def _distill(self, outputs: dict, indices: Indices) -> tuple[torch.Tensor, torch.Tensor]:
         state = self._batch
         emb = outputs["class_embed"].float()
-        s = self.structure_scale
-        if not state.regions:  # keep every parameter in the graph (DDP)
-            zero = emb.sum() * 0 + sum(p.sum() for p in self.distill_proj.parameters()) * 0 + s * 0
-            return zero, zero.clone()
         query = [dict(zip(tgt.tolist(), src.tolist())) for src, tgt in indices]
-        q = torch.as_tensor([query[b][j] for b, j in state.regions], device=emb.device)
-        b = torch.as_tensor([b for b, _ in state.regions], device=emb.device)
-        c = F.normalize(self.distill_proj(emb[b, q]), dim=-1)
-        l2, structure = distillation_terms(state.teacher, c, state.region_text, s)
-        return l2 / _global_count(len(state.regions)), structure
+        q = torch.as_tensor([query[b][j] for b, j in state.regions], dtype=torch.long)
+        b = torch.as_tensor([b for b, _ in state.regions], dtype=torch.long)
+        # Even without regions the projection runs (on 0 rows): every parameter gets a
+        # gradient and every rank joins the gathers (DDP).
+        c = F.normalize(self.distill_proj(emb[b.to(emb.device), q.to(emb.device)]), dim=-1)
+        v = state.teacher if state.regions else c.new_zeros(c.shape)
+        t = state.region_text if state.regions else c.new_zeros(c.shape)
+        l2 = ((v - c) ** 2).sum() / _global_count(len(state.regions))
+        # The structure term pairs the regions of the whole global batch (gathered over ranks).
+        v_all, c_all, t_all = gather_rows(v), gather_rows(c), gather_rows(t)
+        s = self.structure_scale
+        if v_all.shape[0] == 0:
+            return l2 + emb.sum() * 0, s * 0 + c.sum() * 0
+        _, structure = distillation_terms(v_all, c_all, t_all, s)
+        return l2, structure
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", gkc={self.gkc}"

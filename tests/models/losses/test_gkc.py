@@ -192,3 +192,41 @@ def test_gkc_options_need_the_gkc_loss_type():
         load_config(CFG, ["model.loss.type=mask2former"])
     plain = load_config(str(REPO / "ovseg/configs/tests/fcclip_tiny_train.yaml"))
     assert not plain.model.loss.gkc.enabled and plain.model.loss.type == "mask2former"
+
+
+def test_synonym_clip_filter_keeps_synonyms_scoring_above_it(tiny):
+    """Every synonym scores above -2 (cosines): the draws of no filter. None scores above 2: only
+    class names are drawn, every column is its class's first row."""
+    cfg, model = tiny
+    vocab = Vocabulary.parse("circle, disc, ring; square, box; sky [stuff]")
+    batch = _batch([0, 1, 0], vocab)
+    targets = [{"labels": t["labels"], "masks": t["masks"]} for t in batch["targets"]]
+    context = {
+        "model": model,
+        "batch": batch,
+        "text": model.encode_vocabulary(vocab),
+        "vocabulary": vocab,
+    }
+    crit = model.criterion
+
+    def columns(threshold):
+        crit.gkc.synonym_clip_filter = threshold
+        try:
+            state = crit._prepare({}, targets, context, step=0)
+        finally:
+            crit.gkc.synonym_clip_filter = None
+        return (
+            [c.tolist() for c in state.column_classes],
+            [s.tolist() for s in state.segment_columns],
+            state.columns,
+        )
+
+    classes, segs, cols = columns(None)
+    assert (classes, segs) == columns(-2.0)[:2]
+    assert all(torch.equal(a, b) for a, b in zip(cols, columns(-2.0)[2]))
+    classes, segs, cols = columns(2.0)
+    text = model.encode_vocabulary(vocab).embeddings
+    first_rows = text[[0, 3, 5]]  # circle, square, sky
+    for c, s, col in zip(classes, segs, cols):
+        assert c == [0, 1, 2] and s == [0, 1, 0]
+        assert torch.allclose(col[:3], first_rows)

@@ -1,7 +1,7 @@
 """GKC under DDP: 2 gloo ranks with 2 images each give the diversified CE, the distillation's
-L2 term and their gradients of one process with the 4 images (the tiny FC-CLIP's criterion, its
-frozen CLIP as the teacher, fixed decoder outputs). The structure term is over each rank's own
-regions, so it is not compared (docs/gkc.md)."""
+L2 and structure terms (regions gathered across ranks) and their gradients of one process with
+the 4 images (the tiny FC-CLIP's criterion, its frozen CLIP as the teacher, fixed decoder
+outputs)."""
 
 from __future__ import annotations
 
@@ -25,9 +25,10 @@ VOCAB = "circle, disc, ring; square, box; sky [stuff]"
 B, Q, SIZE = 4, 8, 64
 
 
-def _inputs():
-    """4 images, 2 segments each; decoder outputs whose matching is unambiguous (query j
-    predicts segment j exactly), random class embeddings."""
+def _inputs(uneven: bool = False):
+    """4 images, 2 segments each (``uneven``: none in the last two, so rank 1 has no region);
+    decoder outputs whose matching is unambiguous (query j predicts segment j exactly), random
+    class embeddings."""
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (B, 3, SIZE, SIZE), dtype=torch.uint8, generator=g)
     targets, logits, masks = [], torch.full((B, Q, 4), -30.0), torch.full((B, Q, 16, 16), -30.0)
@@ -36,17 +37,20 @@ def _inputs():
         m[0, 4 * b : 4 * b + 24, :32] = True
         m[1, 32:, 8 * b : 8 * b + 24] = True
         labels = torch.tensor([b % 3, (b + 1) % 3])
+        if uneven and b >= 2:
+            m, labels = m[:0], labels[:0]
         targets.append({"labels": labels, "masks": m})
-        logits[b, torch.arange(2), labels] = 30.0
-        logits[b, 2:, -1] = 30.0
-        masks[b, :2] = torch.where(m[:, ::4, ::4], 30.0, -30.0)
+        n = len(labels)
+        logits[b, torch.arange(n), labels] = 30.0
+        logits[b, n:, -1] = 30.0
+        masks[b, :n] = torch.where(m[:, ::4, ::4], 30.0, -30.0)
     embed = torch.randn(B, Q, 64, generator=g)
     return images, targets, logits, masks, embed
 
 
-def gkc_terms(model, part: slice):
+def gkc_terms(model, part: slice, uneven: bool = False):
     """The criterion's losses and gradients on images ``part`` of :func:`_inputs`."""
-    images, targets, logits, masks, embed = _inputs()
+    images, targets, logits, masks, embed = _inputs(uneven)
     vocab = Vocabulary.parse(VOCAB)
     embed = embed[part].clone().requires_grad_(True)
     outputs = {"pred_logits": logits[part], "pred_masks": masks[part], "class_embed": embed}
@@ -59,8 +63,10 @@ def gkc_terms(model, part: slice):
     }
     losses = model.criterion(outputs, targets[part], context=context)
     crit = model.criterion
-    params = [embed, crit.distill_proj.weight, crit.distill_proj.bias]
-    grads = torch.autograd.grad(losses["loss_gkc_ce"] + losses["loss_gkc_distill"], params)
+    params = [embed, crit.distill_proj.weight, crit.distill_proj.bias, crit.structure_scale]
+    keys = ("loss_gkc_distill", "loss_gkc_structure") + (() if uneven else ("loss_gkc_ce",))
+    total = sum(losses[k] for k in keys)
+    grads = torch.autograd.grad(total, params)
     values = {k: v.detach() for k, v in losses.items() if k.startswith("loss_gkc")}
     return values, [g.detach() for g in grads]
 
@@ -70,7 +76,7 @@ def _model():
     return build_model(load_config(CFG).model).train()
 
 
-def _worker(rank: int, world_size: int, port: int, out: str) -> None:
+def _worker(rank: int, world_size: int, port: int, out: str, uneven: bool) -> None:
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
@@ -82,7 +88,7 @@ def _worker(rank: int, world_size: int, port: int, out: str) -> None:
     dist.init_distributed("cpu")
     try:
         per = B // world_size
-        values, grads = gkc_terms(_model(), slice(rank * per, (rank + 1) * per))
+        values, grads = gkc_terms(_model(), slice(rank * per, (rank + 1) * per), uneven)
         torch.save({"values": values, "grads": grads}, Path(out) / f"rank{rank}.pt")
     finally:
         dist.destroy_distributed()
@@ -95,21 +101,28 @@ def _free_port() -> int:
 
 
 @pytest.mark.timeout(180)
-def test_two_gloo_ranks_give_the_single_process_gkc_losses_and_gradients(tmp_path):
-    single, single_grads = gkc_terms(_model(), slice(0, B))
+@pytest.mark.parametrize("uneven", [False, True], ids=["even", "rank1_without_regions"])
+def test_two_gloo_ranks_give_the_single_process_gkc_losses_and_gradients(tmp_path, uneven):
+    """``uneven``: only the distillation is compared (the CEs are per-rank weighted means, as
+    the plain CE: equal only when the ranks match as many segments)."""
+    single, single_grads = gkc_terms(_model(), slice(0, B), uneven)
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
     tmp_mp.start_processes(
-        _worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True, start_method=method
+        _worker,
+        args=(2, _free_port(), str(tmp_path), uneven),
+        nprocs=2,
+        join=True,
+        start_method=method,
     )
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     # DDP averages the ranks' gradients: the effective loss is the mean of the ranks' losses.
-    for key in ("loss_gkc_ce", "loss_gkc_distill"):
+    for key in ("loss_gkc_distill", "loss_gkc_structure") + (() if uneven else ("loss_gkc_ce",)):
         mean = sum(r["values"][key] for r in ranks) / 2
         assert torch.allclose(mean, single[key], rtol=1e-5), key
     assert single["loss_gkc_distill"] > 0 and single["loss_gkc_ce"] > 0
     embed_grad = torch.cat([r["grads"][0] for r in ranks]) / 2
     assert torch.allclose(embed_grad, single_grads[0], rtol=1e-4, atol=1e-6)
-    for i in (1, 2):  # the learnt projection: all-reduced mean of the ranks' gradients
+    for i in (1, 2, 3):  # projection and scale: all-reduced mean of the ranks' gradients
         mean = (ranks[0]["grads"][i] + ranks[1]["grads"][i]) / 2
         assert torch.allclose(mean, single_grads[i], rtol=1e-4, atol=1e-6), (
             (mean - single_grads[i]).abs().max()
