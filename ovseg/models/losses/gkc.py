@@ -222,23 +222,43 @@ def distillation_terms(
     return l2, structure
 
 
+class _GatherRows(torch.autograd.Function):
+    """All-gather of rows (different counts per rank); backward: the sum over ranks of the
+    gradient of the gathered rows, this rank's slice."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, sizes: list[int], rank: int) -> torch.Tensor:
+        import torch.distributed as torch_dist
+
+        padded = F.pad(x, (0, 0, 0, max(sizes) - x.shape[0])).contiguous()
+        parts = [torch.empty_like(padded) for _ in sizes]
+        torch_dist.all_gather(parts, padded)
+        ctx.sizes, ctx.rank = sizes, rank
+        return torch.cat([p[:k] for p, k in zip(parts, sizes)])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        import torch.distributed as torch_dist
+
+        grad = grad.contiguous().clone()
+        torch_dist.all_reduce(grad)
+        start = sum(ctx.sizes[: ctx.rank])
+        return grad[start : start + ctx.sizes[ctx.rank]], None, None
+
+
 def gather_rows(x: torch.Tensor) -> torch.Tensor:
     """(n_r, D) rows of every rank, concatenated in rank order (``x`` itself in one process).
-    Differentiable: the backward sums the gradients every rank computed for this rank's rows
-    (``torch.distributed.nn``), so a loss every rank computes on all rows gets, after DDP's
-    averaging, the one-process gradient. Ranks may hold different numbers of rows (even 0)."""
-    world = dist.get_world_size()
-    if world == 1:
+    Differentiable: the backward sums the gradients every rank computed for this rank's rows,
+    so a loss every rank computes on all rows gets, after DDP's averaging, the one-process
+    gradient. Ranks may hold different numbers of rows (even 0)."""
+    if not dist.is_distributed():
         return x
     import torch.distributed as torch_dist
-    from torch.distributed.nn.functional import all_gather
 
     n = torch.tensor([x.shape[0]], device=x.device)
-    sizes = [torch.zeros_like(n) for _ in range(world)]
+    sizes = [torch.zeros_like(n) for _ in range(dist.get_world_size())]
     torch_dist.all_gather(sizes, n)
-    most = max(int(k) for k in sizes)
-    parts = all_gather(F.pad(x, (0, 0, 0, most - x.shape[0])))
-    return torch.cat([p[: int(k)] for p, k in zip(parts, sizes)])
+    return _GatherRows.apply(x, [int(k) for k in sizes], dist.get_rank())
 
 
 def _global_count(n: int) -> float:
