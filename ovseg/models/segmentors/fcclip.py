@@ -99,9 +99,10 @@ class FCCLIP(nn.Module):
         self.criterion = criterion
         self.context_decoder = context_decoder
 
-    # State keys a checkpoint may lack (an FC-CLIP checkpoint has no prompt modules): they keep
-    # their initial values (ovseg.checkpoint.check_model_state).
-    optional_state_prefixes = ("text_encoder.", "context_decoder.")
+    # State keys a checkpoint may lack (an FC-CLIP checkpoint has no prompt modules, nor a
+    # loss's own parameters such as GKC's): they keep their initial values
+    # (ovseg.checkpoint.check_model_state).
+    optional_state_prefixes = ("text_encoder.", "context_decoder.", "criterion.")
 
     @property
     def device(self) -> torch.device:

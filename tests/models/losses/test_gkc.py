@@ -230,3 +230,22 @@ def test_synonym_clip_filter_keeps_synonyms_scoring_above_it(tiny):
     for c, s, col in zip(classes, segs, cols):
         assert c == [0, 1, 2] and s == [0, 1, 0]
         assert torch.allclose(col[:3], first_rows)
+
+
+def test_an_fcclip_checkpoint_loads_into_a_gkc_model_and_predicts_the_same():
+    """The official-format fixture has no criterion keys: they keep their initial values, and
+    inference (which GKC does not touch) gives the plain model's outputs exactly."""
+    import numpy as np
+    from ovseg_testing import fixture_dir
+
+    from ovseg import Segmenter
+
+    ckpt = fixture_dir("fcclip_tiny") / "fcclip_tiny_a.pth"
+    gkc = ["model.loss.type=gkc", "model.loss.gkc.diversify=true", "model.loss.gkc.distill=true"]
+    a = Segmenter.from_pretrained(ckpt, config="tests/fcclip_tiny.yaml")
+    b = Segmenter.from_pretrained(ckpt, config="tests/fcclip_tiny.yaml", overrides=gkc)
+    assert b.model.criterion.structure_scale.item() == 1.0 and int(b.model.criterion.draw_step) == 0
+    image = np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8)
+    pa = a.predict(image, "cat; dog; sky [stuff]", task="semantic")
+    pb = b.predict(image, "cat; dog; sky [stuff]", task="semantic")
+    assert torch.equal(torch.as_tensor(pa.sem_seg), torch.as_tensor(pb.sem_seg))
