@@ -62,3 +62,14 @@ def test_gkc_resumes_exactly_after_a_kill(tmp_path, synth):  # noqa: F811
     seg = Segmenter.from_pretrained(straight / "model_final.pth")
     pred = seg.predict(np.zeros((96, 96, 3), np.uint8), "zebra; kite; grass [stuff]", task="all")
     assert pred.panoptic_seg.shape == (96, 96)
+
+
+def test_gkc_with_one_row_per_class_is_one_line_naming_the_keys(tmp_path, synth, capsys):  # noqa: F811
+    vocab = f"data.train.vocabulary={synth}/annotations/synthetic_vocabulary.txt"
+    code = run(tmp_path / "mean", synth, vocab, "model.text.synonym_combination=mean", cfg=CFG)
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (
+        "error: model.loss.gkc needs one text-classifier row per synonym (14); the text encoder "
+        "gives 6 (use model.text.synonym_combination=max and no class descriptions)"
+    )

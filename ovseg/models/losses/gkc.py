@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ovseg.config.loader import ConfigError
 from ovseg.config.loss import GKCConfig, LossConfig
 from ovseg.models.heads.transformer_decoder import classification_logits
 from ovseg.models.registry import LOSSES
@@ -325,7 +326,7 @@ class GKCCriterion(SetCriterion):
         num_synonyms = [len(c.synonyms) for c in vocab]
         emb = text.embeddings.to(model.device).float()
         if emb.shape[0] != sum(num_synonyms):
-            raise ValueError(
+            raise ConfigError(
                 f"model.loss.gkc needs one text-classifier row per synonym ({sum(num_synonyms)}); "
                 f"the text encoder gives {emb.shape[0]} (use model.text.synonym_combination=max "
                 "and no class descriptions)"
