@@ -4,6 +4,7 @@ the config schema (STYLE: explicit constructors + a builder)."""
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 
 from ovseg.config.schema import ModelConfig
@@ -68,9 +69,13 @@ def build_text_encoder(cfg: ModelConfig, backbone: Backbone):
     return builder(cfg.text, backbone, weights_id)
 
 
-def build_criterion(cfg: ModelConfig):
-    """The registered loss ``model.loss.type``."""
-    return LOSSES.get(cfg.loss.type)(cfg.loss)
+def build_criterion(cfg: ModelConfig, embed_dim: int | None = None):
+    """The registered loss ``model.loss.type`` (given the text-embedding width ``embed_dim``
+    when its builder takes one: losses with their own projections, e.g. GKC's)."""
+    builder = LOSSES.get(cfg.loss.type)
+    if embed_dim is not None and "embed_dim" in inspect.signature(builder).parameters:
+        return builder(cfg.loss, embed_dim=embed_dim)
+    return builder(cfg.loss)
 
 
 def build_model(cfg: ModelConfig, train_vocabulary: Vocabulary | None = None):
@@ -108,6 +113,6 @@ def build_fcclip(cfg: ModelConfig, train_vocabulary: Vocabulary | None = None) -
         max_score_elements=t.max_score_elements,
         max_postprocess_pixels=t.max_postprocess_pixels,
         train_vocabulary=train_vocabulary,
-        criterion=build_criterion(cfg),
+        criterion=build_criterion(cfg, backbone.embed_dim),
         context_decoder=prompts.build_context_decoder(cfg.text, backbone.embed_dim),
     )

@@ -232,23 +232,27 @@ class MaskedTransformerDecoder(nn.Module):
                 num_classes,
             )
         predictions = []
-        cls, mask, attn_mask = self._heads(
-            output, mask_features, sizes[0], text_classifier, synonym_index, num_classes
+        cls, mask, attn_mask, emb = self._heads(
+            output, mask_features, sizes[0], text_classifier, synonym_index, num_classes, True
         )
-        predictions.append((cls, mask))
+        predictions.append((cls, mask, emb))
         for i in range(self.num_layers):
             output = self._layer(i, output, src, pos, query_embed, attn_mask)
-            cls, mask, attn_mask = self._heads(
+            cls, mask, attn_mask, emb = self._heads(
                 output,
                 mask_features,
                 sizes[(i + 1) % self.num_feature_levels],
                 text_classifier,
                 synonym_index,
                 num_classes,
+                True,
             )
-            predictions.append((cls, mask))
-        out = {"pred_logits": predictions[-1][0], "pred_masks": predictions[-1][1]}
-        out["aux_outputs"] = [{"pred_logits": c, "pred_masks": m} for c, m in predictions[:-1]]
+            predictions.append((cls, mask, emb))
+        # ``class_embed`` (B, Q, D): the queries' embeddings before the text classifier (losses
+        # that build their own classifier or distil into them read it, e.g. GKC's).
+        keys = ("pred_logits", "pred_masks", "class_embed")
+        out = dict(zip(keys, predictions[-1]))
+        out["aux_outputs"] = [dict(zip(keys, p)) for p in predictions[:-1]]
         return out
 
     def _layer(self, i, output, src, pos, query_embed, attn_mask):
@@ -303,7 +307,16 @@ class MaskedTransformerDecoder(nn.Module):
             return mask[0]
         return mask.unsqueeze(1).repeat(1, self.num_heads, 1, 1).flatten(0, 1)
 
-    def _heads(self, output, mask_features, attn_size, text_classifier, synonym_index, num_classes):
+    def _heads(
+        self,
+        output,
+        mask_features,
+        attn_size,
+        text_classifier,
+        synonym_index,
+        num_classes,
+        with_embed: bool = False,
+    ):
         decoder_output = self.decoder_norm(output).transpose(0, 1)
         mask_embed = self.mask_embed(decoder_output)
         outputs_mask = torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
@@ -312,13 +325,15 @@ class MaskedTransformerDecoder(nn.Module):
         outputs_class = classification_logits(
             class_embed, text_classifier, self.logit_scale, synonym_index, num_classes
         )
+        extra = (class_embed,) if with_embed else ()
         if attn_size is None:
-            return outputs_class, outputs_mask, None
+            return outputs_class, outputs_mask, None, *extra
         attn = F.interpolate(outputs_mask, size=attn_size, mode="bilinear", align_corners=False)
         return (
             outputs_class,
             outputs_mask,
             self._expand_heads((attn.sigmoid().flatten(2) < 0.5).detach()),
+            *extra,
         )
 
 

@@ -1,8 +1,9 @@
-"""Mask2Former matching and losses: Hungarian matcher, set criterion, point sampling."""
+"""Mask2Former matching and losses: Hungarian matcher, set criterion, point sampling; GKC."""
 
 from ovseg.config.loss import LossConfig
 
 from .criterion import SetCriterion, build_criterion, dice_loss, sigmoid_ce_loss
+from .gkc import GKCCriterion, build_gkc_criterion
 from .matcher import HungarianMatcher, batch_dice_cost, batch_sigmoid_ce_cost
 from .point_sample import (
     calculate_uncertainty,
@@ -11,12 +12,14 @@ from .point_sample import (
 )
 
 __all__ = [
+    "GKCCriterion",
     "HungarianMatcher",
     "LossConfig",
     "SetCriterion",
     "batch_dice_cost",
     "batch_sigmoid_ce_cost",
     "build_criterion",
+    "build_gkc_criterion",
     "calculate_uncertainty",
     "dice_loss",
     "get_uncertain_point_coords_with_randomness",

@@ -99,9 +99,10 @@ class FCCLIP(nn.Module):
         self.criterion = criterion
         self.context_decoder = context_decoder
 
-    # State keys a checkpoint may lack (an FC-CLIP checkpoint has no prompt modules): they keep
-    # their initial values (ovseg.checkpoint.check_model_state).
-    optional_state_prefixes = ("text_encoder.", "context_decoder.")
+    # State keys a checkpoint may lack (an FC-CLIP checkpoint has no prompt modules, nor a
+    # loss's own parameters such as GKC's): they keep their initial values
+    # (ovseg.checkpoint.check_model_state).
+    optional_state_prefixes = ("text_encoder.", "context_decoder.", "criterion.")
 
     @property
     def device(self) -> torch.device:
@@ -303,6 +304,11 @@ class FCCLIP(nn.Module):
             padded = torch.zeros((masks.shape[0], hp, wp), dtype=masks.dtype, device=self.device)
             padded[:, : masks.shape[1], : masks.shape[2]] = masks
             targets.append({"labels": t["labels"].to(self.device), "masks": padded})
+        if getattr(self.criterion, "wants_context", False):
+            # Losses that need more than outputs and targets (GKC: the images for the frozen
+            # CLIP teacher, the text classifier, the samples' dataset indices).
+            context = {"model": self, "batch": batch, "text": text, "vocabulary": vocab}
+            return self.criterion(outputs, targets, context=context)
         return self.criterion(outputs, targets)
 
     # ------------------------------------------------------------------ inference
