@@ -126,12 +126,12 @@ def test_outputs_keep_fcclip_keys_and_shapes_and_carry_query_groups():
 
 def test_config_is_checked_with_the_keys_named():
     cfg = load_config(CFG).model.decoder
-    assert (cfg.type, cfg.num_thing_queries, cfg.num_stuff_queries) == ("decoupled", 24, 8)
+    assert (cfg.type, cfg.num_thing_queries, cfg.num_stuff_queries) == ("decoupled", 16, 16)
     cfg.num_queries = 30
-    with pytest.raises(ConfigError, match=r"num_queries=30 must equal .* 24 \+ 8 = 32"):
+    with pytest.raises(ConfigError, match=r"num_queries=30 must equal .* 16 \+ 16 = 32"):
         build_decoupled_decoder(cfg, in_channels=8, mask_dim=16, embed_dim=12)
     cfg.num_stuff_queries = 0
-    with pytest.raises(ConfigError, match="num_stuff_queries >= 1; got 24 and 0"):
+    with pytest.raises(ConfigError, match="num_stuff_queries >= 1; got 16 and 0"):
         build_decoupled_decoder(cfg, in_channels=8, mask_dim=16, embed_dim=12)
 
 
