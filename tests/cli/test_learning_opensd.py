@@ -80,3 +80,11 @@ def test_decoupled_decoder_resumes_exactly_after_a_kill_and_predicts_new_classes
     assert type(seg.model.predictor).__name__ == "DecoupledTransformerDecoder"
     pred = seg.predict(np.zeros((96, 96, 3), np.uint8), "zebra; kite; grass [stuff]", task="all")
     assert pred.panoptic_seg.shape == (96, 96) and tuple(pred.sem_seg.shape) == (3, 96, 96)
+
+
+def test_a_query_split_that_does_not_add_up_is_one_line(tmp_path, synth, capsys):  # noqa: F811
+    rc = run(tmp_path / "bad", synth, "model.decoder.num_stuff_queries=8", cfg=str(CFG))
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "error: model.decoder.num_queries=32 must equal num_thing_queries + " in err
+    assert "Traceback" not in err
