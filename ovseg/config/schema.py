@@ -76,6 +76,10 @@ class TransformerDecoderConfig:
     num_layers: int = 9
     pre_norm: bool = False
     enforce_input_proj: bool = False
+    # type=decoupled (OpenSD): the first num_thing_queries queries match thing targets only, the
+    # other num_stuff_queries stuff targets only; their sum must be num_queries.
+    num_thing_queries: int = 0
+    num_stuff_queries: int = 0
 
 
 MAX_TEMPLATES = 1000  # prompts per synonym; FC-CLIP's ViLD set has 14

@@ -3,7 +3,7 @@
     model.type                 SEGMENTORS             "fcclip"
     model.backbone.type        BACKBONES              "auto" | "clip_convnext" | "clip_resnet" | "clip_vit"
     model.pixel_decoder.type   PIXEL_DECODERS         "msdeform"
-    model.decoder.type         TRANSFORMER_DECODERS   "masked_attention"
+    model.decoder.type         TRANSFORMER_DECODERS   "masked_attention" | "decoupled"
     model.loss.type            LOSSES                 "mask2former"
     model.text.type            ovseg.text.PROMPT_BUILDERS  "templates"
 

@@ -80,16 +80,30 @@ class HungarianMatcher(nn.Module):
         Args:
             outputs: ``pred_logits`` (B, Q, C + 1) float class logits (last = no object) and
                 ``pred_masks`` (B, Q, h, w) float mask logits.
+                Optionally ``query_is_thing`` (Q,) bool (OpenSD's decoupled decoder): thing
+                queries are then matched to thing targets only and stuff queries to stuff
+                targets only (see :func:`grouped_assignment`).
             targets: B dicts with ``labels`` (N,) int64 contiguous class indices and ``masks``
-                (N, H, W) bool/float, covering the same (padded) extent as ``pred_masks``.
+                (N, H, W) bool/float, covering the same (padded) extent as ``pred_masks``;
+                with ``query_is_thing`` also ``class_is_thing`` (C,) bool, the vocabulary's
+                thing flags.
 
         Returns:
-            B tuples ``(query_idx, target_idx)`` of (min(Q, N),) int64 CPU tensors; query
-            ``query_idx[k]`` is matched to target ``target_idx[k]``.
+            B tuples ``(query_idx, target_idx)`` of (min(Q, N),) int64 CPU tensors (per group
+            with ``query_is_thing``); query ``query_idx[k]`` is matched to target
+            ``target_idx[k]``.
         """
         pred_logits = outputs["pred_logits"]
         pred_masks = outputs["pred_masks"]
         num_queries = pred_logits.shape[1]
+        query_is_thing = outputs.get("query_is_thing")
+        if query_is_thing is not None:
+            query_is_thing = query_is_thing.detach().cpu().bool()
+            if query_is_thing.shape != (num_queries,):
+                raise ValueError(
+                    f"query_is_thing has shape {tuple(query_is_thing.shape)}, expected "
+                    f"({num_queries},): one flag per query of pred_logits"
+                )
         indices = []
         for b, target in enumerate(targets):
             labels = target["labels"]
@@ -123,13 +137,18 @@ class HungarianMatcher(nn.Module):
                     f"the matching cost of image {b} in the batch has NaN/inf entries: the model's "
                     "predictions diverged (lower the learning rate or enable gradient clipping)"
                 )
-            q_idx, t_idx = linear_sum_assignment(cost.numpy())
-            indices.append(
-                (
-                    torch.as_tensor(q_idx, dtype=torch.int64),
-                    torch.as_tensor(t_idx, dtype=torch.int64),
+            if query_is_thing is None:
+                q_idx, t_idx = linear_sum_assignment(cost.numpy())
+                indices.append(
+                    (
+                        torch.as_tensor(q_idx, dtype=torch.int64),
+                        torch.as_tensor(t_idx, dtype=torch.int64),
+                    )
                 )
-            )
+            else:
+                indices.append(
+                    grouped_assignment(cost, query_is_thing, _target_is_thing(b, target))
+                )
         return indices
 
     def extra_repr(self) -> str:
@@ -137,3 +156,45 @@ class HungarianMatcher(nn.Module):
             f"cost_class={self.cost_class}, cost_mask={self.cost_mask}, "
             f"cost_dice={self.cost_dice}, num_points={self.num_points}"
         )
+
+
+def _target_is_thing(b: int, target: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(N,) bool: whether each target's class is a thing, from ``class_is_thing`` (C,)."""
+    if "class_is_thing" not in target:
+        raise ValueError(
+            f"target {b} has no 'class_is_thing' (C,) bool: the decoder's outputs carry "
+            "query_is_thing (decoupled thing / stuff queries), so the targets must say which "
+            "classes are things"
+        )
+    return target["class_is_thing"].detach().cpu().bool()[target["labels"].cpu()]
+
+
+def grouped_assignment(
+    cost: torch.Tensor, query_is_thing: torch.Tensor, target_is_thing: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hungarian assignment within groups: thing queries to thing targets, stuff queries to
+    stuff targets, each group solved on its own block of ``cost`` (never across groups).
+
+    Args:
+        cost: (Q, N) float CPU matching cost.
+        query_is_thing: (Q,) bool; target_is_thing: (N,) bool.
+
+    Returns:
+        ``(query_idx, target_idx)`` int64 tensors sorted by query, one pair per matched query
+        (min(Q_thing, N_thing) + min(Q_stuff, N_stuff) pairs).
+    """
+    pairs_q, pairs_t = [], []
+    for group in (True, False):
+        q = torch.nonzero(query_is_thing == group).flatten()
+        t = torch.nonzero(target_is_thing == group).flatten()
+        if len(q) == 0 or len(t) == 0:
+            continue
+        qi, ti = linear_sum_assignment(cost[q][:, t].numpy())
+        pairs_q.append(q[torch.as_tensor(qi, dtype=torch.int64)])
+        pairs_t.append(t[torch.as_tensor(ti, dtype=torch.int64)])
+    if not pairs_q:
+        empty = torch.empty(0, dtype=torch.int64)
+        return empty, empty.clone()
+    query_idx, target_idx = torch.cat(pairs_q), torch.cat(pairs_t)
+    order = torch.argsort(query_idx)
+    return query_idx[order], target_idx[order]

@@ -298,12 +298,15 @@ class FCCLIP(nn.Module):
             x, self.classifier_with_void(text.embeddings), text.synonym_index, len(vocab)
         )
         hp, wp = x.shape[-2:]
+        # (C,) thing flags of the vocabulary, for matching decoupled thing / stuff queries (OpenSD).
+        isthing = torch.tensor(vocab.isthing, dtype=torch.bool, device=self.device)
         targets = []
         for t in batch["targets"]:
             masks = t["masks"].to(self.device)
             padded = torch.zeros((masks.shape[0], hp, wp), dtype=masks.dtype, device=self.device)
             padded[:, : masks.shape[1], : masks.shape[2]] = masks
-            targets.append({"labels": t["labels"].to(self.device), "masks": padded})
+            labels = t["labels"].to(self.device)
+            targets.append({"labels": labels, "masks": padded, "class_is_thing": isthing})
         if getattr(self.criterion, "wants_context", False):
             # Losses that need more than outputs and targets (GKC: the images for the frozen
             # CLIP teacher, the text classifier, the samples' dataset indices).
