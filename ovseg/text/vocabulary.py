@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -17,6 +18,15 @@ from pathlib import Path
 from typing import Any
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
+
+# Built-in names whose class list belongs to a data release that ovseg may not redistribute
+# (OVCamo's names are part of its CC BY-NC-SA release): read from the prepared data root
+# ($OVSEG_DATA, default ./data) that tools/prepare_data.py writes.
+DATA_VOCABULARIES: dict[str, tuple[str, str]] = {
+    "ovcamo": ("ovcamo/test_classes.txt", "ovcamo"),
+    "ovcamo-test": ("ovcamo/test_classes.txt", "ovcamo"),
+    "ovcamo-train": ("ovcamo/train_classes.txt", "ovcamo"),
+}
 
 # name -> (file, placeholder lines dropped). Thing/stuff flags live in builtin/isthing.json.
 BUILTIN_FILES: dict[str, str] = {
@@ -202,6 +212,8 @@ class Vocabulary:
             voc = cls.from_name("pascal-voc-21")
             keep = [c for c in voc.classes if c.id != 0]
             return cls._from_classes(keep, name="pascal-voc-20")
+        if key in DATA_VOCABULARIES:
+            return cls._from_data_root(key)
         if key not in BUILTIN_FILES:
             raise KeyError(_unknown_name_message(name, builtin_names()))
         lines = (BUILTIN_DIR / BUILTIN_FILES[key]).read_text(encoding="utf-8").splitlines()
@@ -209,6 +221,21 @@ class Vocabulary:
         thing_ids = _builtin_thing_ids().get(key)
         flags = [i in thing_ids for i in ids] if thing_ids is not None else None
         return cls(names, isthing=flags, ids=ids, name=key, allow_duplicates=True)
+
+    @classmethod
+    def _from_data_root(cls, key: str) -> Vocabulary:
+        """A :data:`DATA_VOCABULARIES` entry, read from the prepared data root."""
+        rel, converter = DATA_VOCABULARIES[key]
+        path = Path(os.environ.get("OVSEG_DATA", "data")).expanduser() / rel
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"vocabulary {key!r} is read from the prepared release ({path} not found): "
+                f"run tools/prepare_data.py {converter} --src RELEASE --dst DATA and set "
+                "OVSEG_DATA=DATA (the class names ship with the data, not with ovseg)"
+            )
+        vocab = cls.from_file(path)
+        vocab.name = key
+        return vocab
 
     @classmethod
     def _from_classes(cls, classes: Iterable[VocabClass], name: str | None = None) -> Vocabulary:
@@ -422,7 +449,7 @@ def resolve_vocabulary(spec: Vocabulary | str | Path | Sequence[str]) -> Vocabul
 
 def builtin_names() -> list[str]:
     """Names accepted by :meth:`Vocabulary.from_name`."""
-    return sorted([*BUILTIN_FILES, "pascal-voc-20"])
+    return sorted([*BUILTIN_FILES, *DATA_VOCABULARIES, "pascal-voc-20"])
 
 
 def _parse_lines(lines: Sequence[str]) -> tuple[list[str], list[bool], list[int] | None]:

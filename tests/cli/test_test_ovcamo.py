@@ -118,6 +118,18 @@ def test_prepare_data_ovcamo_and_verify(tmp_path, capsys):
     assert (dst / "ovcamo" / "train_classes.txt").read_text() == "frog\n"
     test_vocab = Vocabulary.from_file(dst / "ovcamo" / "test_classes.txt")
     assert test_vocab.names == list(TEST_CLASSES)
+    # the built-in name reads the prepared release (its names are not ovseg's to ship)
+    from ovseg.text.vocabulary import resolve_vocabulary
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OVSEG_DATA", str(tmp_path / "nowhere"))
+        with pytest.raises(
+            FileNotFoundError, match=r"vocabulary 'ovcamo' .*prepare_data\.py ovcamo"
+        ):
+            Vocabulary.from_name("ovcamo")
+        mp.setenv("OVSEG_DATA", str(dst))
+        assert resolve_vocabulary("ovcamo").names == list(TEST_CLASSES)
+        assert Vocabulary.from_name("ovcamo-train").names == ["frog"]
     from ovseg.config.data import DatasetConfig
     from ovseg.data import build_dataset
 

@@ -74,8 +74,11 @@ def test_builtin_vocabularies_are_fcclips_lists():
     assert len(Vocabulary.from_name("ade20k-847")) == 847
     assert len(Vocabulary.from_name("pascal-voc-20")) == 20
     assert len(Vocabulary.from_name("cityscapes")) == 19
+    from ovseg.text.vocabulary import DATA_VOCABULARIES
+
     for name in builtin_names():
-        assert len(Vocabulary.from_name(name)) > 0
+        if name not in DATA_VOCABULARIES:  # those need a prepared release (tests/cli/...ovcamo)
+            assert len(Vocabulary.from_name(name)) > 0
 
 
 def test_unknown_builtin_suggests():
