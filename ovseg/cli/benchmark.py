@@ -25,6 +25,8 @@ EPILOG = """examples:
       --size 512x683 --vocab ade20k-150 --task panoptic --repeats 3 --out bench.json
   # the tiny CI model, with a training step
   python tools/benchmark.py tests/fcclip_tiny.yaml --repeats 2 --train
+  # ONNX Runtime against PyTorch on the same input (exports to a temporary folder first)
+  python tools/benchmark.py fcclip/fcclip_convnext_large_eval_ade20k.yaml --onnx --skip-text
 """
 
 STAGES = (
@@ -67,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="autocast for the training step (auto: fp16 on CUDA, bf16 on CPU)",
     )
     p.add_argument("--skip-text", action="store_true", help="do not time cold text encoding")
+    p.add_argument(
+        "--onnx",
+        action="store_true",
+        help="also export the model to ONNX (the padded size of this input) and time ONNX "
+        "Runtime against PyTorch on the same input, paired runs (needs the [export] extra)",
+    )
     p.add_argument("--out", help="write the results as JSON")
     p.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
     return p
@@ -247,9 +255,59 @@ def run(args: argparse.Namespace) -> dict:
         "tower_peak_memory_mb": tower_mem.peak,
         "memory_ratio_to_tower": mem.peak / tower_mem.peak if tower_mem.peak > 0 else float("nan"),
     }
+    if args.onnx:
+        result["onnx"] = compare_onnx(seg, image, vocab, args, tuple(x.shape[-2:]))
     if args.train:
         result["train_step"] = train_step(seg, args, device)
     return result
+
+
+def compare_onnx(seg, image: np.ndarray, vocab, args: argparse.Namespace, padded) -> dict:
+    """Export ``seg`` for the ``padded`` (H, W) input, then time ONNX Runtime and PyTorch on
+    the same image in alternating pairs (medians of per-pair ratios); export time, graph sizes,
+    and how far the ONNX outputs are from PyTorch's."""
+    import tempfile
+
+    from ovseg import Segmenter
+    from ovseg.export import export_onnx
+    from ovseg.utils.timing import StageTimer
+
+    with tempfile.TemporaryDirectory(prefix="ovseg-bench-onnx-") as tmp:
+        t0 = time.perf_counter()
+        export_onnx(seg, tmp, sizes=[padded])
+        export_s = time.perf_counter() - t0
+        graph_mb = {p.name: p.stat().st_size / 2**20 for p in sorted(Path(tmp).glob("*.onnx"))}
+        onnx_seg = Segmenter.from_pretrained(tmp, device=args.device)
+        out: dict = {"export_seconds": export_s, "graph_mb": graph_mb}
+        if not args.skip_text:
+            t0 = time.perf_counter()
+            onnx_seg.encode_vocabulary(vocab)
+            out["text_encoding_cold_seconds"] = time.perf_counter() - t0
+        for _ in range(args.warmup):
+            seg.predict(image, vocab, task=args.task)
+            onnx_seg.predict(image, vocab, task=args.task)
+        torch_s, onnx_s, ratios, seam = [], [], [], []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            a = seg.predict(image, vocab, task=args.task)
+            torch_s.append(time.perf_counter() - t0)
+            timer = StageTimer(device=torch.device(args.device))
+            t0 = time.perf_counter()
+            b = onnx_seg.predict(image, vocab, task=args.task, timer=timer)
+            onnx_s.append(time.perf_counter() - t0)
+            ratios.append(onnx_s[-1] / torch_s[-1])
+            seam.append(timer.times.get("model", 0.0))
+    out.update(
+        pytorch_seconds=_stats(torch_s),
+        onnxruntime_seconds=_stats(onnx_s),
+        onnxruntime_seam_seconds=_stats(seam),
+        ratio_onnx_to_pytorch=statistics.median(ratios),
+    )
+    if a.sem_seg is not None and b.sem_seg is not None:
+        out["sem_seg_max_abs_diff"] = float((a.sem_seg - b.sem_seg).abs().max())
+    if a.panoptic_seg is not None and b.panoptic_seg is not None:
+        out["panoptic_pixel_agreement"] = float((a.panoptic_seg == b.panoptic_seg).float().mean())
+    return out
 
 
 def train_step(seg, args: argparse.Namespace, device: torch.device) -> dict:
@@ -341,6 +399,19 @@ def format_table(r: dict) -> str:
     ]
     if "text_encoding_cold_seconds" in r:
         lines.append(f"cold text encoding: {r['text_encoding_cold_seconds']:.2f} s")
+    if "onnx" in r:
+        o = r["onnx"]
+        graphs = ", ".join(f"{k} {v:.1f} MB" for k, v in o["graph_mb"].items())
+        lines.append(
+            f"ONNX Runtime: {o['onnxruntime_seconds']['median']:.3f} s per image (seam "
+            f"{o['onnxruntime_seam_seconds']['median']:.3f} s) vs PyTorch "
+            f"{o['pytorch_seconds']['median']:.3f} s: ratio {o['ratio_onnx_to_pytorch']:.2f}x; "
+            f"export {o['export_seconds']:.1f} s; graphs {graphs}"
+        )
+        if "panoptic_pixel_agreement" in o:
+            lines.append(
+                f"ONNX vs PyTorch panoptic pixel agreement {o['panoptic_pixel_agreement']:.4%}"
+            )
     if "train_step" in r:
         ts = r["train_step"]
         s = ts["seconds"]

@@ -66,3 +66,21 @@ def test_benchmark_bad_vocabulary(capsys):
         == 2
     )
     assert "did you mean" in capsys.readouterr().err
+
+
+def test_benchmark_onnx_compares_runtimes_on_the_same_input(tmp_path):
+    """``--onnx``: export to a temporary folder, paired ONNX Runtime / PyTorch runs; the
+    outputs agree (the export is the same function) and the report names graphs and times."""
+    import pytest
+
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "bench.json"
+    argv = [str(REPO / "ovseg/configs/tests/fcclip_tiny.yaml"), "--size", "96x128", "--vocab",
+            "12", "--repeats", "2", "--warmup", "1", "--onnx", "--skip-text", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    o = json.loads(out.read_text())["onnx"]
+    assert set(o["graph_mb"]) == {"image_224x288.onnx", "text.onnx"}
+    assert all(v > 0 for v in o["graph_mb"].values()) and o["export_seconds"] > 0
+    assert o["onnxruntime_seconds"]["n"] == o["pytorch_seconds"]["n"] == 2
+    assert o["ratio_onnx_to_pytorch"] > 0
+    assert o["panoptic_pixel_agreement"] == 1.0
