@@ -19,6 +19,8 @@ class LossConfig:
         importance_sample_ratio: share of points chosen by uncertainty, in [0, 1].
         deep_supervision: also apply the losses to every intermediate decoder layer.
         type: the registered loss (``mask2former``: Hungarian matching + CE / BCE / dice).
+        contrastive_weight: OneFormer's query-text contrastive loss (0 = off; the paper: 0.5).
+        contrastive_temperature: its learnable temperature's initial value (clamped at 1/100).
     """
 
     type: str = "mask2former"  # a registered loss (ovseg.models.registry.LOSSES)
@@ -30,3 +32,5 @@ class LossConfig:
     oversample_ratio: float = 3.0
     importance_sample_ratio: float = 0.75
     deep_supervision: bool = True
+    contrastive_weight: float = 0.0
+    contrastive_temperature: float = 0.07

@@ -289,6 +289,7 @@ class Segmenter:
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
         slide = self._slide_settings(task, return_intermediates)
+        self.model.select_task(task)  # OneFormer's task token (no-op without it)
         if return_intermediates and self.backend is not None:
             raise ValueError(
                 "return_intermediates needs the PyTorch model; this one runs an export"
@@ -331,6 +332,7 @@ class Segmenter:
         slide = self._slide_settings(task, False)
         if slide is not None or self.backend is not None:
             return [self.predict(im, vocab, task) for im in images]
+        self.model.select_task(task)
         vocabulary = self.vocabulary(vocab)
         text = self.encode_vocabulary(vocabulary)
         seen = self.model.seen_mask(vocabulary)

@@ -198,6 +198,17 @@ def all_reduce_sum(array: np.ndarray) -> np.ndarray:
     return tensor.cpu().numpy()
 
 
+def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``tensor`` (N, ...) from every rank along dim 0, rank order; differentiable:
+    the gradient of each rank's slice is summed over ranks and returned to its owner (a loss
+    over the gathered batch then trains like one process). ``tensor`` in a single process."""
+    if not is_distributed():
+        return tensor
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(tensor.contiguous()), dim=0)
+
+
 def all_gather_object(obj: Any) -> list[Any]:
     """Gather a picklable object from every rank; ``[obj]`` in a single process."""
     if not is_distributed():

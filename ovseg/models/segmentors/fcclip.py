@@ -18,6 +18,7 @@ from torch import nn
 from ovseg.models import postprocess
 from ovseg.models.backbones.base import Backbone
 from ovseg.models.heads.transformer_decoder import MaskedTransformerDecoder, classification_logits
+from ovseg.models.oneformer import encode_sentences
 from ovseg.models.pixel_decoders.msdeform import MSDeformAttnPixelDecoder
 from ovseg.structures import TextClassifier
 from ovseg.text.classifier import TextEncoder
@@ -52,6 +53,8 @@ class FCCLIP(nn.Module):
             ContextDecoder`), optional: refines the classifier per image from the frozen CLIP's
             visual tokens for the in-vocabulary head (the out-of-vocabulary branch keeps the
             plain text classifier).
+        oneformer: OneFormer's task token and query-text contrastive loss
+            (:class:`ovseg.models.oneformer.OneFormerHead`), optional.
     """
 
     def __init__(
@@ -75,6 +78,7 @@ class FCCLIP(nn.Module):
         train_vocabulary: Vocabulary | None = None,
         criterion: nn.Module | None = None,
         context_decoder: nn.Module | None = None,
+        oneformer: nn.Module | None = None,
     ):
         super().__init__()
         self.backbone = backbone
@@ -98,10 +102,11 @@ class FCCLIP(nn.Module):
         self.train_vocabulary = train_vocabulary
         self.criterion = criterion
         self.context_decoder = context_decoder
+        self.oneformer = oneformer
 
     # State keys a checkpoint may lack (an FC-CLIP checkpoint has no prompt modules): they keep
     # their initial values (ovseg.checkpoint.check_model_state).
-    optional_state_prefixes = ("text_encoder.", "context_decoder.")
+    optional_state_prefixes = ("text_encoder.", "context_decoder.", "oneformer.")
 
     @property
     def device(self) -> torch.device:
@@ -166,6 +171,7 @@ class FCCLIP(nn.Module):
         num_classes: int,
         aux_outputs: bool = True,
         timer: StageTimer = NULL_TIMER,
+        task_ids: torch.Tensor | None = None,
     ) -> tuple[dict, dict[str, torch.Tensor], dict[str, Any]]:
         """Backbone -> pixel decoder -> transformer decoder on a normalised padded batch.
 
@@ -173,6 +179,8 @@ class FCCLIP(nn.Module):
             x: (B, 3, Hp, Wp) normalised, zero-padded images.
             classifier: (S + 1, D) synonym embeddings with the void embedding last.
             synonym_index: (S,) int64 class of each row; num_classes: C.
+            task_ids: (B,) int64 OneFormer task of each image (training); None: the task
+                chosen by :meth:`select_task`. Unused without task conditioning.
 
         Returns (decoder outputs, backbone features, pixel decoder outputs).
         """
@@ -184,6 +192,12 @@ class FCCLIP(nn.Module):
         with timer("pixel_decoder"):
             mask_features, multi_scale = self.pixel_decoder(features)
         with timer("transformer_decoder"):
+            offset = (
+                self.oneformer.query_offset(task_ids, x.shape[0])
+                if self.oneformer is not None
+                else None
+            )
+            extra = {"query_offset": offset} if offset is not None else {}
             outputs = self.predictor(
                 multi_scale,
                 mask_features,
@@ -191,6 +205,7 @@ class FCCLIP(nn.Module):
                 synonym_index,
                 num_classes,
                 aux_outputs=aux_outputs,
+                **extra,
             )
         return (
             outputs,
@@ -293,8 +308,13 @@ class FCCLIP(nn.Module):
         text = self.encode_vocabulary(vocab)
         images = batch["images"]
         x = self.normalize_and_pad(list(images))
+        tasks = self.oneformer.draw_tasks(batch) if self.oneformer is not None else None
         outputs, _, _ = self.forward_features(
-            x, self.classifier_with_void(text.embeddings), text.synonym_index, len(vocab)
+            x,
+            self.classifier_with_void(text.embeddings),
+            text.synonym_index,
+            len(vocab),
+            task_ids=torch.tensor(tasks, device=self.device) if tasks is not None else None,
         )
         hp, wp = x.shape[-2:]
         targets = []
@@ -303,7 +323,33 @@ class FCCLIP(nn.Module):
             padded = torch.zeros((masks.shape[0], hp, wp), dtype=masks.dtype, device=self.device)
             padded[:, : masks.shape[1], : masks.shape[2]] = masks
             targets.append({"labels": t["labels"].to(self.device), "masks": padded})
-        return self.criterion(outputs, targets)
+        if self.oneformer is None:
+            return self.criterion(outputs, targets)
+        return self._oneformer_losses(outputs, targets, tasks, vocab)
+
+    def _oneformer_losses(
+        self, outputs: dict, targets: list[dict], tasks: list[int], vocab: Vocabulary
+    ) -> dict[str, torch.Tensor]:
+        """The criterion on each image's task targets, plus the query-text contrastive loss."""
+        head = self.oneformer
+        targets = head.targets_for_tasks(targets, tasks, vocab)
+        losses = self.criterion(outputs, targets)
+        if head.contrastive_weight > 0:
+            table = head.entry_table(vocab, self.encode_sentences)
+            losses["loss_contrastive"] = head.contrastive_loss(
+                outputs["queries"], targets, tasks, table
+            )
+        return losses
+
+    def encode_sentences(self, sentences: Sequence[str]) -> torch.Tensor:
+        """(N, D) normalised frozen-CLIP text embeddings of raw sentences (no templates)."""
+        return encode_sentences(self.backbone, sentences, self.device)
+
+    def select_task(self, task: str) -> None:
+        """Choose the OneFormer task token of the next :meth:`predict_logits` calls from the
+        requested output (``"all"``: panoptic); a no-op without task conditioning."""
+        if self.oneformer is not None:
+            self.oneformer.select_task(task)
 
     # ------------------------------------------------------------------ inference
     def classify(
