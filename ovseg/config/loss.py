@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ovseg.config.loader import ConfigError
+
 
 @dataclass
 class LossConfig:
@@ -34,3 +36,10 @@ class LossConfig:
     deep_supervision: bool = True
     contrastive_weight: float = 0.0
     contrastive_temperature: float = 0.07
+
+    def __post_init__(self) -> None:
+        if self.contrastive_weight < 0 or not self.contrastive_temperature > 0:
+            raise ConfigError(
+                "model.loss.contrastive_weight must be >= 0 and contrastive_temperature > 0; "
+                f"got {self.contrastive_weight} and {self.contrastive_temperature}"
+            )

@@ -232,10 +232,6 @@ def build_oneformer_head(cfg: ModelConfig, backbone: Any) -> OneFormerHead | Non
             "model.decoder.task_conditioning and model.loss.contrastive_weight need "
             f"model.decoder.type='masked_attention'; got {d.type!r}"
         )
-    if cfg.loss.contrastive_temperature <= 0:
-        raise ValueError(
-            f"model.loss.contrastive_temperature must be > 0; got {cfg.loss.contrastive_temperature}"
-        )
     device = backbone.clip_model.positional_embedding.device
     task_text = None
     if d.task_conditioning:
