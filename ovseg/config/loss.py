@@ -68,6 +68,8 @@ class LossConfig:
         type: the registered loss (``mask2former``: Hungarian matching + CE / BCE / dice;
             ``gkc``: the same plus the options of ``gkc``).
         gkc: GKC's text diversification and distillation (:class:`GKCConfig`).
+        contrastive_weight: OneFormer's query-text contrastive loss (0 = off; the paper: 0.5).
+        contrastive_temperature: its learnable temperature's initial value (clamped at 1/100).
     """
 
     type: str = "mask2former"  # a registered loss (ovseg.models.registry.LOSSES)
@@ -80,8 +82,15 @@ class LossConfig:
     importance_sample_ratio: float = 0.75
     deep_supervision: bool = True
     gkc: GKCConfig = field(default_factory=GKCConfig)
+    contrastive_weight: float = 0.0
+    contrastive_temperature: float = 0.07
 
     def __post_init__(self) -> None:
+        if self.contrastive_weight < 0 or not self.contrastive_temperature > 0:
+            raise ConfigError(
+                "model.loss.contrastive_weight must be >= 0 and contrastive_temperature > 0; "
+                f"got {self.contrastive_weight} and {self.contrastive_temperature}"
+            )
         if isinstance(self.gkc, dict):
             self.gkc = GKCConfig(**self.gkc)
         if self.gkc.enabled and self.type != "gkc":

@@ -81,6 +81,21 @@ class TransformerDecoderConfig:
     num_thing_queries: int = 0
     num_stuff_queries: int = 0
 
+    # OneFormer's task token (docs/oneformer.md): per training image a task is drawn with
+    # task_probs (semantic, instance, panoptic), its targets built for that task, and the frozen
+    # CLIP text embedding of "the task is {task}" (through a learnt 2-layer MLP) is added to the
+    # initial queries; at test time the requested task picks the token ("all": panoptic).
+    task_conditioning: bool = False
+    task_probs: List[float] = field(default_factory=lambda: [1 / 3, 1 / 3, 1 / 3])
+
+    def __post_init__(self) -> None:
+        probs = list(self.task_probs)
+        if len(probs) != 3 or any(p < 0 for p in probs) or not 0.999 < sum(probs) < 1.001:
+            raise ConfigError(
+                "model.decoder.task_probs must be three probabilities (semantic, instance, "
+                f"panoptic) >= 0 summing to 1; got {probs!r}"
+            )
+
 
 MAX_TEMPLATES = 1000  # prompts per synonym; FC-CLIP's ViLD set has 14
 

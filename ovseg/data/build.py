@@ -99,7 +99,8 @@ def collate_train(
     Returns:
         ``images``: (B, 3, H, W) uint8 RGB, zero outside each image's valid region;
         ``targets``: B dicts ``labels`` (N,) int64, ``masks`` (N, H, W) bool at the padded size;
-        ``image_sizes``: B (h, w) valid sizes; ``indices``: dataset indices;
+        ``image_sizes``: B (h, w) valid sizes; ``indices``: dataset indices; ``seeds``: the
+        samples' stream seeds (None without a training sampler; OneFormer's task draw);
         ``num_skipped``: corrupt samples skipped while loading this batch;
         ``vocabulary``: when given.
     """
@@ -121,6 +122,7 @@ def collate_train(
         "targets": targets,
         "image_sizes": sizes,
         "indices": [s["index"] for s in samples],
+        "seeds": [s.get("seed") for s in samples],
         "num_skipped": sum(s["num_skipped"] for s in samples),
     }
     if vocabulary is not None:

@@ -243,6 +243,13 @@ class Segmenter:
         t = self.config.model.test
         return prepare_image(image, t.min_size, t.max_size, t.max_image_pixels)
 
+    def _select_task(self, task: str) -> None:
+        """OneFormer's task token follows the requested output (a model without one, or an
+        exported graph, which carries the token chosen at export, ignores it)."""
+        select = getattr(self.model, "select_task", None)
+        if select is not None:
+            select(task)
+
     def _slide_settings(
         self, task: str, return_intermediates: bool
     ) -> tuple[list[int], list[int]] | None:
@@ -289,6 +296,7 @@ class Segmenter:
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
         slide = self._slide_settings(task, return_intermediates)
+        self._select_task(task)
         if return_intermediates and self.backend is not None:
             raise ValueError(
                 "return_intermediates needs the PyTorch model; this one runs an export"
@@ -331,6 +339,7 @@ class Segmenter:
         slide = self._slide_settings(task, False)
         if slide is not None or self.backend is not None:
             return [self.predict(im, vocab, task) for im in images]
+        self._select_task(task)
         vocabulary = self.vocabulary(vocab)
         text = self.encode_vocabulary(vocabulary)
         seen = self.model.seen_mask(vocabulary)

@@ -12,6 +12,7 @@ from ovseg.models import heads, losses, pixel_decoders, prompts  # noqa: F401 (r
 from ovseg.models.backbones import Backbone, select_backbone_class
 from ovseg.models.backbones.clip import create_clip, register_clip_configs, register_config_file
 from ovseg.models.backbones.clip_vit import CLIPViTBackbone
+from ovseg.models.oneformer import build_oneformer_head
 from ovseg.models.registry import LOSSES, PIXEL_DECODERS, SEGMENTORS, TRANSFORMER_DECODERS
 from ovseg.models.segmentors.fcclip import FCCLIP
 from ovseg.text import classifier  # noqa: F401 (registers the built-in prompt builders)
@@ -115,4 +116,5 @@ def build_fcclip(cfg: ModelConfig, train_vocabulary: Vocabulary | None = None) -
         train_vocabulary=train_vocabulary,
         criterion=build_criterion(cfg, backbone.embed_dim),
         context_decoder=prompts.build_context_decoder(cfg.text, backbone.embed_dim),
+        oneformer=build_oneformer_head(cfg, backbone),
     )

@@ -198,6 +198,34 @@ def all_reduce_sum(array: np.ndarray) -> np.ndarray:
     return tensor.cpu().numpy()
 
 
+def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``tensor`` (N, ...) from every rank along dim 0, rank order; differentiable:
+    the gradient of each rank's slice is summed over ranks and returned to its owner (a loss
+    over the gathered batch then trains like one process). ``tensor`` in a single process."""
+    if not is_distributed():
+        return tensor
+    return _GatherWithGrad.apply(tensor)
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather forward; backward sums the incoming gradient over ranks and keeps this rank's
+    slice (equal slice sizes on every rank)."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:
+        ctx.rows = tensor.shape[0]
+        parts = [torch.empty_like(tensor) for _ in range(get_world_size())]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        start = get_rank() * ctx.rows
+        return grad[start : start + ctx.rows]
+
+
 def all_gather_object(obj: Any) -> list[Any]:
     """Gather a picklable object from every rank; ``[obj]`` in a single process."""
     if not is_distributed():

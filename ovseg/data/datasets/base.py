@@ -166,8 +166,8 @@ class SegmentationDataset(Dataset):
             ``iscrowd``: (N,) bool (all False in training: crowd segments are dropped);
             ``index``: the index actually loaded (differs from ``key`` after a skip);
             ``height``, ``width``: the original image size; ``num_skipped``: corrupt samples
-            skipped to produce this one. Without ``with_targets`` the first three target keys
-            are absent. Segments with no pixel left after augmentation are removed.
+            skipped to produce this one; ``seed``: the sampler's seed (None without one).
+            Without ``with_targets`` the first three target keys are absent. Segments with no pixel left after augmentation are removed.
         """
         index, seed = key if isinstance(key, tuple) else (key, None)
         index = int(index)
@@ -217,6 +217,7 @@ class SegmentationDataset(Dataset):
             "height": height,
             "width": width,
             "num_skipped": skipped,
+            "seed": seed,
         }
         if self.with_targets:
             # Segments cropped away entirely are dropped. Mask2Former's LSJ panoptic mapper keeps

@@ -189,6 +189,7 @@ class MaskedTransformerDecoder(nn.Module):
         synonym_index: torch.Tensor,
         num_classes: int,
         aux_outputs: bool = True,
+        query_offset: torch.Tensor | None = None,
     ) -> dict:
         """
         Args:
@@ -197,10 +198,13 @@ class MaskedTransformerDecoder(nn.Module):
             text_classifier: (S + 1, D) normalised synonym embeddings + void.
             synonym_index: (S,) int64 class of each synonym row; num_classes: C.
             aux_outputs: also return the intermediate predictions (training needs them).
+            query_offset: (B, hidden_dim) added to every initial query feature (OneFormer's
+                task token, :mod:`ovseg.models.oneformer`), optional.
 
         Returns:
             ``pred_logits`` (B, Q, C + 1), ``pred_masks`` (B, Q, H/4, W/4) and, if asked,
-            ``aux_outputs``: a list of ``num_layers`` dicts with the same keys.
+            ``aux_outputs``: a list of ``num_layers`` dicts with the same keys and ``queries``
+            (B, Q, hidden_dim): the last layer's normalised query features.
         """
         if len(features) != self.num_feature_levels:
             raise ValueError(
@@ -218,6 +222,8 @@ class MaskedTransformerDecoder(nn.Module):
         bs = src[0].shape[1]
         query_embed = self.query_embed.weight.unsqueeze(1).repeat(1, bs, 1)
         output = self.query_feat.weight.unsqueeze(1).repeat(1, bs, 1)
+        if query_offset is not None:
+            output = output + query_offset.to(output.dtype).unsqueeze(0)
 
         if not aux_outputs:
             return self._forward_inference(
@@ -253,6 +259,7 @@ class MaskedTransformerDecoder(nn.Module):
         keys = ("pred_logits", "pred_masks", "class_embed")
         out = dict(zip(keys, predictions[-1]))
         out["aux_outputs"] = [dict(zip(keys, p)) for p in predictions[:-1]]
+        out["queries"] = self.decoder_norm(output).transpose(0, 1)
         return out
 
     def _layer(self, i, output, src, pos, query_embed, attn_mask):

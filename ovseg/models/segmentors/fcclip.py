@@ -18,6 +18,7 @@ from torch import nn
 from ovseg.models import postprocess
 from ovseg.models.backbones.base import Backbone
 from ovseg.models.heads.transformer_decoder import MaskedTransformerDecoder, classification_logits
+from ovseg.models.oneformer import encode_sentences
 from ovseg.models.pixel_decoders.msdeform import MSDeformAttnPixelDecoder
 from ovseg.structures import TextClassifier
 from ovseg.text.classifier import TextEncoder
@@ -52,6 +53,8 @@ class FCCLIP(nn.Module):
             ContextDecoder`), optional: refines the classifier per image from the frozen CLIP's
             visual tokens for the in-vocabulary head (the out-of-vocabulary branch keeps the
             plain text classifier).
+        oneformer: OneFormer's task token and query-text contrastive loss
+            (:class:`ovseg.models.oneformer.OneFormerHead`), optional.
     """
 
     def __init__(
@@ -75,6 +78,7 @@ class FCCLIP(nn.Module):
         train_vocabulary: Vocabulary | None = None,
         criterion: nn.Module | None = None,
         context_decoder: nn.Module | None = None,
+        oneformer: nn.Module | None = None,
     ):
         super().__init__()
         self.backbone = backbone
@@ -98,11 +102,12 @@ class FCCLIP(nn.Module):
         self.train_vocabulary = train_vocabulary
         self.criterion = criterion
         self.context_decoder = context_decoder
+        self.oneformer = oneformer
 
-    # State keys a checkpoint may lack (an FC-CLIP checkpoint has no prompt modules, nor a
-    # loss's own parameters such as GKC's): they keep their initial values
-    # (ovseg.checkpoint.check_model_state).
-    optional_state_prefixes = ("text_encoder.", "context_decoder.", "criterion.")
+    # State keys a checkpoint may lack (an FC-CLIP checkpoint has no prompt modules, no
+    # OneFormer head, nor a loss's own parameters such as GKC's): they keep their initial
+    # values (ovseg.checkpoint.check_model_state).
+    optional_state_prefixes = ("text_encoder.", "context_decoder.", "criterion.", "oneformer.")
 
     @property
     def device(self) -> torch.device:
@@ -167,6 +172,7 @@ class FCCLIP(nn.Module):
         num_classes: int,
         aux_outputs: bool = True,
         timer: StageTimer = NULL_TIMER,
+        task_ids: torch.Tensor | None = None,
     ) -> tuple[dict, dict[str, torch.Tensor], dict[str, Any]]:
         """Backbone -> pixel decoder -> transformer decoder on a normalised padded batch.
 
@@ -174,6 +180,8 @@ class FCCLIP(nn.Module):
             x: (B, 3, Hp, Wp) normalised, zero-padded images.
             classifier: (S + 1, D) synonym embeddings with the void embedding last.
             synonym_index: (S,) int64 class of each row; num_classes: C.
+            task_ids: (B,) int64 OneFormer task of each image (training); None: the task
+                chosen by :meth:`select_task`. Unused without task conditioning.
 
         Returns (decoder outputs, backbone features, pixel decoder outputs).
         """
@@ -185,6 +193,12 @@ class FCCLIP(nn.Module):
         with timer("pixel_decoder"):
             mask_features, multi_scale = self.pixel_decoder(features)
         with timer("transformer_decoder"):
+            offset = (
+                self.oneformer.query_offset(task_ids, x.shape[0])
+                if self.oneformer is not None
+                else None
+            )
+            extra = {"query_offset": offset} if offset is not None else {}
             outputs = self.predictor(
                 multi_scale,
                 mask_features,
@@ -192,6 +206,7 @@ class FCCLIP(nn.Module):
                 synonym_index,
                 num_classes,
                 aux_outputs=aux_outputs,
+                **extra,
             )
         return (
             outputs,
@@ -294,8 +309,13 @@ class FCCLIP(nn.Module):
         text = self.encode_vocabulary(vocab)
         images = batch["images"]
         x = self.normalize_and_pad(list(images))
+        tasks = self.oneformer.draw_tasks(batch) if self.oneformer is not None else None
         outputs, _, _ = self.forward_features(
-            x, self.classifier_with_void(text.embeddings), text.synonym_index, len(vocab)
+            x,
+            self.classifier_with_void(text.embeddings),
+            text.synonym_index,
+            len(vocab),
+            task_ids=torch.tensor(tasks, device=self.device) if tasks is not None else None,
         )
         hp, wp = x.shape[-2:]
         # (C,) thing flags of the vocabulary, for matching decoupled thing / stuff queries (OpenSD).
@@ -307,12 +327,47 @@ class FCCLIP(nn.Module):
             padded[:, : masks.shape[1], : masks.shape[2]] = masks
             labels = t["labels"].to(self.device)
             targets.append({"labels": labels, "masks": padded, "class_is_thing": isthing})
+        context = {"model": self, "batch": batch, "text": text, "vocabulary": vocab}
+        if self.oneformer is not None:
+            return self._oneformer_losses(outputs, targets, tasks, vocab, context)
+        return self._criterion(outputs, targets, context)
+
+    def _criterion(self, outputs: dict, targets: list[dict], context: dict) -> dict:
+        """The criterion; losses that need more than outputs and targets (GKC: the images for
+        the frozen CLIP teacher, the text classifier, the samples' dataset indices) get
+        ``context``."""
         if getattr(self.criterion, "wants_context", False):
-            # Losses that need more than outputs and targets (GKC: the images for the frozen
-            # CLIP teacher, the text classifier, the samples' dataset indices).
-            context = {"model": self, "batch": batch, "text": text, "vocabulary": vocab}
             return self.criterion(outputs, targets, context=context)
         return self.criterion(outputs, targets)
+
+    def _oneformer_losses(
+        self,
+        outputs: dict,
+        targets: list[dict],
+        tasks: list[int],
+        vocab: Vocabulary,
+        context: dict,
+    ) -> dict[str, torch.Tensor]:
+        """The criterion on each image's task targets, plus the query-text contrastive loss."""
+        head = self.oneformer
+        targets = head.targets_for_tasks(targets, tasks, vocab)
+        losses = self._criterion(outputs, targets, context)
+        if head.contrastive_weight > 0:
+            table = head.entry_table(vocab, self.encode_sentences)
+            losses["loss_contrastive"] = head.contrastive_loss(
+                outputs["queries"], targets, tasks, table
+            )
+        return losses
+
+    def encode_sentences(self, sentences: Sequence[str]) -> torch.Tensor:
+        """(N, D) normalised frozen-CLIP text embeddings of raw sentences (no templates)."""
+        return encode_sentences(self.backbone, sentences, self.device)
+
+    def select_task(self, task: str) -> None:
+        """Choose the OneFormer task token of the next :meth:`predict_logits` calls from the
+        requested output (``"all"``: panoptic); a no-op without task conditioning."""
+        if self.oneformer is not None:
+            self.oneformer.select_task(task)
 
     # ------------------------------------------------------------------ inference
     def classify(
