@@ -199,31 +199,37 @@ def all_reduce_sum(array: np.ndarray) -> np.ndarray:
 
 
 def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``tensor`` (N, ...) from every rank along dim 0, rank order; differentiable:
-    the gradient of each rank's slice is summed over ranks and returned to its owner (a loss
-    over the gathered batch then trains like one process). ``tensor`` in a single process."""
+    """Concatenate ``tensor`` (N_r, ...) from every rank along dim 0, rank order; ranks may hold
+    different numbers of rows (even 0). Differentiable: the gradient of each rank's slice is
+    summed over ranks and returned to its owner, so a loss every rank computes on the gathered
+    rows trains, after DDP's averaging, like one process. ``tensor`` in a single process."""
     if not is_distributed():
         return tensor
-    return _GatherWithGrad.apply(tensor)
+    n = torch.tensor([tensor.shape[0]], device=tensor.device)
+    sizes = [torch.zeros_like(n) for _ in range(get_world_size())]
+    dist.all_gather(sizes, n)
+    return _GatherWithGrad.apply(tensor, [int(k) for k in sizes])
 
 
 class _GatherWithGrad(torch.autograd.Function):
-    """all_gather forward; backward sums the incoming gradient over ranks and keeps this rank's
-    slice (equal slice sizes on every rank)."""
+    """all_gather of rows (padded to the largest count) forward; backward sums the incoming
+    gradient over ranks and keeps this rank's slice."""
 
     @staticmethod
-    def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:
-        ctx.rows = tensor.shape[0]
-        parts = [torch.empty_like(tensor) for _ in range(get_world_size())]
-        dist.all_gather(parts, tensor.contiguous())
-        return torch.cat(parts, dim=0)
+    def forward(ctx: Any, tensor: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+        pad = max(sizes) - tensor.shape[0]
+        padded = torch.cat([tensor, tensor.new_zeros((pad, *tensor.shape[1:]))]) if pad else tensor
+        parts = [torch.empty_like(padded) for _ in sizes]
+        dist.all_gather(parts, padded.contiguous())
+        ctx.sizes, ctx.rank = sizes, get_rank()
+        return torch.cat([p[:k] for p, k in zip(parts, sizes)], dim=0)
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+    def backward(ctx: Any, grad: torch.Tensor):
         grad = grad.contiguous().clone()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
-        start = get_rank() * ctx.rows
-        return grad[start : start + ctx.rows]
+        start = sum(ctx.sizes[: ctx.rank])
+        return grad[start : start + ctx.sizes[ctx.rank]], None
 
 
 def all_gather_object(obj: Any) -> list[Any]:

@@ -223,45 +223,6 @@ def distillation_terms(
     return l2, structure
 
 
-class _GatherRows(torch.autograd.Function):
-    """All-gather of rows (different counts per rank); backward: the sum over ranks of the
-    gradient of the gathered rows, this rank's slice."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, sizes: list[int], rank: int) -> torch.Tensor:
-        import torch.distributed as torch_dist
-
-        padded = F.pad(x, (0, 0, 0, max(sizes) - x.shape[0])).contiguous()
-        parts = [torch.empty_like(padded) for _ in sizes]
-        torch_dist.all_gather(parts, padded)
-        ctx.sizes, ctx.rank = sizes, rank
-        return torch.cat([p[:k] for p, k in zip(parts, sizes)])
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        import torch.distributed as torch_dist
-
-        grad = grad.contiguous().clone()
-        torch_dist.all_reduce(grad)
-        start = sum(ctx.sizes[: ctx.rank])
-        return grad[start : start + ctx.sizes[ctx.rank]], None, None
-
-
-def gather_rows(x: torch.Tensor) -> torch.Tensor:
-    """(n_r, D) rows of every rank, concatenated in rank order (``x`` itself in one process).
-    Differentiable: the backward sums the gradients every rank computed for this rank's rows,
-    so a loss every rank computes on all rows gets, after DDP's averaging, the one-process
-    gradient. Ranks may hold different numbers of rows (even 0)."""
-    if not dist.is_distributed():
-        return x
-    import torch.distributed as torch_dist
-
-    n = torch.tensor([x.shape[0]], device=x.device)
-    sizes = [torch.zeros_like(n) for _ in range(dist.get_world_size())]
-    torch_dist.all_gather(sizes, n)
-    return _GatherRows.apply(x, [int(k) for k in sizes], dist.get_rank())
-
-
 def _global_count(n: int) -> float:
     """Average count per rank over the global batch, at least 1 (the mask losses' normaliser)."""
     total = float(dist.all_reduce_sum(np.array([n], dtype=np.float64))[0])
@@ -429,7 +390,11 @@ class GKCCriterion(SetCriterion):
         t = state.region_text if state.regions else c.new_zeros(c.shape)
         l2 = ((v - c) ** 2).sum() / _global_count(len(state.regions))
         # The structure term pairs the regions of the whole global batch (gathered over ranks).
-        v_all, c_all, t_all = gather_rows(v), gather_rows(c), gather_rows(t)
+        v_all, c_all, t_all = (
+            dist.all_gather_with_grad(v),
+            dist.all_gather_with_grad(c),
+            dist.all_gather_with_grad(t),
+        )
         s = self.structure_scale
         if v_all.shape[0] == 0:
             return l2 + emb.sum() * 0, s * 0 + c.sum() * 0
