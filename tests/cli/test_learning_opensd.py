@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from ovseg_testing import REPO
 from test_learning import learn
-from test_train_cli import _train_until_killed, run, synth  # noqa: F401 (synth: a fixture)
+from test_train_cli import run, straight_and_resumed, synth  # noqa: F401 (synth: a fixture)
 
 from ovseg import Segmenter
 
@@ -34,8 +34,6 @@ def test_decoupled_decoder_resumes_exactly_after_a_kill_and_predicts_new_classes
     """SIGKILLed during step 5 (after the step-4 checkpoint), resumed, the run ends bitwise
     equal to a straight run, the stuff queries' own layers included; the model then segments
     into a vocabulary it never saw."""
-    import multiprocessing as mp
-    import time
 
     cfg = str(CFG)
     common = [
@@ -44,22 +42,7 @@ def test_decoupled_decoder_resumes_exactly_after_a_kill_and_predicts_new_classes
         "schedule.log_period=1",
         f"data.train.vocabulary={synth}/annotations/synthetic_vocabulary.txt",
     ]
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # a forked child must not inherit a busy OpenMP pool
-    try:
-        straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-        assert run(straight, synth, *common, cfg=cfg) == 0
-        ctx = mp.get_context("fork")
-        proc = ctx.Process(target=_train_until_killed, args=(resumed, synth, cfg, common, 5))
-        proc.start()
-        deadline = time.monotonic() + 300
-        while proc.exitcode is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert proc.exitcode == -9, f"the child should have been SIGKILLed: {proc.exitcode}"
-        assert not (resumed / "model_final.pth").exists()
-        assert run(resumed, synth, "--resume", *common, cfg=cfg) == 0
-    finally:
-        torch.set_num_threads(before)
+    straight, resumed = straight_and_resumed(tmp_path, synth, cfg, common)
     a = torch.load(straight / "model_final.pth", weights_only=True)["model"]
     b = torch.load(resumed / "model_final.pth", weights_only=True)["model"]
     stuff = [k for k in a if k.startswith("predictor.stuff_")]

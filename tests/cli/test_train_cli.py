@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -167,25 +168,22 @@ def _train_until_killed(work_dir, root, cfg, extra, kill_at_call) -> None:
     run(work_dir, root, *extra, cfg=cfg)
 
 
-@pytest.mark.parametrize("option", ["prompts", "denseclip"])
-def test_prompt_option_resumes_exactly_after_a_kill_and_predicts_new_classes(
-    tmp_path, synth, option
-):
-    """configs/tests/fcclip_tiny_train_<option>.yaml: SIGKILLed during step 5 (after the step-4
-    checkpoint), resumed, it ends bitwise equal to a straight run, learned prompt parameters
-    included; the trained model then segments into a vocabulary it never saw."""
+def straight_and_resumed(
+    tmp_path: Path, synth: Path, cfg: str, common: list[str], kill_at: int = 5
+) -> tuple[Path, Path]:
+    """Train ``cfg`` straight, and once more SIGKILLed during step ``kill_at`` then resumed;
+    returns the two work dirs (the shared body of every option's exact-resume test)."""
     import multiprocessing as mp
     import time
 
-    cfg = str(REPO / f"ovseg/configs/tests/fcclip_tiny_train_{option}.yaml")
-    common = ["schedule.max_iter=6", "schedule.checkpoint_period=2", "schedule.log_period=1"]
+    cfg = str(cfg)
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # a forked child must not inherit a busy OpenMP pool
     try:
         straight, resumed = tmp_path / "straight", tmp_path / "resumed"
         assert run(straight, synth, *common, cfg=cfg) == 0
         ctx = mp.get_context("fork")
-        proc = ctx.Process(target=_train_until_killed, args=(resumed, synth, cfg, common, 5))
+        proc = ctx.Process(target=_train_until_killed, args=(resumed, synth, cfg, common, kill_at))
         proc.start()
         deadline = time.monotonic() + 300
         while proc.exitcode is None and time.monotonic() < deadline:
@@ -195,6 +193,19 @@ def test_prompt_option_resumes_exactly_after_a_kill_and_predicts_new_classes(
         assert run(resumed, synth, "--resume", *common, cfg=cfg) == 0
     finally:
         torch.set_num_threads(before)
+    return straight, resumed
+
+
+@pytest.mark.parametrize("option", ["prompts", "denseclip"])
+def test_prompt_option_resumes_exactly_after_a_kill_and_predicts_new_classes(
+    tmp_path, synth, option
+):
+    """configs/tests/fcclip_tiny_train_<option>.yaml: SIGKILLed during step 5 (after the step-4
+    checkpoint), resumed, it ends bitwise equal to a straight run, learned prompt parameters
+    included; the trained model then segments into a vocabulary it never saw."""
+    cfg = str(REPO / f"ovseg/configs/tests/fcclip_tiny_train_{option}.yaml")
+    common = ["schedule.max_iter=6", "schedule.checkpoint_period=2", "schedule.log_period=1"]
+    straight, resumed = straight_and_resumed(tmp_path, synth, cfg, common)
     a = torch.load(straight / "model_final.pth", weights_only=True)["model"]
     b = torch.load(resumed / "model_final.pth", weights_only=True)["model"]
     learned = [k for k in a if k.startswith(("text_encoder.", "context_decoder."))]

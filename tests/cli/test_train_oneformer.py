@@ -5,13 +5,11 @@ temperature and the task MLP are checkpointed), and the model then predicts new 
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
-import time
 
 import numpy as np
 import torch
 from ovseg_testing import REPO
-from test_train_cli import _train_until_killed, run, synth  # noqa: F401 (synth: a fixture)
+from test_train_cli import run, straight_and_resumed, synth  # noqa: F401 (synth: a fixture)
 
 from ovseg import Segmenter
 
@@ -26,23 +24,7 @@ def test_oneformer_option_resumes_exactly_after_a_kill_and_predicts_new_classes(
         "schedule.log_period=1",
         f"data.train.vocabulary={vocab}",
     ]
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # a forked child must not inherit a busy OpenMP pool
-    try:
-        straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-        assert run(straight, synth, *common, cfg=CFG) == 0
-        proc = mp.get_context("fork").Process(
-            target=_train_until_killed, args=(resumed, synth, CFG, common, 5)
-        )
-        proc.start()
-        deadline = time.monotonic() + 300
-        while proc.exitcode is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert proc.exitcode == -9, f"the child should have been SIGKILLed: {proc.exitcode}"
-        assert not (resumed / "model_final.pth").exists()
-        assert run(resumed, synth, "--resume", *common, cfg=CFG) == 0
-    finally:
-        torch.set_num_threads(before)
+    straight, resumed = straight_and_resumed(tmp_path, synth, CFG, common)
     a = torch.load(straight / "model_final.pth", weights_only=True)["model"]
     b = torch.load(resumed / "model_final.pth", weights_only=True)["model"]
     learned = [k for k in a if k.startswith("oneformer.")]
