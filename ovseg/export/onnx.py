@@ -50,6 +50,7 @@ from ovseg.inference.onnx_backend import (
     image_graph_name,
 )
 from ovseg.inference.segmenter import Segmenter
+from ovseg.models.ops.ms_deform_attn import grid_sample_for_export
 from ovseg.text.templates import resolve_templates
 from ovseg.utils.io import atomic_write_text
 
@@ -255,7 +256,7 @@ def export_onnx(
     with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp:
         tmp = Path(tmp)
         graphs = []
-        with torch.no_grad():
+        with torch.no_grad(), grid_sample_for_export(model):
             if dynamic:
                 logger.info("exporting the dynamic-size image graph (torch.export)")
                 _export_dynamic(

@@ -18,6 +18,7 @@ import torch
 
 from ovseg.export.onnx import SeamModule, check_size, example_seam_inputs, seam_dynamic_shapes
 from ovseg.inference.segmenter import Segmenter
+from ovseg.models.ops.ms_deform_attn import grid_sample_for_export
 
 
 def export_program(
@@ -34,7 +35,7 @@ def export_program(
         raise ValueError("this Segmenter runs an export; torch.export needs the PyTorch model")
     if example_inputs is None:
         example_inputs = example_seam_inputs(seg, check_size(seg, size))
-    with torch.no_grad():
+    with torch.no_grad(), grid_sample_for_export(seg.model):
         shapes = seam_dynamic_shapes(seg.model.size_divisibility) if dynamic else None
         prog = torch.export.export(
             SeamModule(seg.model.eval()), tuple(example_inputs), dynamic_shapes=shapes

@@ -7,14 +7,15 @@ fall back to on CPU. Runs unchanged on CPU and GPU.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-IMPLS = ("grid_sample", "embedding_bag")
+IMPLS = ("grid_sample", "gather", "embedding_bag")
 
 
 def ms_deform_attn_core(
@@ -65,6 +66,63 @@ def shape_tensor(
         for h, w in spatial_shapes
     ]  # fmt: skip
     return torch.cat(rows, 0)
+
+
+def ms_deform_attn_core_gather(
+    value: torch.Tensor,
+    spatial_shapes: Sequence[tuple[int, int]],
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> torch.Tensor:
+    """:func:`ms_deform_attn_core` with the sampling done by channel-contiguous row gathers.
+
+    Each sampling point is a bag of its four bilinear neighbours (nw, ne, sw, se) summed by
+    ``embedding_bag`` with grid_sample's own weights, then weighted by attention and summed
+    point by point and level by level exactly as :func:`ms_deform_attn_core` does. The
+    arithmetic is grid_sample's CPU kernel's, FMA for FMA: the source index is
+    ``fma(g + 1, size / 2, -0.5)`` (``addcmul``), the weights are ``(1 - dy) * (1 - dx)`` etc.,
+    and ``embedding_bag`` accumulates the corners in that order with fused multiply-adds, as the
+    kernel's compiled ``nw_val * nw + ne_val * ne + ...`` does. Shapes as
+    :func:`ms_deform_attn_core`.
+    """
+    n, s, m, d = value.shape
+    _, lq, _, num_levels, p, _ = sampling_locations.shape
+    dev, dtype = value.device, value.dtype
+    table = value.permute(0, 2, 1, 3).reshape(n * m * s, d)
+    # Row of (image n, head m) in the table: (n * M + m) * S + level start + y * W + x.
+    base = (
+        torch.arange(n, device=dev).view(n, 1, 1, 1) * m
+        + torch.arange(m, device=dev).view(1, 1, m, 1)
+    ) * s
+    grids = 2 * sampling_locations - 1
+    half = torch.full((), 0.5, dtype=dtype, device=dev)
+    start, out = 0, None
+    for lvl, (h, w) in enumerate(spatial_shapes):
+        g = grids[:, :, :, lvl]  # (N, Lq, M, P, 2)
+        x = torch.addcmul(-half, g[..., 0] + 1, torch.full((), w / 2, dtype=dtype, device=dev))
+        y = torch.addcmul(-half, g[..., 1] + 1, torch.full((), h / 2, dtype=dtype, device=dev))
+        x0, y0 = x.floor(), y.floor()
+        dx, dy = x - x0, y - y0
+        ex, sy = 1 - dx, 1 - dy
+        xi, yi = x0.long(), y0.long()
+        idx, wts = [], []
+        for oy, wy in ((0, sy), (1, dy)):
+            for ox, wx in ((0, ex), (1, dx)):
+                xx, yy = xi + ox, yi + oy
+                inside = (xx >= 0) & (xx < w) & (yy >= 0) & (yy < h)
+                flat = start + yy.clamp(0, h - 1) * w + xx.clamp(0, w - 1)
+                idx.append(flat + base)
+                wts.append(torch.where(inside, wy * wx, torch.zeros_like(wx)))
+        sampled = F.embedding_bag(
+            torch.stack(idx, -1).reshape(-1, 4),
+            table,
+            per_sample_weights=torch.stack(wts, -1).reshape(-1, 4),
+            mode="sum",
+        ).view(n, lq, m, p, d)
+        part = (sampled * attention_weights[:, :, :, lvl, :, None]).sum(-2)  # (N, Lq, M, D)
+        out = part if out is None else out + part
+        start += h * w
+    return out.reshape(n, lq, m * d)
 
 
 def ms_deform_attn_core_bag(
@@ -126,6 +184,13 @@ def ms_deform_attn_core_bag(
     return out.view(n, lq, m * d)
 
 
+CORES = {
+    "grid_sample": ms_deform_attn_core,
+    "gather": ms_deform_attn_core_gather,
+    "embedding_bag": ms_deform_attn_core_bag,
+}
+
+
 class MSDeformAttn(nn.Module):
     """Multi-scale deformable attention module (parameter names as in Deformable DETR).
 
@@ -134,9 +199,10 @@ class MSDeformAttn(nn.Module):
         n_levels: number of feature levels.
         n_heads: attention heads; ``d_model`` must divide evenly.
         n_points: sampling points per head and level.
-        impl: "grid_sample" (the reference arithmetic, default) or "embedding_bag" (about 2x
-            faster on CPU; equal up to float rounding, which can flip a borderline decision
-            downstream, so it is opt-in).
+        impl: "grid_sample" (the reference arithmetic), "gather" (the same arithmetic by
+            channel-contiguous row gathers, equal outputs on CPU) or "embedding_bag" (fastest on
+            CPU; equal up to float rounding, which can flip a borderline decision downstream,
+            so it is opt-in).
     """
 
     def __init__(
@@ -216,6 +282,25 @@ class MSDeformAttn(nn.Module):
             reference_points[:, :, None, :, None, :]
             + offsets / normalizer[None, None, None, :, None, :]
         )
-        core = ms_deform_attn_core_bag if self.impl == "embedding_bag" else ms_deform_attn_core
-        out = core(value, spatial_shapes, locations, weights)
+        out = CORES[self.impl](value, spatial_shapes, locations, weights)
         return self.output_proj(out)
+
+
+@contextlib.contextmanager
+def grid_sample_for_export(model: nn.Module) -> Iterator[None]:
+    """Run ``model``'s "gather" deformable attention as "grid_sample" inside the block.
+
+    The two compute the same arithmetic; ONNX has a ``GridSample`` operator and grid_sample
+    traces with symbolic sizes, so exported graphs and programs use it. Other impls are left as
+    they are.
+    """
+    swapped = [
+        mod for mod in model.modules() if isinstance(mod, MSDeformAttn) and mod.impl == "gather"
+    ]
+    for mod in swapped:
+        mod.impl = "grid_sample"
+    try:
+        yield
+    finally:
+        for mod in swapped:
+            mod.impl = "gather"

@@ -132,7 +132,8 @@ class MSDeformAttnPixelDecoder(nn.Module):
         input_shape: backbone outputs used, name -> ShapeSpec (channels, stride).
         transformer_in_features: the levels the deformable encoder sees (res3..res5).
         conv_dim / mask_dim: hidden channels / mask-feature channels.
-        deform_attn_impl: "grid_sample" (reference, default) or "embedding_bag" (faster on CPU).
+        deform_attn_impl: "grid_sample" (reference), "gather" (the same arithmetic by row
+            gathers) or "embedding_bag" (fastest on CPU, float-rounding differences).
 
     Forward returns ``mask_features`` (B, mask_dim, H/4, W/4) and ``multi_scale_features``:
     three (B, conv_dim, h, w) maps at strides 32, 16, 8 (the decoder's memory).
