@@ -152,3 +152,20 @@ def test_exports_swap_gather_for_grid_sample_and_back():
     except RuntimeError:
         pass
     assert model[0].impl == "gather"
+
+
+def test_gather_under_bf16_autocast_trains():
+    """Autocast makes the values bf16 while the sampling locations stay fp32: the gather core
+    must take that mix (the training step's path) and stay near the fp32 result."""
+    torch.manual_seed(0)
+    attn = MSDeformAttn(16, 2, 4, 2, impl="gather")
+    shapes = [(6, 8), (3, 4)]
+    src = torch.randn(2, 60, 16, requires_grad=True)
+    ref = torch.rand(2, 60, 2, 2)
+    full = attn(src, ref, src, shapes)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        half = attn(src, ref, src, shapes)
+    assert half.dtype == torch.bfloat16
+    torch.testing.assert_close(half.float(), full, atol=0.05, rtol=0.05)
+    half.float().sum().backward()
+    assert src.grad is not None and torch.isfinite(src.grad).all()

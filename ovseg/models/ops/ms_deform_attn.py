@@ -87,7 +87,7 @@ def ms_deform_attn_core_gather(
     """
     n, s, m, d = value.shape
     _, lq, _, num_levels, p, _ = sampling_locations.shape
-    dev, dtype = value.device, value.dtype
+    dev, dtype = value.device, sampling_locations.dtype  # locations may be wider (autocast)
     table = value.permute(0, 2, 1, 3).reshape(n * m * s, d)
     # Row of (image n, head m) in the table: (n * M + m) * S + level start + y * W + x.
     base = (
@@ -116,7 +116,7 @@ def ms_deform_attn_core_gather(
         sampled = F.embedding_bag(
             torch.stack(idx, -1).reshape(-1, 4),
             table,
-            per_sample_weights=torch.stack(wts, -1).reshape(-1, 4),
+            per_sample_weights=torch.stack(wts, -1).reshape(-1, 4).to(table.dtype),
             mode="sum",
         ).view(n, lq, m, p, d)
         part = (sampled * attention_weights[:, :, :, lvl, :, None]).sum(-2)  # (N, Lq, M, D)
