@@ -58,10 +58,11 @@ class PixelDecoderConfig:
     dim_feedforward: int = 1024
     dropout: float = 0.0
     common_stride: int = 4
-    # "gather" (default: grid_sample's arithmetic by channel-contiguous row gathers, same
-    # outputs on CPU, ~1.5x faster), "grid_sample" (the reference; exports use it) or
+    # "grid_sample" (default, the reference), "gather" (grid_sample's arithmetic by
+    # channel-contiguous row gathers: the same inference outputs on CPU, ~1.5x faster; its
+    # backward accumulates in another order, so training trajectories differ) or
     # "embedding_bag" (fastest on CPU, equal up to float rounding; part of the fast mode)
-    deform_attn_impl: str = "gather"
+    deform_attn_impl: str = "grid_sample"
 
 
 @dataclass
