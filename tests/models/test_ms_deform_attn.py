@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from ovseg.models.ops.ms_deform_attn import MSDeformAttn, ms_deform_attn_core
@@ -34,6 +35,18 @@ def naive_core(value, shapes, locations, weights):
                                     acc += wy * wx * vmap[yy, xx]
                         out[b, q, head] += weights[b, q, head, lvl, k].item() * acc
     return out.reshape(n, lq, m * d)
+
+
+def assert_same_grads(core, value, shapes, locations, weights, tol):
+    """Gradients of sum(core(...) ** 2) w.r.t. values, locations and weights equal the
+    grid_sample reference core's."""
+    grads = []
+    for fn in (ms_deform_attn_core, core):
+        v, loc, w = (t.clone().requires_grad_() for t in (value, locations, weights))
+        (fn(v, shapes, loc, w) ** 2).sum().backward()
+        grads.append((v.grad, loc.grad, w.grad))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=tol, rtol=tol)
 
 
 def test_core_matches_naive_reference():
@@ -82,18 +95,10 @@ def test_embedding_bag_core_matches_reference_values_and_gradients():
         atol=1e-5,
         rtol=1e-5,
     )
-    grads = []
-    for core in (ms_deform_attn_core, ms_deform_attn_core_bag):
-        v, loc, w = (t.clone().requires_grad_() for t in (value, locations, weights))
-        (core(v, shapes, loc, w) ** 2).sum().backward()
-        grads.append((v.grad, loc.grad, w.grad))
-    for a, b in zip(*grads):
-        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    assert_same_grads(ms_deform_attn_core_bag, value, shapes, locations, weights, tol=1e-4)
 
 
 def test_unknown_impl():
-    import pytest
-
     with pytest.raises(ValueError, match="embedding_bag"):
         MSDeformAttn(8, 1, 2, 1, impl="cuda")
 
@@ -128,13 +133,7 @@ def test_gather_core_is_grid_sample_arithmetic():
         atol=1e-5,
         rtol=1e-5,
     )
-    grads = []
-    for core in (ms_deform_attn_core, ms_deform_attn_core_gather):
-        v, loc, w = (t.clone().requires_grad_() for t in (value, locations, weights))
-        (core(v, small, loc, w) ** 2).sum().backward()
-        grads.append((v.grad, loc.grad, w.grad))
-    for a, b in zip(*grads):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert_same_grads(ms_deform_attn_core_gather, value, small, locations, weights, tol=1e-5)
 
 
 def test_exports_swap_gather_for_grid_sample_and_back():
@@ -146,12 +145,9 @@ def test_exports_swap_gather_for_grid_sample_and_back():
     with grid_sample_for_export(model):
         assert [m.impl for m in model] == ["grid_sample", "embedding_bag"]
     assert [m.impl for m in model] == ["gather", "embedding_bag"]
-    try:
-        with grid_sample_for_export(model):
-            raise RuntimeError("export failed")
-    except RuntimeError:
-        pass
-    assert model[0].impl == "gather"
+    with pytest.raises(RuntimeError, match="export failed"), grid_sample_for_export(model):
+        raise RuntimeError("export failed")
+    assert model[0].impl == "gather"  # restored after a failed export too
 
 
 def test_gather_under_bf16_autocast_trains():
