@@ -66,9 +66,17 @@ class TextTowerMixin:
         """:meth:`encode_text` of prompts that all start with the same tokens ``prefix`` (Lp,)
         followed by ``rest`` (N, Lr), end-of-text inside ``rest``.
 
-        The tower is causal, so the prefix's hidden states are the same for every prompt: they
-        are computed once and the rest attends to them (a key/value cache), instead of running
-        every template's shared words once per class name.
+        Three savings, none of which changes what a prompt's end-of-text feature depends on
+        (the tower is causal):
+
+        - the prefix's hidden states are the same for every prompt: they are computed once and
+          the rest attends to them (a key/value cache), instead of running every template's
+          shared words once per class name;
+        - the per-token layers (layer norms, projections, MLP: nearly all the work) run on the
+          T real tokens of the batch packed into (T, W), never on the padding after each
+          prompt's end-of-text; only attention sees the (N, Lr) layout;
+        - the last block runs its queries, projection and MLP for the end-of-text tokens only,
+          the one position per prompt that is read.
         """
         m = self.clip_model
         with torch.no_grad():
@@ -76,32 +84,57 @@ class TextTowerMixin:
             lp = int(prefix.shape[0])
             cast = m.transformer.get_cast_dtype()
             pos = m.positional_embedding.to(cast)
+            eot = rest.argmax(dim=-1)  # (N,) end-of-text is the largest token id
+            real = torch.arange(lr, device=rest.device)[None] <= eot[:, None]  # (N, Lr)
+            # Row of each prompt's end-of-text in the packed (T, W) layout.
+            eot_row = real.sum(1).cumsum(0) - 1
             xp = m.token_embedding(prefix[None]).to(cast) + pos[:lp]
-            xr = m.token_embedding(rest).to(cast) + pos[lp : lp + lr]
+            x = (m.token_embedding(rest).to(cast) + pos[lp : lp + lr])[real]  # (T, W)
             causal = m.attn_mask[:lp, :lp].to(cast) if m.attn_mask is not None else None
             q_pos = torch.arange(lp, lp + lr, device=rest.device)[:, None]
             k_pos = torch.arange(lp + lr, device=rest.device)[None]
             rest_mask = torch.zeros((lr, lp + lr), dtype=cast, device=rest.device)
             rest_mask = rest_mask.masked_fill(k_pos > q_pos, float("-inf"))
-            for blk in m.transformer.resblocks:
+            # The end-of-text query at rest position eot attends to keys up to lp + eot.
+            eot_mask = torch.zeros((n, 1, 1, lp + lr), dtype=cast, device=rest.device)
+            eot_mask = eot_mask.masked_fill((k_pos > lp + eot[:, None])[:, None, None], -torch.inf)
+            blocks = list(m.transformer.resblocks)
+            for i, blk in enumerate(blocks):
+                last = i == len(blocks) - 1
                 attn = blk.attn
                 heads, e = attn.num_heads, attn.embed_dim
                 dh = e // heads
                 w, b = attn.in_proj_weight, attn.in_proj_bias
-                # Keys/values of the shared prefix: computed once, attended to by every prompt.
-                kp, vp = F.linear(blk.ln_1(xp), w[e:], b[e:]).chunk(2, dim=-1)
-                q, k, v = F.linear(blk.ln_1(xr), w, b).chunk(3, dim=-1)
 
                 def heads_first(t: torch.Tensor, heads: int = heads, dh: int = dh) -> torch.Tensor:
                     return t.reshape(t.shape[0], t.shape[1], heads, dh).transpose(1, 2)
 
+                def padded(t: torch.Tensor, width: int = e) -> torch.Tensor:
+                    """Packed (T, W) -> (N, Lr, W), zeros after each end-of-text (never
+                    attended: the causal mask stops every query at its own position)."""
+                    out = t.new_zeros(n, lr, width)
+                    out[real] = t
+                    return out
+
+                # Keys/values of the shared prefix: computed once, attended to by every prompt.
+                kp, vp = F.linear(blk.ln_1(xp), w[e:], b[e:]).chunk(2, dim=-1)
+                h = blk.ln_1(x)
+                k, v = (padded(t) for t in F.linear(h, w[e:], b[e:]).chunk(2, dim=-1))
                 k = torch.cat([heads_first(kp).expand(n, -1, -1, -1), heads_first(k)], dim=2)
                 v = torch.cat([heads_first(vp).expand(n, -1, -1, -1), heads_first(v)], dim=2)
-                o = F.scaled_dot_product_attention(heads_first(q), k, v, attn_mask=rest_mask)
-                o = attn.out_proj(o.transpose(1, 2).reshape(n, lr, e))
-                xr = xr + blk.ls_1(o)
-                xr = xr + blk.ls_2(blk.mlp(blk.ln_2(xr)))
-                xp = blk(xp, attn_mask=causal)
-            x = m.ln_final(xr)
-            x = x[torch.arange(n, device=x.device), rest.argmax(dim=-1)]
-            return self._project(x)
+                if last:
+                    x = x[eot_row]  # (N, W): only the end-of-text tokens go on
+                    q = F.linear(h[eot_row], w[:e], b[:e])
+                    o = F.scaled_dot_product_attention(
+                        q.reshape(n, heads, 1, dh), k, v, attn_mask=eot_mask
+                    )
+                    o = o.reshape(n, e)
+                else:
+                    q = padded(F.linear(h, w[:e], b[:e]))
+                    o = F.scaled_dot_product_attention(heads_first(q), k, v, attn_mask=rest_mask)
+                    o = o.transpose(1, 2)[real].reshape(-1, e)
+                x = x + blk.ls_1(attn.out_proj(o))
+                x = x + blk.ls_2(blk.mlp(blk.ln_2(x)))
+                if not last:
+                    xp = blk(xp, attn_mask=causal)
+            return self._project(m.ln_final(x))
