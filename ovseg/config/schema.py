@@ -58,11 +58,12 @@ class PixelDecoderConfig:
     dim_feedforward: int = 1024
     dropout: float = 0.0
     common_stride: int = 4
-    # "grid_sample" (default, the reference), "gather" (grid_sample's arithmetic by
+    # "auto" (default: "gather" for CPU inference, "grid_sample" when gradients flow or on
+    # CUDA), "grid_sample" (the reference), "gather" (grid_sample's arithmetic by
     # channel-contiguous row gathers: the same inference outputs on CPU, ~1.5x faster; its
     # backward accumulates in another order, so training trajectories differ) or
     # "embedding_bag" (fastest on CPU, equal up to float rounding; part of the fast mode)
-    deform_attn_impl: str = "grid_sample"
+    deform_attn_impl: str = "auto"
 
 
 @dataclass

@@ -19,12 +19,13 @@ from ovseg import Segmenter, Vocabulary
 CASES = {
     "fcclip_tiny": ("fcclip_tiny", "fcclip_tiny_a.pth", "tests/fcclip_tiny.yaml", []),
     "fcclip_tiny_rn": ("fcclip_tiny_rn", "fcclip_tiny_rn_c.pth", "tests/fcclip_tiny_rn.yaml", []),
-    # Deformable attention by row gathers (grid_sample's arithmetic) gives FC-CLIP's outputs too.
-    "fcclip_tiny_gather": (
+    # The default deformable attention at inference is "gather" (grid_sample's arithmetic by
+    # row gathers); the reference grid_sample core gives FC-CLIP's outputs too.
+    "fcclip_tiny_grid_sample": (
         "fcclip_tiny",
         "fcclip_tiny_a.pth",
         "tests/fcclip_tiny.yaml",
-        ["model.pixel_decoder.deform_attn_impl=gather"],
+        ["model.pixel_decoder.deform_attn_impl=grid_sample"],
     ),
     # DenseCLIP's context decoder with gamma = 0 (its parameters absent from the FC-CLIP
     # checkpoint, so freshly initialised) must give FC-CLIP's outputs.

@@ -139,15 +139,41 @@ def test_gather_core_is_grid_sample_arithmetic():
 def test_exports_swap_gather_for_grid_sample_and_back():
     from ovseg.models.ops.ms_deform_attn import grid_sample_for_export
 
-    model = torch.nn.Sequential(
-        MSDeformAttn(8, 1, 2, 1, impl="gather"), MSDeformAttn(8, 1, 2, 1, impl="embedding_bag")
-    )
+    impls = ["gather", "auto", "embedding_bag"]
+    model = torch.nn.Sequential(*(MSDeformAttn(8, 1, 2, 1, impl=i) for i in impls))
     with grid_sample_for_export(model):
-        assert [m.impl for m in model] == ["grid_sample", "embedding_bag"]
-    assert [m.impl for m in model] == ["gather", "embedding_bag"]
+        assert [m.impl for m in model] == ["grid_sample", "grid_sample", "embedding_bag"]
+    assert [m.impl for m in model] == impls
     with pytest.raises(RuntimeError, match="export failed"), grid_sample_for_export(model):
         raise RuntimeError("export failed")
-    assert model[0].impl == "gather"  # restored after a failed export too
+    assert [m.impl for m in model] == impls  # restored after a failed export too
+
+
+def test_auto_is_gather_for_inference_and_grid_sample_for_training(monkeypatch):
+    """The default core: gather when nothing needs a gradient (same outputs, faster), the
+    reference grid_sample when gradients flow, so training keeps grid_sample's backward."""
+    from ovseg.models.ops import ms_deform_attn as mda
+
+    ran = []
+    for name, core in list(mda.CORES.items()):
+        monkeypatch.setitem(mda.CORES, name, lambda *a, _n=name, _c=core: ran.append(_n) or _c(*a))
+    torch.manual_seed(0)
+    attn = MSDeformAttn(16, 2, 4, 2)
+    assert attn.impl == "auto"
+    shapes = [(6, 8), (3, 4)]
+    src, ref = torch.randn(2, 60, 16), torch.rand(2, 60, 2, 2)
+    with torch.inference_mode():
+        inferred = attn(src, ref, src, shapes)
+    with torch.no_grad():
+        attn(src, ref, src, shapes)
+    trained = attn(src, ref, src, shapes)  # parameters require grad
+    assert ran == ["gather", "gather", "grid_sample"]
+    assert torch.equal(inferred, trained.detach())  # gather is grid_sample's arithmetic here
+    attn.requires_grad_(False)
+    attn(src, ref, src, shapes)
+    assert ran[-1] == "gather"  # a frozen module without gradient inputs needs no backward
+    attn(src.requires_grad_(), ref, src, shapes)
+    assert ran[-1] == "grid_sample"
 
 
 def test_gather_under_bf16_autocast_trains():

@@ -1,8 +1,9 @@
 """Multi-scale deformable attention (Deformable DETR) in pure PyTorch.
 
-No compiled kernel: sampling is ``F.grid_sample`` (bilinear, zero padding, align_corners=False on
-``2 * loc - 1``), which is exactly the reference "pytorch core" that Deformable DETR and FC-CLIP
-fall back to on CPU. Runs unchanged on CPU and GPU.
+No compiled kernel. The reference core is ``F.grid_sample`` (bilinear, zero padding,
+align_corners=False on ``2 * loc - 1``), exactly the "pytorch core" that Deformable DETR and
+FC-CLIP fall back to on CPU; CPU inference runs the same arithmetic by row gathers (``gather``,
+see :func:`resolve_impl`). Runs unchanged on CPU and GPU.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-IMPLS = ("grid_sample", "gather", "embedding_bag")
+IMPLS = ("auto", "grid_sample", "gather", "embedding_bag")
 
 
 def ms_deform_attn_core(
@@ -119,7 +120,8 @@ def ms_deform_attn_core_gather(
             per_sample_weights=torch.stack(wts, -1).reshape(-1, 4).to(table.dtype),
             mode="sum",
         ).view(n, lq, m, p, d)
-        part = (sampled * attention_weights[:, :, :, lvl, :, None]).sum(-2)  # (N, Lq, M, D)
+        # In place: ``sampled`` is a fresh (N, Lq, M, P, D) buffer, the largest of the layer.
+        part = sampled.mul_(attention_weights[:, :, :, lvl, :, None]).sum(-2)  # (N, Lq, M, D)
         out = part if out is None else out + part
         start += h * w
     return out.reshape(n, lq, m * d)
@@ -191,6 +193,17 @@ CORES = {
 }
 
 
+def resolve_impl(impl: str, *inputs: torch.Tensor) -> str:
+    """The core that ``impl`` runs on these inputs. "auto" (the default) is "gather" on CPU
+    when no gradient is needed (inference: grid_sample's outputs, ~1.5x faster per layer) and
+    "grid_sample" otherwise (training keeps grid_sample's backward, whose accumulation order
+    the learning runs were measured with; on CUDA grid_sample is the native kernel)."""
+    if impl != "auto":
+        return impl
+    grads = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
+    return "gather" if inputs[0].device.type == "cpu" and not grads else "grid_sample"
+
+
 class MSDeformAttn(nn.Module):
     """Multi-scale deformable attention module (parameter names as in Deformable DETR).
 
@@ -199,10 +212,11 @@ class MSDeformAttn(nn.Module):
         n_levels: number of feature levels.
         n_heads: attention heads; ``d_model`` must divide evenly.
         n_points: sampling points per head and level.
-        impl: "grid_sample" (the reference arithmetic), "gather" (the same arithmetic by
-            channel-contiguous row gathers, equal outputs on CPU) or "embedding_bag" (fastest on
-            CPU; equal up to float rounding, which can flip a borderline decision downstream,
-            so it is opt-in).
+        impl: "auto" (default: "gather" for CPU inference, "grid_sample" when gradients flow
+            or on CUDA; see :func:`resolve_impl`), "grid_sample" (the reference arithmetic),
+            "gather" (the same arithmetic by channel-contiguous row gathers, equal outputs on
+            CPU) or "embedding_bag" (fastest on CPU; equal up to float rounding, which can flip
+            a borderline decision downstream, so it is opt-in).
     """
 
     def __init__(
@@ -211,7 +225,7 @@ class MSDeformAttn(nn.Module):
         n_levels: int = 4,
         n_heads: int = 8,
         n_points: int = 4,
-        impl: str = "grid_sample",
+        impl: str = "auto",
     ):
         super().__init__()
         if impl not in IMPLS:
@@ -282,25 +296,29 @@ class MSDeformAttn(nn.Module):
             reference_points[:, :, None, :, None, :]
             + offsets / normalizer[None, None, None, :, None, :]
         )
-        out = CORES[self.impl](value, spatial_shapes, locations, weights)
+        core = CORES[resolve_impl(self.impl, value, locations, weights)]
+        out = core(value, spatial_shapes, locations, weights)
         return self.output_proj(out)
 
 
 @contextlib.contextmanager
 def grid_sample_for_export(model: nn.Module) -> Iterator[None]:
-    """Run ``model``'s "gather" deformable attention as "grid_sample" inside the block.
+    """Run ``model``'s "gather" and "auto" deformable attention as "grid_sample" inside the
+    block.
 
-    The two compute the same arithmetic; ONNX has a ``GridSample`` operator and grid_sample
-    traces with symbolic sizes, so exported graphs and programs use it. Other impls are left as
-    they are.
+    They compute grid_sample's arithmetic; ONNX has a ``GridSample`` operator and grid_sample
+    traces with symbolic sizes, so exported graphs and programs use it. "embedding_bag" is
+    left as it is.
     """
     swapped = [
-        mod for mod in model.modules() if isinstance(mod, MSDeformAttn) and mod.impl == "gather"
+        (mod, mod.impl)
+        for mod in model.modules()
+        if isinstance(mod, MSDeformAttn) and mod.impl in ("gather", "auto")
     ]
-    for mod in swapped:
+    for mod, _ in swapped:
         mod.impl = "grid_sample"
     try:
         yield
     finally:
-        for mod in swapped:
-            mod.impl = "gather"
+        for mod, impl in swapped:
+            mod.impl = impl

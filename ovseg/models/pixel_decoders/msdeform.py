@@ -32,7 +32,7 @@ class MSDeformAttnEncoderLayer(nn.Module):
         n_levels: int,
         n_heads: int,
         n_points: int,
-        impl: str = "grid_sample",
+        impl: str = "auto",
     ):
         super().__init__()
         self.self_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points, impl=impl)
@@ -45,11 +45,12 @@ class MSDeformAttnEncoderLayer(nn.Module):
         self.norm2 = nn.LayerNorm(d_model)
 
     def forward(self, src, pos, reference_points, spatial_shapes):
-        src = self.norm1(
-            src + self.dropout1(self.self_attn(src + pos, reference_points, src, spatial_shapes))
-        )
-        src2 = self.linear2(self.dropout2(F.relu(self.linear1(src))))
-        return self.norm2(src + self.dropout3(src2))
+        # The residual adds and the ReLU write into the fresh (N, S, C) / (N, S, d_ffn) outputs
+        # of the layers before them (no new full-size buffers; autograd needs none of them).
+        attn = self.self_attn(src + pos, reference_points, src, spatial_shapes)
+        src = self.norm1(self.dropout1(attn).add_(src))
+        src2 = self.linear2(self.dropout2(F.relu(self.linear1(src), inplace=True)))
+        return self.norm2(self.dropout3(src2).add_(src))
 
 
 class MSDeformAttnEncoder(nn.Module):
@@ -92,7 +93,7 @@ class MSDeformAttnTransformer(nn.Module):
         dropout,
         num_levels,
         n_points,
-        impl: str = "grid_sample",
+        impl: str = "auto",
     ):
         super().__init__()
         self.encoder = MSDeformAttnEncoder(
@@ -132,8 +133,9 @@ class MSDeformAttnPixelDecoder(nn.Module):
         input_shape: backbone outputs used, name -> ShapeSpec (channels, stride).
         transformer_in_features: the levels the deformable encoder sees (res3..res5).
         conv_dim / mask_dim: hidden channels / mask-feature channels.
-        deform_attn_impl: "grid_sample" (reference), "gather" (the same arithmetic by row
-            gathers) or "embedding_bag" (fastest on CPU, float-rounding differences).
+        deform_attn_impl: "auto" (gather for CPU inference, else grid_sample),
+            "grid_sample" (reference), "gather" (the same arithmetic by row gathers) or
+            "embedding_bag" (fastest on CPU, float-rounding differences).
 
     Forward returns ``mask_features`` (B, mask_dim, H/4, W/4) and ``multi_scale_features``:
     three (B, conv_dim, h, w) maps at strides 32, 16, 8 (the decoder's memory).
@@ -153,7 +155,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
         dim_feedforward: int = 1024,
         dropout: float = 0.0,
         common_stride: int = 4,
-        deform_attn_impl: str = "grid_sample",
+        deform_attn_impl: str = "auto",
     ):
         super().__init__()
         ordered = sorted(input_shape.items(), key=lambda kv: kv[1].stride)
@@ -227,8 +229,10 @@ class MSDeformAttnPixelDecoder(nn.Module):
         memory, shapes = self.transformer(srcs, pos)
         b = memory.shape[0]
         splits = [h * w for h, w in shapes]
+        # Contiguous (B, C, h, w): the transposed views are channels-last in memory, which
+        # made the FPN's upsampling and the ops after it copy full-resolution maps.
         outs = [
-            z.transpose(1, 2).reshape(b, -1, h, w)
+            z.transpose(1, 2).reshape(b, -1, h, w).contiguous()
             for z, (h, w) in zip(memory.split(splits, dim=1), shapes)
         ]
         fpn_in = self.in_features[: self.num_fpn_levels][::-1]
