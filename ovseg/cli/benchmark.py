@@ -25,6 +25,9 @@ EPILOG = """examples:
       --size 512x683 --vocab ade20k-150 --task panoptic --repeats 3 --out bench.json
   # the tiny CI model, with a training step
   python tools/benchmark.py tests/fcclip_tiny.yaml --repeats 2 --train
+  # batched inference: images/s at batch 1, 2 and 4
+  python tools/benchmark.py fcclip/fcclip_convnext_large_eval_ade20k.yaml --skip-text \
+      --batch-sizes 1,2,4 --repeats 2
   # ONNX Runtime against PyTorch on the same input (exports to a temporary folder first)
   python tools/benchmark.py fcclip/fcclip_convnext_large_eval_ade20k.yaml --onnx --skip-text
 """
@@ -67,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         choices=("auto", "none", "bf16", "fp16"),
         help="autocast for the training step (auto: fp16 on CUDA, bf16 on CPU)",
+    )
+    p.add_argument(
+        "--batch-sizes",
+        default="",
+        help="also time batched inference (Segmenter.predict_batch) at these batch sizes, "
+        "comma-separated, e.g. 1,2,4: images/s and the per-image cost relative to batch 1",
     )
     p.add_argument("--skip-text", action="store_true", help="do not time cold text encoding")
     p.add_argument(
@@ -150,6 +159,8 @@ def run(args: argparse.Namespace) -> dict:
     from ovseg import Segmenter
     from ovseg.utils.timing import StageTimer
 
+    if args.batch_sizes:
+        parse_batch_sizes(args.batch_sizes)  # a bad value fails before the model is built
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -255,11 +266,57 @@ def run(args: argparse.Namespace) -> dict:
         "tower_peak_memory_mb": tower_mem.peak,
         "memory_ratio_to_tower": mem.peak / tower_mem.peak if tower_mem.peak > 0 else float("nan"),
     }
+    if args.batch_sizes:
+        result["batched"] = batched_inference(seg, image, vocab, args, device)
     if args.onnx:
         result["onnx"] = compare_onnx(seg, image, vocab, args, tuple(x.shape[-2:]))
     if args.train:
         result["train_step"] = train_step(seg, args, device)
     return result
+
+
+def parse_batch_sizes(spec: str) -> list[int]:
+    """ "1,2,4" -> [1, 2, 4]; a clear error for anything else."""
+    try:
+        sizes = [int(v) for v in spec.split(",") if v.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"--batch-sizes must be positive integers like 1,2,4; got {spec!r}")
+    return sizes
+
+
+def batched_inference(
+    seg, image: np.ndarray, vocab, args: argparse.Namespace, device: torch.device
+) -> dict:
+    """Images/s of :meth:`Segmenter.predict_batch` on B different random images of the
+    benchmark's size (one forward pass of B images padded to a common size, then per-image
+    post-processing), for each B of ``--batch-sizes``; medians over ``--repeats``."""
+    rng = np.random.default_rng(1)
+    out: dict = {}
+    for b in parse_batch_sizes(args.batch_sizes):
+        images = [seg.prepare(rng.integers(0, 256, image.shape, dtype=np.uint8)) for _ in range(b)]
+        for _ in range(args.warmup):
+            seg.predict_batch(images, vocab, task=args.task)
+        times = []
+        with PeakMemory(device) as mem:
+            for _ in range(args.repeats):
+                t0 = time.perf_counter()
+                seg.predict_batch(images, vocab, task=args.task)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - t0)
+        med = statistics.median(times)
+        out[str(b)] = {
+            "seconds": _stats(times),
+            "images_per_second": b / med,
+            "seconds_per_image": med / b,
+            "peak_memory_mb": mem.peak,
+        }
+    first = out[next(iter(out))]["seconds_per_image"]
+    for v in out.values():
+        v["per_image_relative_to_first"] = v["seconds_per_image"] / first
+    return out
 
 
 def compare_onnx(seg, image: np.ndarray, vocab, args: argparse.Namespace, padded) -> dict:
@@ -337,7 +394,10 @@ def train_step(seg, args: argparse.Namespace, device: torch.device) -> dict:
         "vocabulary": vocab,
     }
     model.encode_vocabulary(vocab)
-    times = {"forward_loss": [], "backward": [], "optimizer": [], "total": []}
+    forward_stages = ("backbone", "pixel_decoder", "transformer_decoder", "criterion")
+    times: dict[str, list[float]] = {
+        k: [] for k in ("forward_loss", *forward_stages, "backward", "optimizer", "total")
+    }
     with PeakMemory(device) as mem:
         for i in range(args.warmup + args.repeats):
             timer = StageTimer(device=device)
@@ -346,7 +406,7 @@ def train_step(seg, args: argparse.Namespace, device: torch.device) -> dict:
                 timer("forward_loss"),
                 torch.autocast(device.type, dtype=dtype, enabled=dtype is not None),
             ):
-                losses = model(batch)
+                losses = model(batch, timer=timer)
                 loss = sum(losses.values())
             with timer("backward"):
                 loss.backward()
@@ -355,8 +415,8 @@ def train_step(seg, args: argparse.Namespace, device: torch.device) -> dict:
                 opt.zero_grad(set_to_none=True)
             total = time.perf_counter() - t0
             if i >= args.warmup:
-                for k in ("forward_loss", "backward", "optimizer"):
-                    times[k].append(timer.times[k])
+                for k in ("forward_loss", *forward_stages, "backward", "optimizer"):
+                    times[k].append(timer.times.get(k, 0.0))
                 times["total"].append(total)
     model.eval()
     return {
@@ -421,6 +481,22 @@ def format_table(r: dict) -> str:
             f"{s['backward']['median']:.3f} + optimizer {s['optimizer']['median']:.3f}; peak memory "
             f"{ts['peak_memory_mb']:.0f} MB"
         )
+        lines.append(
+            "  forward: "
+            + ", ".join(
+                f"{k} {s[k]['median']:.3f} s"
+                for k in ("backbone", "pixel_decoder", "transformer_decoder", "criterion")
+            )
+        )
+    if "batched" in r:
+        lines.append("batched inference (predict_batch):")
+        for b, v in r["batched"].items():
+            lines.append(
+                f"  batch {b}: {v['seconds']['median']:.3f} s, {v['images_per_second']:.3f} img/s, "
+                f"{v['seconds_per_image']:.3f} s per image "
+                f"({v['per_image_relative_to_first']:.2f}x batch {next(iter(r['batched']))}), "
+                f"peak memory {v['peak_memory_mb']:.0f} MB"
+            )
     return "\n".join(lines)
 
 

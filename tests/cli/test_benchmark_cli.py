@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from ovseg_testing import REPO
 
 from ovseg.cli.benchmark import main
@@ -25,6 +26,8 @@ def test_benchmark_reports_split_ratios_and_params(tmp_path, capsys):
             "--train",
             "--train-crop",
             "64",
+            "--batch-sizes",
+            "1,2",
             "--out",
             str(out),
             "model.decoder.num_queries=20",
@@ -48,8 +51,26 @@ def test_benchmark_reports_split_ratios_and_params(tmp_path, capsys):
     p = r["params"]
     assert p["total"] == p["trainable"] + p["frozen"] and p["frozen"] > 0
     assert r["num_classes"] == 12 and r["num_prompts"] == 12 * 14
-    assert r["train_step"]["seconds"]["total"]["median"] > 0
-    assert "ratio total / tower" in capsys.readouterr().out
+    ts = r["train_step"]["seconds"]
+    assert ts["total"]["median"] > 0
+    parts = ("backbone", "pixel_decoder", "transformer_decoder", "criterion")
+    assert all(ts[k]["median"] > 0 for k in parts)
+    assert sum(ts[k]["median"] for k in parts) <= ts["forward_loss"]["max"] * 1.05
+    batched = r["batched"]
+    assert list(batched) == ["1", "2"]
+    assert batched["1"]["per_image_relative_to_first"] == 1.0
+    for b, v in batched.items():
+        assert v["images_per_second"] * v["seconds_per_image"] == pytest.approx(1.0)
+        assert v["seconds"]["median"] == pytest.approx(int(b) * v["seconds_per_image"])
+    printed = capsys.readouterr().out
+    assert "ratio total / tower" in printed and "batch 2:" in printed
+    assert "forward: backbone" in printed
+
+
+def test_benchmark_bad_batch_sizes(capsys):
+    config = str(REPO / "ovseg/configs/tests/fcclip_tiny.yaml")
+    assert main([config, "--batch-sizes", "1,two"]) == 2
+    assert "--batch-sizes" in capsys.readouterr().err
 
 
 def test_benchmark_bad_vocabulary(capsys):

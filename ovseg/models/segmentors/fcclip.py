@@ -293,10 +293,12 @@ class FCCLIP(nn.Module):
         return torch.tensor(seen, dtype=torch.bool, device=self.device)
 
     # ------------------------------------------------------------------ training
-    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+    def forward(self, batch: dict, timer: StageTimer = NULL_TIMER) -> dict[str, torch.Tensor]:
         """Training forward: ``batch`` has ``images`` (B, 3, H, W) uint8 RGB (already padded to a
         common size) and ``targets`` (per image ``labels`` (N,) int64 and ``masks`` (N, H, W)),
-        and optionally ``vocabulary``; returns the weighted loss terms."""
+        and optionally ``vocabulary``; returns the weighted loss terms. ``timer`` splits the
+        time into backbone / pixel_decoder / transformer_decoder / criterion (matcher
+        included; tools/benchmark.py)."""
         if self.criterion is None:
             raise RuntimeError(
                 "this model was built without a criterion (model.loss in the config)"
@@ -316,8 +318,23 @@ class FCCLIP(nn.Module):
             text.synonym_index,
             len(vocab),
             task_ids=torch.tensor(tasks, device=self.device) if tasks is not None else None,
+            timer=timer,
         )
-        hp, wp = x.shape[-2:]
+        with timer("criterion"):
+            return self._losses(outputs, x.shape[-2:], batch, text, vocab, tasks)
+
+    def _losses(
+        self,
+        outputs: dict,
+        padded_size: Sequence[int],
+        batch: dict,
+        text: TextClassifier,
+        vocab: Vocabulary,
+        tasks: list | None,
+    ) -> dict[str, torch.Tensor]:
+        """Targets padded to ``padded_size`` (Hp, Wp), then the criterion (and OneFormer's
+        contrastive loss) on ``outputs``."""
+        hp, wp = padded_size
         # (C,) thing flags of the vocabulary, for matching decoupled thing / stuff queries (OpenSD).
         isthing = torch.tensor(vocab.isthing, dtype=torch.bool, device=self.device)
         targets = []
