@@ -192,4 +192,6 @@ def test_single_task_matches_all(run):
     assert torch.equal(pan.panoptic_seg, pred.panoptic_seg)
     sem = seg.predict(path / "image.png", vocab, task="semantic")
     assert sem.panoptic_seg is None
+    # The default path (no intermediates: coarse intermediate masks) meets the fixture too.
+    close(sem.sem_seg, "sem_seg.npy", path, 1e-4)
     torch.testing.assert_close(sem.sem_seg, pred.sem_seg)
