@@ -82,3 +82,19 @@ def mask_pooling(features: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         binary = (masks.detach() > 0).to(features.dtype)
         denom = binary.sum(dim=(-1, -2), keepdim=True) + 1e-8
     return torch.einsum("bchw,bqhw->bqc", features, binary / denom)
+
+
+def add_into(fresh: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """``fresh + other``, written into ``fresh`` (a layer's new output, which nothing else
+    holds) when the sum keeps its dtype; under autocast, where a bf16 output meets an fp32
+    stream, a new promoted tensor as ``+`` gives. Saves a full-size buffer per residual."""
+    if torch.promote_types(fresh.dtype, other.dtype) == fresh.dtype:
+        return fresh.add_(other)
+    return other + fresh
+
+
+def mul_into(fresh: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """``fresh * other`` on the same terms as :func:`add_into`."""
+    if torch.promote_types(fresh.dtype, other.dtype) == fresh.dtype:
+        return fresh.mul_(other)
+    return fresh * other

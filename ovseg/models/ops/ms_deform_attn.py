@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ovseg.models.layers import mul_into
+
 IMPLS = ("auto", "grid_sample", "gather", "embedding_bag")
 
 
@@ -120,8 +122,8 @@ def ms_deform_attn_core_gather(
             per_sample_weights=torch.stack(wts, -1).reshape(-1, 4).to(table.dtype),
             mode="sum",
         ).view(n, lq, m, p, d)
-        # In place: ``sampled`` is a fresh (N, Lq, M, P, D) buffer, the largest of the layer.
-        part = sampled.mul_(attention_weights[:, :, :, lvl, :, None]).sum(-2)  # (N, Lq, M, D)
+        # In place where the dtype allows: ``sampled`` (N, Lq, M, P, D) is the layer's largest.
+        part = mul_into(sampled, attention_weights[:, :, :, lvl, :, None]).sum(-2)  # (N, Lq, M, D)
         out = part if out is None else out + part
         start += h * w
     return out.reshape(n, lq, m * d)

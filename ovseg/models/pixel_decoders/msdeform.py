@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ovseg.config.schema import PixelDecoderConfig
-from ovseg.models.layers import ConvNorm, build_norm, c2_xavier_fill
+from ovseg.models.layers import ConvNorm, add_into, build_norm, c2_xavier_fill
 from ovseg.models.ops.ms_deform_attn import MSDeformAttn
 from ovseg.models.position_encoding import PositionEmbeddingSine
 from ovseg.models.registry import PIXEL_DECODERS
@@ -48,9 +48,9 @@ class MSDeformAttnEncoderLayer(nn.Module):
         # The residual adds and the ReLU write into the fresh (N, S, C) / (N, S, d_ffn) outputs
         # of the layers before them (no new full-size buffers; autograd needs none of them).
         attn = self.self_attn(src + pos, reference_points, src, spatial_shapes)
-        src = self.norm1(self.dropout1(attn).add_(src))
+        src = self.norm1(add_into(self.dropout1(attn), src))
         src2 = self.linear2(self.dropout2(F.relu(self.linear1(src), inplace=True)))
-        return self.norm2(self.dropout3(src2).add_(src))
+        return self.norm2(add_into(self.dropout3(src2), src))
 
 
 class MSDeformAttnEncoder(nn.Module):
