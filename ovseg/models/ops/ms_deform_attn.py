@@ -106,20 +106,27 @@ def ms_deform_attn_core_gather(
         y = torch.addcmul(-half, g[..., 1] + 1, torch.full((), h / 2, dtype=dtype, device=dev))
         x0, y0 = x.floor(), y.floor()
         dx, dy = x - x0, y - y0
-        ex, sy = 1 - dx, 1 - dy
         xi, yi = x0.long(), y0.long()
-        idx, wts = [], []
-        for oy, wy in ((0, sy), (1, dy)):
-            for ox, wx in ((0, ex), (1, dx)):
-                xx, yy = xi + ox, yi + oy
-                inside = (xx >= 0) & (xx < w) & (yy >= 0) & (yy < h)
-                flat = start + yy.clamp(0, h - 1) * w + xx.clamp(0, w - 1)
-                idx.append(flat + base)
-                wts.append(torch.where(inside, wy * wx, torch.zeros_like(wx)))
+        # Per axis: the two neighbours' clamped coordinates and weights, zeroed where the
+        # neighbour is off the map ((1 - d) * 0 is +0, exactly what masking the product gives).
+        zero = torch.zeros((), dtype=dx.dtype, device=dev)
+        wx = torch.stack(
+            [torch.where((xi >= 0) & (xi < w), 1 - dx, zero),
+             torch.where((xi >= -1) & (xi < w - 1), dx, zero)], -1)  # fmt: skip
+        wy = torch.stack(
+            [torch.where((yi >= 0) & (yi < h), 1 - dy, zero),
+             torch.where((yi >= -1) & (yi < h - 1), dy, zero)], -1)  # fmt: skip
+        cols = torch.stack([xi.clamp(0, w - 1), (xi + 1).clamp(0, w - 1)], -1)
+        rows = torch.stack([yi.clamp(0, h - 1), (yi + 1).clamp(0, h - 1)], -1) * w + (
+            start + base[..., None]
+        )
+        # Corners in grid_sample's order nw, ne, sw, se: (y0, x0), (y0, x1), (y1, x0), (y1, x1).
+        idx = (rows[..., :, None] + cols[..., None, :]).flatten(-2)
+        wts = (wy[..., :, None] * wx[..., None, :]).flatten(-2)
         sampled = F.embedding_bag(
-            torch.stack(idx, -1).reshape(-1, 4),
+            idx.reshape(-1, 4),
             table,
-            per_sample_weights=torch.stack(wts, -1).reshape(-1, 4).to(table.dtype),
+            per_sample_weights=wts.reshape(-1, 4).to(table.dtype),
             mode="sum",
         ).view(n, lq, m, p, d)
         # In place where the dtype allows: ``sampled`` (N, Lq, M, P, D) is the layer's largest.
