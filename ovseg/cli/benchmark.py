@@ -371,8 +371,13 @@ def compare_onnx(seg, image: np.ndarray, vocab, args: argparse.Namespace, padded
 
 
 def train_step(seg, args: argparse.Namespace, device: torch.device) -> dict:
-    """Time forward + loss, backward and the optimizer step on random targets."""
+    """Time forward + loss, backward and the optimizer step on random targets, with the host
+    memory reuse that ``ovseg-train`` sets (``runtime.reuse_host_memory``; off with
+    ``OVSEG_REUSE_HOST_MEMORY=0``)."""
+    from ovseg.utils.host_memory import reuse_freed_host_memory
     from ovseg.utils.timing import StageTimer
+
+    reuse = reuse_freed_host_memory()
 
     model = seg.model
     model.train()
@@ -426,6 +431,7 @@ def train_step(seg, args: argparse.Namespace, device: torch.device) -> dict:
         "batch": args.batch,
         "crop": s,
         "amp": amp,
+        "reuse_host_memory": reuse,
         "seconds": {k: _stats(v) for k, v in times.items()},
         "peak_memory_mb": mem.peak,
         "peak_memory_total_mb": mem.peak_total,
@@ -480,7 +486,8 @@ def format_table(r: dict) -> str:
         ts = r["train_step"]
         s = ts["seconds"]
         lines.append(
-            f"train step (batch {ts['batch']}, crop {ts['crop']}, amp {ts['amp']}): "
+            f"train step (batch {ts['batch']}, crop {ts['crop']}, amp {ts['amp']}, host memory "
+            f"reuse {'on' if ts.get('reuse_host_memory') else 'off'}): "
             f"{s['total']['median']:.3f} s = forward+loss {s['forward_loss']['median']:.3f} + backward "
             f"{s['backward']['median']:.3f} + optimizer {s['optimizer']['median']:.3f}; peak memory "
             f"{ts['peak_memory_mb']:.0f} MB above the built model, {ts['peak_memory_total_mb']:.0f} MB "

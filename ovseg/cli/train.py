@@ -109,6 +109,10 @@ def train(args: argparse.Namespace) -> dict:
     cfg = load_config(args.config, overrides)
     info = init_distributed(cfg.runtime.device)
     seed_everything(cfg.runtime.seed, info.rank)
+    if cfg.runtime.reuse_host_memory:
+        from ovseg.utils.host_memory import reuse_freed_host_memory
+
+        reuse_freed_host_memory()
     work_dir = Path(cfg.runtime.work_dir)
     with contextlib.ExitStack() as stack:
         if dist.is_main_process():

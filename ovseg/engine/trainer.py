@@ -97,6 +97,7 @@ RESUME_SAFE_KEYS = (
     "runtime.work_dir",
     "runtime.device",
     "runtime.log_tensorboard",
+    "runtime.reuse_host_memory",
     "data.num_workers",
     "data.test",
 )
