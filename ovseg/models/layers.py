@@ -79,9 +79,31 @@ def mask_pooling(features: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     if masks.shape[-2:] != features.shape[-2:]:
         masks = F.interpolate(masks, size=features.shape[-2:], mode="bilinear", align_corners=False)
     with torch.no_grad():
-        binary = (masks.detach() > 0).to(features.dtype)
-        denom = binary.sum(dim=(-1, -2), keepdim=True) + 1e-8
-    return torch.einsum("bchw,bqhw->bqc", features, binary / denom)
+        inside = masks.detach() > 0
+        denom = inside.sum(dim=(-1, -2), keepdim=True, dtype=features.dtype) + 1e-8
+    if torch.is_grad_enabled() and features.requires_grad:
+        return _MaskPooling.apply(features, inside, denom)
+    return torch.einsum("bchw,bqhw->bqc", features, inside.to(features.dtype) / denom)
+
+
+class _MaskPooling(torch.autograd.Function):
+    """:func:`mask_pooling` with a gradient for ``features`` that keeps the bool masks (1 byte
+    a pixel) for backward instead of autograd's saved float ``masks / denom`` (4 bytes): with
+    250 queries at stride 4 of a 1024x1024 crop that is 49 MB less per decoder layer. The
+    forward is the plain computation; backward recomputes the normalised masks."""
+
+    @staticmethod
+    def forward(ctx, features: torch.Tensor, inside: torch.Tensor, denom: torch.Tensor):
+        ctx.save_for_backward(inside, denom)
+        ctx.features_dtype = features.dtype
+        return torch.einsum("bchw,bqhw->bqc", features, inside.to(features.dtype) / denom)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        inside, denom = ctx.saved_tensors
+        weights = inside.to(grad.dtype) / denom.to(grad.dtype)
+        grad_features = torch.einsum("bqc,bqhw->bchw", grad, weights)
+        return grad_features.to(ctx.features_dtype), None, None
 
 
 def add_into(fresh: torch.Tensor, other: torch.Tensor) -> torch.Tensor:

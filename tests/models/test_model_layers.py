@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ovseg.models.layers import add_into, mul_into
+from ovseg.models.layers import add_into, mask_pooling, mul_into
 
 
 def test_add_into_and_mul_into_write_in_place_only_when_the_dtype_holds():
@@ -30,3 +30,48 @@ def test_add_into_and_mul_into_write_in_place_only_when_the_dtype_holds():
     x.grad = None
     (lin(x) + x).sum().backward()
     assert torch.equal(g, x.grad)
+
+
+def _plain_mask_pooling(features: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """FC-CLIP's formula, with autograd saving the float normalised masks."""
+    binary = (masks.detach() > 0).to(features.dtype)
+    denom = binary.sum(dim=(-1, -2), keepdim=True) + 1e-8
+    return torch.einsum("bchw,bqhw->bqc", features, binary / denom)
+
+
+def test_mask_pooling_training_path_saves_bool_masks_and_matches_the_plain_gradient():
+    g = torch.Generator().manual_seed(0)
+    features = torch.randn(2, 16, 12, 10, generator=g, dtype=torch.float64, requires_grad=True)
+    masks = torch.randn(2, 7, 12, 10, generator=g, dtype=torch.float64)
+    masks[:, 0] = -1.0  # an empty mask pools to zeros and gets no gradient
+    saved = []
+
+    def pack(t):
+        saved.append((t.dtype, tuple(t.shape)))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = mask_pooling(features, masks)
+    # No float tensor of the masks' size is kept for backward: the masks are saved as bools.
+    assert (torch.float64, (2, 7, 12, 10)) not in saved
+    assert (torch.bool, (2, 7, 12, 10)) in saved
+    ref = _plain_mask_pooling(features, masks)
+    assert torch.equal(out, ref)
+    with torch.no_grad():
+        assert torch.equal(mask_pooling(features, masks), ref)
+    upstream = torch.randn(out.shape, generator=g, dtype=torch.float64)
+    (grad,) = torch.autograd.grad(out, features, upstream)
+    (ref_grad,) = torch.autograd.grad(ref, features, upstream)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda f: mask_pooling(f, masks), (features,))
+    # Bilinear resizing of the masks to the features' size happens before binarising.
+    small = masks[..., ::2, ::2].contiguous()
+    torch.testing.assert_close(
+        mask_pooling(features, small),
+        _plain_mask_pooling(
+            features,
+            torch.nn.functional.interpolate(
+                small, size=(12, 10), mode="bilinear", align_corners=False
+            ),
+        ),
+    )

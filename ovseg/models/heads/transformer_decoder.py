@@ -204,7 +204,12 @@ class MaskedTransformerDecoder(nn.Module):
         Returns:
             ``pred_logits`` (B, Q, C + 1), ``pred_masks`` (B, Q, H/4, W/4) and, if asked,
             ``aux_outputs``: a list of ``num_layers`` dicts with the same keys and ``queries``
-            (B, Q, hidden_dim): the last layer's normalised query features.
+            (B, Q, hidden_dim): the last layer's normalised query features. With
+            ``aux_outputs`` (training) ``pred_masks`` carries no gradient and every dict also
+            has ``class_embed`` (B, Q, D), ``mask_embed`` (B, Q, mask_dim) and
+            ``mask_features``: ``pred_masks = einsum("bqc,bchw->bqhw", mask_embed,
+            mask_features)``, which the loss recomputes, with its gradient, for the matched
+            queries only (:func:`ovseg.models.losses.matched_masks`).
         """
         if len(features) != self.num_feature_levels:
             raise ValueError(
@@ -238,13 +243,13 @@ class MaskedTransformerDecoder(nn.Module):
                 num_classes,
             )
         predictions = []
-        cls, mask, attn_mask, emb = self._heads(
+        cls, mask, attn_mask, *embeds = self._heads(
             output, mask_features, sizes[0], text_classifier, synonym_index, num_classes, True
         )
-        predictions.append((cls, mask, emb))
+        predictions.append((cls, mask, *embeds))
         for i in range(self.num_layers):
             output = self._layer(i, output, src, pos, query_embed, attn_mask)
-            cls, mask, attn_mask, emb = self._heads(
+            cls, mask, attn_mask, *embeds = self._heads(
                 output,
                 mask_features,
                 sizes[(i + 1) % self.num_feature_levels],
@@ -253,12 +258,16 @@ class MaskedTransformerDecoder(nn.Module):
                 num_classes,
                 True,
             )
-            predictions.append((cls, mask, emb))
+            predictions.append((cls, mask, *embeds))
         # ``class_embed`` (B, Q, D): the queries' embeddings before the text classifier (losses
         # that build their own classifier or distil into them read it, e.g. GKC's).
-        keys = ("pred_logits", "pred_masks", "class_embed")
-        out = dict(zip(keys, predictions[-1]))
-        out["aux_outputs"] = [dict(zip(keys, p)) for p in predictions[:-1]]
+        # ``mask_embed`` (B, Q, mask_dim) with ``mask_features``: what the gradient of the
+        # (detached) ``pred_masks`` flows through (``ovseg.models.losses.matched_masks``).
+        keys = ("pred_logits", "pred_masks", "class_embed", "mask_embed")
+        out = dict(zip(keys, predictions[-1]), mask_features=mask_features)
+        out["aux_outputs"] = [
+            dict(zip(keys, p), mask_features=mask_features) for p in predictions[:-1]
+        ]
         out["queries"] = self.decoder_norm(output).transpose(0, 1)
         return out
 
@@ -326,13 +335,21 @@ class MaskedTransformerDecoder(nn.Module):
     ):
         decoder_output = self.decoder_norm(output).transpose(0, 1)
         mask_embed = self.mask_embed(decoder_output)
-        outputs_mask = torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
+        if with_embed:
+            # Training: the stride-4 masks feed the matcher, the attention masks and the pooling
+            # weights, none of which back-propagates into them; the loss recomputes the matched
+            # queries' masks from ``mask_embed`` (``matched_masks``), so no (B, Q, H/4, W/4)
+            # gradient is ever formed.
+            with torch.no_grad():
+                outputs_mask = torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
+        else:
+            outputs_mask = torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
         pooled = self._mask_pooling_proj(mask_pooling(mask_features, outputs_mask))
         class_embed = self.class_embed(pooled + decoder_output)
         outputs_class = classification_logits(
             class_embed, text_classifier, self.logit_scale, synonym_index, num_classes
         )
-        extra = (class_embed,) if with_embed else ()
+        extra = (class_embed, mask_embed) if with_embed else ()
         if attn_size is None:
             return outputs_class, outputs_mask, None, *extra
         attn = F.interpolate(outputs_mask, size=attn_size, mode="bilinear", align_corners=False)

@@ -2,7 +2,13 @@
 
 from ovseg.config.loss import LossConfig
 
-from .criterion import SetCriterion, build_criterion, dice_loss, sigmoid_ce_loss
+from .criterion import (
+    SetCriterion,
+    build_criterion,
+    dice_loss,
+    matched_masks,
+    sigmoid_ce_loss,
+)
 from .gkc import GKCCriterion, build_gkc_criterion
 from .matcher import HungarianMatcher, batch_dice_cost, batch_sigmoid_ce_cost
 from .point_sample import (
@@ -23,6 +29,7 @@ __all__ = [
     "calculate_uncertainty",
     "dice_loss",
     "get_uncertain_point_coords_with_randomness",
+    "matched_masks",
     "point_sample",
     "sigmoid_ce_loss",
 ]

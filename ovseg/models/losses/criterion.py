@@ -163,12 +163,12 @@ class SetCriterion(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """BCE and dice of the matched (B, Q, h, w) ``pred_masks`` at importance-sampled points."""
         pred_masks = outputs["pred_masks"]
-        batch_idx, src_idx = _src_permutation_idx(indices)
         device = pred_masks.device
-        src_masks = pred_masks[batch_idx.to(device), src_idx.to(device)].float()  # (M, h, w)
+        src_masks = matched_masks(outputs, indices).float()  # (M, h, w)
         if src_masks.shape[0] == 0:
             # No target anywhere in the batch: keep the graph connected so DDP sees every param.
-            zero = pred_masks.sum() * 0.0
+            source = outputs.get("mask_embed", pred_masks)
+            zero = source.sum() * 0.0
             return {"loss_mask": zero, "loss_dice": zero.clone()}
         per_image = [t["masks"][j.to(t["masks"].device)] for t, (_, j) in zip(targets, indices)]
         height = max(m.shape[-2] for m in per_image)
@@ -267,6 +267,49 @@ class SetCriterion(nn.Module):
             f"importance_sample_ratio={self.importance_sample_ratio}, "
             f"deep_supervision={self.deep_supervision}"
         )
+
+
+def matched_masks(outputs: dict, indices: Indices) -> torch.Tensor:
+    """(M, h, w) mask logits of the matched queries, image by image in ``indices`` order.
+
+    Where the decoder hands ``mask_embed`` (B, Q, mask_dim) and ``mask_features``
+    (B, mask_dim, h, w) beside a detached ``pred_masks`` (training), the rows of ``pred_masks``
+    are taken as they are and their gradient goes to ``mask_embed`` and ``mask_features`` through
+    those M rows only, instead of through a dense (B, Q, h, w) gradient that is zero but for
+    them. Otherwise ``pred_masks`` is indexed.
+    """
+    pred_masks = outputs["pred_masks"]
+    batch_idx, src_idx = _src_permutation_idx(indices)
+    batch_idx, src_idx = batch_idx.to(pred_masks.device), src_idx.to(pred_masks.device)
+    rows = pred_masks[batch_idx, src_idx]
+    if "mask_embed" not in outputs or not torch.is_grad_enabled():
+        return rows
+    return _MatchedMasks.apply(
+        outputs["mask_embed"], outputs["mask_features"], rows, batch_idx, src_idx
+    )
+
+
+class _MatchedMasks(torch.autograd.Function):
+    """``rows`` = ``einsum("bqc,bchw->bqhw", embed, features)[batch_idx, src_idx]``, already
+    computed (without gradient) by the decoder; backward is that product's, for these rows."""
+
+    @staticmethod
+    def forward(ctx, embed, features, rows, batch_idx, src_idx):
+        ctx.save_for_backward(embed, features, batch_idx, src_idx)
+        return rows.clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        embed, features, batch_idx, src_idx = ctx.saved_tensors
+        grad_embed = torch.zeros_like(embed)
+        grad_features = torch.zeros_like(features)
+        for b in torch.unique(batch_idx).tolist():
+            sel = batch_idx == b
+            g = grad[sel].flatten(1).to(features.dtype)  # (M_b, h * w)
+            q = src_idx[sel]
+            grad_embed[b, q] = (g @ features[b].flatten(1).T).to(embed.dtype)
+            grad_features[b] = (embed[b, q].T.to(g.dtype) @ g).view_as(features[b])
+        return grad_embed, grad_features, None, None, None
 
 
 def _src_permutation_idx(indices: Indices) -> tuple[torch.Tensor, torch.Tensor]:
