@@ -80,10 +80,12 @@ def mask_pooling(features: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         masks = F.interpolate(masks, size=features.shape[-2:], mode="bilinear", align_corners=False)
     with torch.no_grad():
         inside = masks.detach() > 0
-        denom = inside.sum(dim=(-1, -2), keepdim=True, dtype=features.dtype) + 1e-8
+        # Counted as integers (exact; a float sum of the 0/1 mask gives the same numbers) and
+        # divided straight from the bool mask: no float copy of the masks.
+        denom = inside.sum(dim=(-1, -2), keepdim=True).to(features.dtype) + 1e-8
     if torch.is_grad_enabled() and features.requires_grad:
         return _MaskPooling.apply(features, inside, denom)
-    return torch.einsum("bchw,bqhw->bqc", features, inside.to(features.dtype) / denom)
+    return torch.einsum("bchw,bqhw->bqc", features, inside / denom)
 
 
 class _MaskPooling(torch.autograd.Function):
@@ -96,12 +98,12 @@ class _MaskPooling(torch.autograd.Function):
     def forward(ctx, features: torch.Tensor, inside: torch.Tensor, denom: torch.Tensor):
         ctx.save_for_backward(inside, denom)
         ctx.features_dtype = features.dtype
-        return torch.einsum("bchw,bqhw->bqc", features, inside.to(features.dtype) / denom)
+        return torch.einsum("bchw,bqhw->bqc", features, inside / denom)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         inside, denom = ctx.saved_tensors
-        weights = inside.to(grad.dtype) / denom.to(grad.dtype)
+        weights = inside / denom.to(grad.dtype)
         grad_features = torch.einsum("bqc,bqhw->bchw", grad, weights)
         return grad_features.to(ctx.features_dtype), None, None
 

@@ -27,8 +27,9 @@ ENV_VAR = "OVSEG_REUSE_HOST_MEMORY"
 _M_TRIM_THRESHOLD = -1
 _M_TOP_PAD = -2
 _M_MMAP_MAX = -4
-# Free memory at the heap's top beyond this goes back to the system (mallopt takes an int).
-_TRIM_THRESHOLD = 2**31 - 1
+# Never hand the heap's free top back to the system ("-1 disables trimming completely", man
+# mallopt): a step frees several GB at its end and would fault them all in again.
+_TRIM_THRESHOLD = -1
 # Grow the heap in steps of this much: fewer brk calls for a step's first allocations.
 _TOP_PAD = 64 << 20
 

@@ -302,13 +302,17 @@ class _MatchedMasks(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         embed, features, batch_idx, src_idx = ctx.saved_tensors
         grad_embed = torch.zeros_like(embed)
-        grad_features = torch.zeros_like(features)
-        for b in torch.unique(batch_idx).tolist():
+        per_image = []
+        for b in range(features.shape[0]):
             sel = batch_idx == b
+            if not bool(sel.any()):
+                per_image.append(torch.zeros_like(features[b]))
+                continue
             g = grad[sel].flatten(1).to(features.dtype)  # (M_b, h * w)
             q = src_idx[sel]
             grad_embed[b, q] = (g @ features[b].flatten(1).T).to(embed.dtype)
-            grad_features[b] = (embed[b, q].T.to(g.dtype) @ g).view_as(features[b])
+            per_image.append((embed[b, q].T.to(g.dtype) @ g).view_as(features[b]))
+        grad_features = per_image[0][None] if len(per_image) == 1 else torch.stack(per_image)
         return grad_embed, grad_features, None, None, None
 
 
