@@ -191,3 +191,26 @@ def test_gather_under_bf16_autocast_trains():
     torch.testing.assert_close(half.float(), full, atol=0.05, rtol=0.05)
     half.float().sum().backward()
     assert src.grad is not None and torch.isfinite(src.grad).all()
+
+
+@pytest.mark.parametrize(
+    "dtypes", [(torch.float32, torch.float32), (torch.bfloat16, torch.float32)]
+)
+def test_weighted_point_sum_has_autograds_gradients_bitwise(dtypes):
+    """The reference core's weighting runs through a Function with contiguous gradients; they
+    are bit for bit what autograd gives for ``(sampled * weights).sum(-1)``, also for a
+    transposed incoming gradient (as the core's output hands back) and mixed dtypes."""
+    from ovseg.models.ops.ms_deform_attn import _weighted_point_sum
+
+    g = torch.Generator().manual_seed(0)
+    sampled = torch.randn(6, 16, 50, 4, generator=g).to(dtypes[0]).requires_grad_()
+    weights = torch.rand(6, 1, 50, 4, generator=g).to(dtypes[1]).requires_grad_()
+    upstream = torch.randn(50, 6 * 16, generator=g).t().reshape(6, 16, 50)  # a strided view
+    ref = (sampled * weights).sum(-1)
+    out = _weighted_point_sum(sampled, weights)
+    assert torch.equal(out, ref) and out.dtype == ref.dtype
+    ref_grads = torch.autograd.grad(ref, (sampled, weights), upstream.to(ref.dtype))
+    grads = torch.autograd.grad(out, (sampled, weights), upstream.to(out.dtype))
+    for a, b in zip(grads, ref_grads):
+        assert a.dtype == b.dtype and a.is_contiguous()
+        assert torch.equal(a, b)
