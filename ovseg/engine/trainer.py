@@ -80,7 +80,7 @@ from ovseg.config.diff import config_differences, format_differences, matches_an
 from ovseg.config.engine import ClipGradConfig
 from ovseg.engine.logger import TrainLogger
 from ovseg.engine.optim import clip_gradients
-from ovseg.utils import dist
+from ovseg.utils import dist, host_memory
 
 __all__ = ["FINAL_WEIGHTS", "Trainer"]
 
@@ -614,6 +614,8 @@ class Trainer:
             self.iteration = step
             window_n += 1
             logger.step()
+            if step % host_memory.RELEASE_PERIOD == 0:
+                host_memory.release_freed_host_memory()  # bounds heap fragmentation; see there
 
             if step % self.log_period == 0 or step == self.max_iter:
                 means = dist.all_reduce_mean({k: v / window_n for k, v in window.items()})

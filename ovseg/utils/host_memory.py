@@ -11,7 +11,11 @@ already mapped. Results are unchanged: only where tensors live moves.
 
 The setting is process-wide and stays: the process keeps its high-water mark of memory (which a
 training loop reaches every step anyway) instead of returning it to the system between
-allocations. ``OVSEG_REUSE_HOST_MEMORY=0`` turns it off.
+allocations. The heap also fragments: over the first steps of that model the resident size crept
+from 9.6 to 11.8 GB. :func:`release_freed_host_memory` hands every freed page back
+(``malloc_trim``); the Trainer calls it every :data:`RELEASE_PERIOD` steps, which bounds what a
+long run can hold for the price of faulting the pages in once more (one slower step in 50).
+``OVSEG_REUSE_HOST_MEMORY=0`` turns it off.
 """
 
 from __future__ import annotations
@@ -20,7 +24,13 @@ import ctypes
 import os
 import platform
 
-__all__ = ["ENV_VAR", "reuse_freed_host_memory", "reusing_freed_host_memory"]
+__all__ = [
+    "ENV_VAR",
+    "RELEASE_PERIOD",
+    "release_freed_host_memory",
+    "reuse_freed_host_memory",
+    "reusing_freed_host_memory",
+]
 
 ENV_VAR = "OVSEG_REUSE_HOST_MEMORY"
 # mallopt parameters (glibc's malloc.h).
@@ -32,6 +42,9 @@ _M_MMAP_MAX = -4
 _TRIM_THRESHOLD = -1
 # Grow the heap in steps of this much: fewer brk calls for a step's first allocations.
 _TOP_PAD = 64 << 20
+
+# Optimizer steps between two releases (:func:`release_freed_host_memory`) in the Trainer.
+RELEASE_PERIOD = 50
 
 _applied = False
 
@@ -70,3 +83,18 @@ def reuse_freed_host_memory() -> bool:
     )
     _applied = ok
     return ok
+
+
+def release_freed_host_memory() -> bool:
+    """Give the pages of all freed heap memory back to the system (glibc ``malloc_trim(0)``),
+    where :func:`reuse_freed_host_memory` is in effect; the reuse setting itself stays.
+
+    Returns:
+        True when memory was trimmed; False where reuse is not in effect (nothing to do).
+    """
+    if not _applied:
+        return False
+    trim = ctypes.CDLL(None).malloc_trim
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    trim(0)
+    return True

@@ -120,3 +120,15 @@ def test_rejects_bad_arguments(tmp_path):
         Trainer(model, opt, sched, [], work_dir=tmp_path, max_iter=1, amp="fp8")
     with pytest.raises(ValueError, match="grad_accum_steps must be >= 1; got 0"):
         Trainer(model, opt, sched, [], work_dir=tmp_path, max_iter=1, grad_accum_steps=0)
+
+
+def test_releases_freed_host_memory_every_period(tmp_path, monkeypatch):
+    """Every ``host_memory.RELEASE_PERIOD`` steps the Trainer hands freed heap pages back
+    (bounding what heap fragmentation can hold while reuse is on; a no-op otherwise)."""
+    from ovseg.utils import host_memory
+
+    calls = []
+    monkeypatch.setattr(host_memory, "RELEASE_PERIOD", 3)
+    monkeypatch.setattr(host_memory, "release_freed_host_memory", lambda: calls.append(1))
+    toy.make_trainer(tmp_path, max_iter=7, log_period=7, checkpoint_period=0).train()
+    assert len(calls) == 2  # after steps 3 and 6
