@@ -109,6 +109,12 @@ def train(args: argparse.Namespace) -> dict:
     cfg = load_config(args.config, overrides)
     info = init_distributed(cfg.runtime.device)
     seed_everything(cfg.runtime.seed, info.rank)
+    import torch
+
+    torch.backends.cudnn.benchmark = cfg.runtime.cudnn_benchmark
+    if cfg.runtime.deterministic:
+        # warn_only: an op without a deterministic kernel warns (naming itself), the run goes on.
+        torch.use_deterministic_algorithms(True, warn_only=True)
     if cfg.runtime.reuse_host_memory:
         from ovseg.utils.host_memory import reuse_freed_host_memory
 

@@ -144,6 +144,27 @@ def test_bad_dataset_path_fails_before_training(tmp_path, synth, capsys):
     assert not (wd / "model_final.pth").exists()
 
 
+def test_runtime_deterministic_and_cudnn_benchmark_are_applied(tmp_path, synth):
+    """The two runtime switches reach torch before any data or model is built (the bad dataset
+    stops the run right after)."""
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
+    try:
+        code = run(
+            tmp_path / "det",
+            synth,
+            "runtime.deterministic=true",
+            "runtime.cudnn_benchmark=true",
+            "data.train.panoptic_json=/no/such/panoptic.json",
+        )
+        assert code == 2
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+        assert torch.backends.cudnn.benchmark
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.backends.cudnn.benchmark = before[1]
+
+
 def test_unknown_override_is_named(tmp_path, synth, capsys):
     assert run(tmp_path / "typo", synth, "schedule.max_iters=3") == 2
     assert "did you mean 'schedule.max_iter'" in capsys.readouterr().err
