@@ -115,7 +115,7 @@ def train(args: argparse.Namespace) -> dict:
     if cfg.runtime.deterministic:
         # warn_only: an op without a deterministic kernel warns (naming itself), the run goes on.
         torch.use_deterministic_algorithms(True, warn_only=True)
-    if cfg.runtime.reuse_host_memory:
+    if cfg.runtime.reuse_host_memory and info.device.type == "cpu":
         from ovseg.utils.host_memory import reuse_freed_host_memory
 
         reuse_freed_host_memory()

@@ -160,7 +160,7 @@ class RuntimeConfig:
         deterministic: ``torch.use_deterministic_algorithms(True)`` (slower on GPU).
         cudnn_benchmark: let cuDNN pick the fastest kernels (non-deterministic).
         log_tensorboard: write TensorBoard event files to ``work_dir``.
-        reuse_host_memory: let glibc's malloc keep freed memory for reuse, so that a CPU step's
+        reuse_host_memory: on CPU, let glibc's malloc keep freed memory for reuse, so that a step's
             large activations are not page-faulted in afresh every step
             (:func:`ovseg.utils.host_memory.reuse_freed_host_memory`; ~20% of an fp32 CPU step
             of FC-CLIP ConvNeXt-L at 1024x1024). The process then keeps its peak memory.

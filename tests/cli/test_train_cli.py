@@ -165,6 +165,19 @@ def test_runtime_deterministic_and_cudnn_benchmark_are_applied(tmp_path, synth):
         torch.backends.cudnn.benchmark = before[1]
 
 
+@pytest.mark.parametrize("reuse", [True, False])
+def test_cpu_training_reuses_host_memory_unless_turned_off(tmp_path, synth, monkeypatch, reuse):
+    from ovseg.utils import host_memory
+
+    calls = []
+    monkeypatch.setattr(host_memory, "reuse_freed_host_memory", lambda: calls.append(1))
+    bad = "data.train.panoptic_json=/no/such/panoptic.json"  # stops right after the set-up
+    flag = f"runtime.reuse_host_memory={str(reuse).lower()}"
+    code = run(tmp_path / "mem", synth, flag, "runtime.device=cpu", bad)
+    assert code == 2
+    assert len(calls) == (1 if reuse else 0)
+
+
 def test_unknown_override_is_named(tmp_path, synth, capsys):
     assert run(tmp_path / "typo", synth, "schedule.max_iters=3") == 2
     assert "did you mean 'schedule.max_iter'" in capsys.readouterr().err

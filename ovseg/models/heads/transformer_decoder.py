@@ -208,8 +208,8 @@ class MaskedTransformerDecoder(nn.Module):
             ``aux_outputs`` (training) ``pred_masks`` carries no gradient and every dict also
             has ``class_embed`` (B, Q, D), ``mask_embed`` (B, Q, mask_dim) and
             ``mask_features``: ``pred_masks = einsum("bqc,bchw->bqhw", mask_embed,
-            mask_features)``, which the loss recomputes, with its gradient, for the matched
-            queries only (:func:`ovseg.models.losses.matched_masks`).
+            mask_features)``, whose gradient the loss forms for the matched queries' rows only
+            (:func:`ovseg.models.losses.matched_masks`).
         """
         if len(features) != self.num_feature_levels:
             raise ValueError(
@@ -337,9 +337,9 @@ class MaskedTransformerDecoder(nn.Module):
         mask_embed = self.mask_embed(decoder_output)
         if with_embed:
             # Training: the stride-4 masks feed the matcher, the attention masks and the pooling
-            # weights, none of which back-propagates into them; the loss recomputes the matched
-            # queries' masks from ``mask_embed`` (``matched_masks``), so no (B, Q, H/4, W/4)
-            # gradient is ever formed.
+            # weights, none of which back-propagates into them; the loss routes the matched
+            # rows' gradient to ``mask_embed`` / ``mask_features`` (``matched_masks``), so no
+            # (B, Q, H/4, W/4) gradient is ever formed.
             with torch.no_grad():
                 outputs_mask = torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
         else:
