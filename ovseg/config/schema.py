@@ -64,6 +64,10 @@ class PixelDecoderConfig:
     # backward accumulates in another order, so training trajectories differ) or
     # "embedding_bag" (fastest on CPU, equal up to float rounding; part of the fast mode)
     deform_attn_impl: str = "auto"
+    # Training only: recompute each deformable encoder layer in backward instead of keeping its
+    # activations (torch.utils.checkpoint). The same gradients, bitwise on CPU; at 1024x1024 the
+    # encoder's ~3 GB of saved tensors go, for one more encoder forward per step.
+    activation_checkpointing: bool = False
 
 
 @dataclass

@@ -98,6 +98,7 @@ RESUME_SAFE_KEYS = (
     "runtime.device",
     "runtime.log_tensorboard",
     "runtime.reuse_host_memory",
+    "model.pixel_decoder.activation_checkpointing",  # recomputes, changes no value
     "data.num_workers",
     "data.test",
 )

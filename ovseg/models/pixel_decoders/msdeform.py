@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ovseg.config.schema import PixelDecoderConfig
 from ovseg.models.layers import ConvNorm, add_into, build_norm, c2_xavier_fill
@@ -54,9 +55,15 @@ class MSDeformAttnEncoderLayer(nn.Module):
 
 
 class MSDeformAttnEncoder(nn.Module):
-    def __init__(self, layers: Sequence[MSDeformAttnEncoderLayer]):
+    """The encoder layers in sequence. With ``activation_checkpointing``, a forward that
+    needs gradients keeps only each layer's input and recomputes the layer in backward."""
+
+    def __init__(
+        self, layers: Sequence[MSDeformAttnEncoderLayer], activation_checkpointing: bool = False
+    ):
         super().__init__()
         self.layers = nn.ModuleList(layers)
+        self.activation_checkpointing = activation_checkpointing
 
     @staticmethod
     def reference_points(spatial_shapes, batch: int, device, dtype) -> torch.Tensor:
@@ -76,8 +83,12 @@ class MSDeformAttnEncoder(nn.Module):
 
     def forward(self, src, spatial_shapes, pos):
         ref = self.reference_points(spatial_shapes, src.shape[0], src.device, src.dtype)
+        recompute = self.activation_checkpointing and torch.is_grad_enabled()
         for layer in self.layers:
-            src = layer(src, pos, ref, spatial_shapes)
+            if recompute:
+                src = checkpoint(layer, src, pos, ref, spatial_shapes, use_reentrant=False)
+            else:
+                src = layer(src, pos, ref, spatial_shapes)
         return src
 
 
@@ -94,6 +105,7 @@ class MSDeformAttnTransformer(nn.Module):
         num_levels,
         n_points,
         impl: str = "auto",
+        activation_checkpointing: bool = False,
     ):
         super().__init__()
         self.encoder = MSDeformAttnEncoder(
@@ -102,7 +114,8 @@ class MSDeformAttnTransformer(nn.Module):
                     d_model, dim_feedforward, dropout, num_levels, nhead, n_points, impl
                 )
                 for _ in range(num_layers)
-            ]
+            ],
+            activation_checkpointing,
         )
         self.level_embed = nn.Parameter(torch.empty(num_levels, d_model))
         for p in self.parameters():
@@ -136,6 +149,8 @@ class MSDeformAttnPixelDecoder(nn.Module):
         deform_attn_impl: "auto" (gather for CPU inference, else grid_sample),
             "grid_sample" (reference), "gather" (the same arithmetic by row gathers) or
             "embedding_bag" (fastest on CPU, float-rounding differences).
+        activation_checkpointing: recompute the deformable encoder layers in backward
+            (training memory for time; see :class:`MSDeformAttnEncoder`).
 
     Forward returns ``mask_features`` (B, mask_dim, H/4, W/4) and ``multi_scale_features``:
     three (B, conv_dim, h, w) maps at strides 32, 16, 8 (the decoder's memory).
@@ -156,6 +171,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
         dropout: float = 0.0,
         common_stride: int = 4,
         deform_attn_impl: str = "auto",
+        activation_checkpointing: bool = False,
     ):
         super().__init__()
         ordered = sorted(input_shape.items(), key=lambda kv: kv[1].stride)
@@ -184,6 +200,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
             len(t_ordered),
             num_points,
             deform_attn_impl,
+            activation_checkpointing,
         )
         self.pe_layer = PositionEmbeddingSine(conv_dim // 2, normalize=True)
         self.mask_dim = mask_dim
@@ -267,4 +284,5 @@ def build_msdeform_pixel_decoder(
         dropout=cfg.dropout,
         common_stride=cfg.common_stride,
         deform_attn_impl=cfg.deform_attn_impl,
+        activation_checkpointing=cfg.activation_checkpointing,
     )

@@ -1,0 +1,93 @@
+"""The deformable pixel decoder's activation checkpointing: same outputs and gradients as the
+plain forward, bitwise, with the encoder's activations no longer kept for backward."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import ovseg.models.pixel_decoders  # noqa: F401 (registers "msdeform")
+from ovseg.config.schema import PixelDecoderConfig
+from ovseg.models.registry import PIXEL_DECODERS
+from ovseg.structures import ShapeSpec
+
+SHAPES = {
+    "res2": ShapeSpec(channels=8, stride=4),
+    "res3": ShapeSpec(channels=12, stride=8),
+    "res4": ShapeSpec(channels=16, stride=16),
+    "res5": ShapeSpec(channels=20, stride=32),
+}
+
+
+def build(checkpointing: bool, dropout: float = 0.1):
+    cfg = PixelDecoderConfig(
+        conv_dim=32,
+        mask_dim=16,
+        num_layers=3,
+        num_heads=4,
+        num_points=2,
+        dim_feedforward=64,
+        dropout=dropout,
+        activation_checkpointing=checkpointing,
+    )
+    torch.manual_seed(0)
+    return PIXEL_DECODERS.get("msdeform")(cfg, SHAPES)
+
+
+def features(size: int = 64) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return {
+        k: torch.randn(2, s.channels, size // s.stride, size // s.stride, generator=g)
+        for k, s in SHAPES.items()
+    }
+
+
+def run(decoder, feats, count_saved: bool = False):
+    """Loss, parameter gradients and the bytes autograd saved for backward."""
+    saved = [0]
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved[0] += t.numel() * t.element_size()
+        return t
+
+    torch.manual_seed(2)  # dropout: the same masks in both runs (checkpoint replays the RNG)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        mask_features, multi_scale = decoder(feats)
+        loss = (mask_features**2).mean() + sum((m**3).mean() for m in multi_scale)
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in decoder.named_parameters() if p.grad is not None}
+    return loss.detach(), grads, saved[0]
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_checkpointing_gives_the_same_loss_and_gradients_bitwise(dropout):
+    feats = features()
+    plain = build(False, dropout).train()
+    ckpt = build(True, dropout).train()
+    ckpt.load_state_dict(plain.state_dict())
+    loss_a, grads_a, saved_a = run(plain, feats)
+    loss_b, grads_b, saved_b = run(ckpt, feats)
+    assert torch.equal(loss_a, loss_b)
+    assert grads_a.keys() == grads_b.keys()
+    assert any(k.startswith("transformer.encoder.layers.") for k in grads_b)
+    for k in grads_a:
+        assert torch.equal(grads_a[k], grads_b[k]), k
+    # The three encoder layers' activations are recomputed, not saved: what is left is the
+    # layers' inputs and the FPN's activations.
+    assert saved_b < 0.5 * saved_a, (saved_a, saved_b)
+
+
+def test_checkpointing_is_inert_without_gradients():
+    feats = features()
+    plain = build(False).eval()
+    ckpt = build(True).eval()
+    ckpt.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        a, b = plain(feats), ckpt(feats)
+    assert torch.equal(a[0], b[0])
+    assert all(torch.equal(x, y) for x, y in zip(a[1], b[1]))
+
+
+def test_the_config_key_reaches_the_encoder():
+    assert build(True).transformer.encoder.activation_checkpointing is True
+    assert build(False).transformer.encoder.activation_checkpointing is False
