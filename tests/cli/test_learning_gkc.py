@@ -14,5 +14,8 @@ def test_tiny_model_with_gkc_learns_synthetic_shapes(tmp_path, monkeypatch):
     # learn() writes the data under tmp_path/data/synthetic_coco: the config's relative
     # data.train.vocabulary (that set's "ID: name, synonyms" file) resolves from tmp_path.
     monkeypatch.chdir(tmp_path)
-    pq, miou = learn(tmp_path / "data", CFG)
+    # 240 steps, not the plain test's 160: with the paper's weights (distillation 10 towards a
+    # random teacher) 160 steps sat at the bars and fell under them with other package versions
+    # (PQ 35.4 / mIoU 43.7); 240 steps give 68.2 / 73.1.
+    pq, miou = learn(tmp_path / "data", CFG, max_iter=240)
     assert pq > 40 and miou > 45, (pq, miou)  # the plain config's bars

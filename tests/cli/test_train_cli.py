@@ -75,8 +75,12 @@ def test_resume_follows_the_straight_trajectory(tmp_path, synth):
     assert run(straight, synth, "schedule.max_iter=6", *common) == 0
     # "Killed" after 3 steps: the run ends with its step-3 checkpoint, then resumes to 6.
     assert run(resumed, synth, "schedule.max_iter=3", *common) == 0
-    with pytest.warns(UserWarning, match="applying schedule.max_iter: 3 -> 6"):
-        assert run(resumed, synth, "--resume", "schedule.max_iter=6", *common) == 0
+    # Activation checkpointing is switched on for the second half: a run-control key (it
+    # recomputes, changes no value), so the trajectory stays the straight one, bitwise.
+    ckpt = "model.pixel_decoder.activation_checkpointing=true"
+    with pytest.warns(UserWarning, match="applying .*schedule.max_iter: 3 -> 6") as caught:
+        assert run(resumed, synth, "--resume", "schedule.max_iter=6", ckpt, *common) == 0
+    assert any("activation_checkpointing: False -> True" in str(w.message) for w in caught)
     a = torch.load(straight / "model_final.pth", weights_only=True)["model"]
     b = torch.load(resumed / "model_final.pth", weights_only=True)["model"]
     assert a.keys() == b.keys()
