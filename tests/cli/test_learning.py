@@ -5,7 +5,6 @@ matching, losses, optimiser and inference fit together (a broken piece leaves PQ
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 
 import pytest
 from ovseg_testing import REPO
@@ -32,11 +31,9 @@ def test_tiny_model_with_prompt_option_learns_synthetic_shapes(tmp_path, option)
     assert pq > 40 and miou > 45, (pq, miou)  # the plain config's bars
 
 
-def learn(
-    tmp_path, cfg: str, max_iter: int = 160, extra: Sequence[str] = ()
-) -> tuple[float, float]:
+def learn(tmp_path, cfg: str, max_iter: int = 160) -> tuple[float, float]:
     """Train ``cfg`` ``max_iter`` steps (lr drop 30 steps before the end) on synthetic shapes,
-    evaluate; returns (PQ, mIoU) in percent. ``extra``: more training config overrides."""
+    evaluate; returns (PQ, mIoU) in percent."""
     root = tmp_path / "synthetic_coco"
     make_synthetic_coco_panoptic(root, num_images=64, size=(128, 128), seed=0, split="train2017")
     make_synthetic_coco_panoptic(root, num_images=8, size=(128, 128), seed=1, split="val2017")
@@ -59,7 +56,6 @@ def learn(
                 f"schedule.max_iter={max_iter}",
                 f"schedule.steps=[{max_iter - 30}]",
                 "schedule.checkpoint_period=0",
-                *extra,
             ]
         )
         == 0

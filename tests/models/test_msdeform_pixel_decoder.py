@@ -42,7 +42,7 @@ def features(size: int = 64) -> dict[str, torch.Tensor]:
     }
 
 
-def run(decoder, feats, count_saved: bool = False):
+def run(decoder, feats):
     """Loss, parameter gradients and the bytes autograd saved for backward."""
     saved = [0]
 
@@ -77,15 +77,30 @@ def test_checkpointing_gives_the_same_loss_and_gradients_bitwise(dropout):
     assert saved_b < 0.5 * saved_a, (saved_a, saved_b)
 
 
-def test_checkpointing_is_inert_without_gradients():
+def test_checkpointing_runs_only_when_gradients_flow(monkeypatch):
+    """Inference (no gradients) takes the plain path, with the plain outputs; a forward with
+    gradients goes through torch.utils.checkpoint, once per encoder layer."""
+    import ovseg.models.pixel_decoders.msdeform as msdeform
+
+    calls = []
+    real = msdeform.checkpoint
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(msdeform, "checkpoint", counting)
     feats = features()
     plain = build(False).eval()
     ckpt = build(True).eval()
     ckpt.load_state_dict(plain.state_dict())
     with torch.no_grad():
         a, b = plain(feats), ckpt(feats)
+    assert not calls
     assert torch.equal(a[0], b[0])
     assert all(torch.equal(x, y) for x, y in zip(a[1], b[1]))
+    ckpt.train()(feats)
+    assert len(calls) == 3  # num_layers
 
 
 def test_the_config_key_reaches_the_encoder():
