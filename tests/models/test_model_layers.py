@@ -75,3 +75,29 @@ def test_mask_pooling_training_path_saves_bool_masks_and_matches_the_plain_gradi
             ),
         ),
     )
+
+
+def test_mask_pooling_counts_and_weights_equal_the_plain_division_bitwise():
+    # The pooling weights are built without the plain formula's full-size int64 / float copies
+    # of the bool masks; the numbers must stay those of ``inside.sum()`` and ``inside / denom``.
+    from ovseg.models.layers import _count_inside, _normalised
+
+    g = torch.Generator().manual_seed(1)
+    masks = torch.randn(2, 9, 37, 53, generator=g)
+    masks[0, 3] = -1.0  # empty
+    masks[1, 4] = 1.0  # full
+    inside = masks > 0
+    counts = _count_inside(inside)
+    assert counts.shape == (2, 9, 1, 1)
+    assert torch.equal(counts.long(), inside.sum(dim=(-1, -2), keepdim=True))
+    for dtype in (torch.float32, torch.float64, torch.bfloat16):
+        denom = counts.to(dtype) + 1e-8
+        weights = _normalised(inside, denom)
+        assert weights.dtype == dtype and weights.is_contiguous()
+        assert torch.equal(weights, inside / denom)
+        assert not torch.signbit(weights[0, 3]).any()  # +0 where the mask is empty
+    # A non-contiguous mask (a transposed view) gives the same numbers.
+    view = inside.transpose(-1, -2)
+    assert torch.equal(_count_inside(view).long(), view.sum(dim=(-1, -2), keepdim=True))
+    denom = counts.float() + 1e-8
+    assert torch.equal(_normalised(view, denom), view / denom)
