@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import statistics
 import sys
@@ -374,7 +375,7 @@ def train_step(seg, args: argparse.Namespace, device: torch.device) -> dict:
     """Time forward + loss, backward and the optimizer step on random targets, with the host
     memory reuse that ``ovseg-train`` sets (``runtime.reuse_host_memory``; off with
     ``OVSEG_REUSE_HOST_MEMORY=0``)."""
-    from ovseg.utils.host_memory import reuse_freed_host_memory
+    from ovseg.utils.host_memory import host_allocator, reuse_freed_host_memory
     from ovseg.utils.timing import StageTimer
 
     reuse = reuse_freed_host_memory()
@@ -432,6 +433,7 @@ def train_step(seg, args: argparse.Namespace, device: torch.device) -> dict:
         "crop": s,
         "amp": amp,
         "reuse_host_memory": reuse,
+        "host_allocator": host_allocator(),
         "seconds": {k: _stats(v) for k, v in times.items()},
         "peak_memory_mb": mem.peak,
         "peak_memory_total_mb": mem.peak_total,
@@ -461,7 +463,12 @@ def format_table(r: dict) -> str:
         "",
         f"ratio total / tower: {inf['ratio_to_tower']:.2f}x   throughput {inf['images_per_second']:.3f} img/s",
         f"peak memory: {inf['peak_memory_mb']:.0f} MB (tower alone {inf['tower_peak_memory_mb']:.0f} MB, "
-        f"ratio {inf['memory_ratio_to_tower']:.2f}x)",
+        + (
+            f"ratio {inf['memory_ratio_to_tower']:.2f}x)"
+            if math.isfinite(inf["memory_ratio_to_tower"])
+            # A caching malloc (tcmalloc, jemalloc) serves the tower from pages it already holds.
+            else "ratio n/a: the RSS did not grow)"
+        ),
         f"text share of a call with a cached vocabulary: {inf['text_share_of_call']:.3%}",
         f"outputs of the last run: {inf['outputs']['panoptic']} panoptic segments, "
         f"{inf['outputs']['instance']} instances"
@@ -486,8 +493,9 @@ def format_table(r: dict) -> str:
         ts = r["train_step"]
         s = ts["seconds"]
         lines.append(
-            f"train step (batch {ts['batch']}, crop {ts['crop']}, amp {ts['amp']}, host memory "
-            f"reuse {'on' if ts.get('reuse_host_memory') else 'off'}): "
+            f"train step (batch {ts['batch']}, crop {ts['crop']}, amp {ts['amp']}, malloc "
+            f"{ts.get('host_allocator', '?')}, host memory reuse "
+            f"{'on' if ts.get('reuse_host_memory') else 'off'}): "
             f"{s['total']['median']:.3f} s = forward+loss {s['forward_loss']['median']:.3f} + backward "
             f"{s['backward']['median']:.3f} + optimizer {s['optimizer']['median']:.3f}; peak memory "
             f"{ts['peak_memory_mb']:.0f} MB above the built model, {ts['peak_memory_total_mb']:.0f} MB "

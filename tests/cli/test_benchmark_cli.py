@@ -51,6 +51,9 @@ def test_benchmark_reports_split_ratios_and_params(tmp_path, capsys):
     p = r["params"]
     assert p["total"] == p["trainable"] + p["frozen"] and p["frozen"] > 0
     assert r["num_classes"] == 12 and r["num_prompts"] == 12 * 14
+    from ovseg.utils.host_memory import host_allocator
+
+    assert r["train_step"]["host_allocator"] == host_allocator()
     ts = r["train_step"]["seconds"]
     assert ts["total"]["median"] > 0
     parts = ("backbone", "pixel_decoder", "transformer_decoder", "criterion")
@@ -65,6 +68,7 @@ def test_benchmark_reports_split_ratios_and_params(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "ratio total / tower" in printed and "batch 2:" in printed
     assert "forward: backbone" in printed
+    assert f"malloc {host_allocator()}, host memory reuse" in printed
 
 
 def test_benchmark_bad_batch_sizes(capsys):

@@ -94,3 +94,59 @@ def test_release_hands_freed_pages_back():
     assert probe["released"]
     assert probe["kept"] > 300  # reuse: the freed 384 MB stay mapped
     assert probe["after"] < 100  # and go back on release
+
+
+_TCMALLOC = next(
+    (
+        p
+        for p in (
+            "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4",
+            "/usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4",
+        )
+        if os.path.exists(p)
+    ),
+    None,
+)
+
+# Which malloc serves the process, whether reuse applies, and a tiny model's training loss and
+# gradient checksum: the allocator moves where tensors live, never a value.
+_ALLOCATOR_PROBE = """
+import json, torch
+from ovseg.utils.host_memory import host_allocator, reuse_freed_host_memory
+torch.manual_seed(0)
+net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 2, 1))
+x = torch.randn(2, 3, 64, 64)
+loss = net(x).square().mean()
+loss.backward()
+grads = sum(p.grad.double().abs().sum().item() for p in net.parameters())
+print(json.dumps({"allocator": host_allocator(), "reuse": reuse_freed_host_memory(),
+                  "loss": loss.item(), "grads": grads}))
+"""
+
+
+def _allocator_probe(**env: str) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-c", _ALLOCATOR_PROBE],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_host_allocator_is_glibc_by_default():
+    assert host_memory.host_allocator() == "glibc"
+
+
+@pytest.mark.skipif(
+    _TCMALLOC is None, reason="gperftools' tcmalloc is not installed (.ci/run installs it)"
+)
+def test_preloaded_tcmalloc_is_told_apart_reuse_skipped_and_values_unchanged():
+    plain = _allocator_probe()
+    tc = _allocator_probe(LD_PRELOAD=_TCMALLOC)
+    assert plain["allocator"] == "glibc" and plain["reuse"] is True
+    # glibc's mallopt settings would tune a malloc nobody calls: not applied under tcmalloc.
+    assert tc["allocator"] == "tcmalloc" and tc["reuse"] is False
+    assert tc["loss"] == plain["loss"] and tc["grads"] == plain["grads"]
