@@ -90,7 +90,7 @@ def _count_inside(inside: torch.Tensor) -> torch.Tensor:
     """(B, Q, H, W) bool -> (B, Q, 1, 1) int32 pixel counts, exact (a float sum of the 0/1
     mask gives the same numbers). Summed as bytes into int32: ``bool.sum()`` first copies the
     masks to int64 (8 bytes a pixel; 524 MB for 250 queries at stride 4 of a 1024 crop)."""
-    if _tracing():
+    if capturing_graph():
         return inside.sum(dim=(-1, -2), keepdim=True)
     return inside.view(torch.uint8).sum(dim=(-1, -2), keepdim=True, dtype=torch.int32)
 
@@ -99,15 +99,16 @@ def _normalised(inside: torch.Tensor, denom: torch.Tensor) -> torch.Tensor:
     """``inside / denom`` bitwise (1 / denom inside, +0 outside), as (B, Q, H, W) of
     ``denom``'s dtype, in one buffer: the division itself first converts the bool masks to a
     second full-size float tensor."""
-    if _tracing():
+    if capturing_graph():
         return inside / denom
     weights = torch.empty(inside.shape, dtype=denom.dtype, device=inside.device)
     return weights.copy_(inside).div_(denom)
 
 
-def _tracing() -> bool:
-    """Inside an ONNX / TorchScript trace or a ``torch.export`` / ``torch.compile`` graph: the
-    plain formulas there (the tracer has no dtype view, and a graph compiler fuses anyway)."""
+def capturing_graph() -> bool:
+    """Whether this runs inside an ONNX / TorchScript trace or a ``torch.export`` /
+    ``torch.compile`` graph, where eager-only shortcuts (dtype views, out-of-graph kernels) give
+    way to the plain formulas (a graph compiler fuses those anyway)."""
     return torch.jit.is_tracing() or torch.compiler.is_compiling()
 
 

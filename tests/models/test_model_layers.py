@@ -101,3 +101,13 @@ def test_mask_pooling_counts_and_weights_equal_the_plain_division_bitwise():
     assert torch.equal(_count_inside(view).long(), view.sum(dim=(-1, -2), keepdim=True))
     denom = counts.float() + 1e-8
     assert torch.equal(_normalised(view, denom), view / denom)
+
+
+def test_mask_pooling_traces_to_the_eager_result():
+    # The eager path views the bool masks as bytes, which the TorchScript / ONNX tracer cannot
+    # record; under a trace the plain formulas run and give the same numbers.
+    g = torch.Generator().manual_seed(2)
+    features, masks = torch.randn(1, 4, 8, 8, generator=g), torch.randn(1, 3, 8, 8, generator=g)
+    traced = torch.jit.trace(mask_pooling, (features, masks))
+    other = torch.randn(1, 3, 8, 8, generator=g)
+    assert torch.equal(traced(features, other), mask_pooling(features, other))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import platform
@@ -96,17 +97,8 @@ def test_release_hands_freed_pages_back():
     assert probe["after"] < 100  # and go back on release
 
 
-_TCMALLOC = next(
-    (
-        p
-        for p in (
-            "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4",
-            "/usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4",
-        )
-        if os.path.exists(p)
-    ),
-    None,
-)
+# Where .ci/run installs it (Debian's libtcmalloc-minimal4), on any architecture.
+_TCMALLOC = next(iter(sorted(glob.glob("/usr/lib/*-linux-gnu/libtcmalloc_minimal.so.4"))), None)
 
 # Which malloc serves the process, whether reuse applies, and a tiny model's training loss and
 # gradient checksum: the allocator moves where tensors live, never a value.

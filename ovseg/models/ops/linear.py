@@ -20,6 +20,8 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
+from ovseg.models.layers import capturing_graph
+
 _enabled = os.environ.get("OVSEG_ONEDNN_LINEAR", "1").strip().lower() not in ("0", "false", "no")
 
 
@@ -45,8 +47,7 @@ def uses_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
         and weight.dtype == torch.float32
         and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
         and not torch.is_autocast_enabled("cpu")
-        and not torch.jit.is_tracing()
-        and not torch.compiler.is_compiling()
+        and not capturing_graph()
     )
 
 
