@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--amp",
         default="auto",
         choices=("auto", "none", "bf16", "fp16"),
-        help="autocast for the training step (auto: fp16 on CUDA, bf16 on CPU)",
+        help="autocast for the training step (auto: fp16 on CUDA; bf16 on a CPU with bf16 "
+        "instructions, else none)",
     )
     p.add_argument(
         "--batch-sizes",
@@ -160,6 +161,7 @@ def _vocabulary(spec: str):
 
 def run(args: argparse.Namespace) -> dict:
     from ovseg import Segmenter
+    from ovseg.utils import precision
     from ovseg.utils.timing import StageTimer
 
     if args.batch_sizes:
@@ -187,6 +189,11 @@ def run(args: argparse.Namespace) -> dict:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "python": platform.python_version(),
+        "precision": seg.precision,
+        "native": {
+            k: precision.native(device, dt)
+            for k, dt in (("bf16", torch.bfloat16), ("fp16", torch.float16))
+        },
         "image_size": [h, w],
         "vocabulary": args.vocab,
         "num_classes": len(vocab),
@@ -375,6 +382,7 @@ def train_step(seg, args: argparse.Namespace, device: torch.device) -> dict:
     """Time forward + loss, backward and the optimizer step on random targets, with the host
     memory reuse that ``ovseg-train`` sets (``runtime.reuse_host_memory``; off with
     ``OVSEG_REUSE_HOST_MEMORY=0``)."""
+    from ovseg.utils import precision
     from ovseg.utils.host_memory import host_allocator, reuse_freed_host_memory
     from ovseg.utils.timing import StageTimer
 
@@ -384,8 +392,10 @@ def train_step(seg, args: argparse.Namespace, device: torch.device) -> dict:
     model.train()
     amp = args.amp
     if amp == "auto":
-        amp = "fp16" if device.type == "cuda" else "bf16"
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+        amp = precision.fastest(device, training=True)
+        amp = "none" if amp == "fp32" else amp
+    precision.warn_if_emulated(device, amp, "--amp")
+    dtype = precision.DTYPES[amp]
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
     s = args.train_crop
@@ -444,6 +454,8 @@ def format_table(r: dict) -> str:
     inf = r["inference"]
     lines = [
         f"ovseg benchmark — {r['config']} on {r['device']} ({r['threads']} threads, torch {r['torch']})",
+        f"inference precision {r.get('precision', '?')}; native on this device: "
+        + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in r.get("native", {}).items()),
         f"image {r['image_size'][0]}x{r['image_size'][1]} -> model input {inf['model_input_size'][0]}x"
         f"{inf['model_input_size'][1]} (padded {inf['padded_size'][0]}x{inf['padded_size'][1]}), "
         f"task {r['task']}, vocabulary {r['vocabulary']} ({r['num_classes']} classes, {r['num_prompts']} prompts)",

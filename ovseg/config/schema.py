@@ -189,7 +189,9 @@ class TestConfig:
     max_image_pixels: int = 100_000_000
     # "fp32" (exact, default), or "bf16" / "fp16": autocast for the image tower and decoders
     # (opt-in fast mode; its measured deviation is in the README). Classifiers, ensemble and
-    # post-processing always run in fp32.
+    # post-processing always run in fp32. "auto": bf16 where the device computes it natively
+    # (CPUs with AVX512-BF16 or AMX, recent GPUs), fp16 on other GPUs, else fp32; an emulated
+    # reduced precision (slower than fp32) warns (ovseg/utils/precision.py).
     precision: str = "fp32"
     # "whole" (FC-CLIP, default): one pass over the resized image. "slide": windows of
     # crop_size [h, w] every stride [h, w] over the resized image, their semantic scores averaged

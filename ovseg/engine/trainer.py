@@ -81,6 +81,7 @@ from ovseg.config.engine import ClipGradConfig
 from ovseg.engine.logger import TrainLogger
 from ovseg.engine.optim import clip_gradients
 from ovseg.utils import dist, host_memory
+from ovseg.utils.precision import warn_if_emulated
 
 __all__ = ["FINAL_WEIGHTS", "Trainer"]
 
@@ -206,6 +207,7 @@ class Trainer:
 
         first = next(iter(self.model.parameters()), None)
         self.device = first.device if first is not None else torch.device("cpu")
+        warn_if_emulated(self.device, amp, "runtime.amp")
         self.rank = dist.get_rank()
         self.world_size = dist.get_world_size()
         if self.world_size > 1 and not isinstance(model, DistributedDataParallel):

@@ -33,6 +33,7 @@ from ovseg.models.segmentors.fcclip import FCCLIP, TASKS
 from ovseg.structures import Instances, Prediction, TextClassifier
 from ovseg.text.vocabulary import Vocabulary, load_descriptions, resolve_vocabulary
 from ovseg.utils.image import check_resizable, load_image, resize_shortest_edge
+from ovseg.utils.precision import DTYPES, fastest, warn_if_emulated
 from ovseg.utils.timing import NULL_TIMER, StageTimer
 from ovseg.zoo.hub import HUB_WEIGHTS
 
@@ -69,6 +70,7 @@ class Segmenter:
         # model.text.descriptions: (path, its sentences), and the vocabularies carrying them
         self._descriptions: tuple[str, dict[str, tuple[str, ...]]] | None = None
         self._described: OrderedDict[Vocabulary, Vocabulary] = OrderedDict()
+        self._checked_precision: tuple[str, torch.device] | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -188,15 +190,22 @@ class Segmenter:
 
     # ------------------------------------------------------------------ inference
     @property
-    def _precision(self) -> str:
+    def precision(self) -> str:
+        """The precision inference runs in: ``model.test.precision``, with ``"auto"`` resolved
+        for this device (bf16 where native, fp16 on a GPU without bf16, else fp32)."""
         p = self.config.model.test.precision
-        if p not in ("fp32", "bf16", "fp16"):
-            raise ValueError(f"model.test.precision must be 'fp32', 'bf16' or 'fp16'; got {p!r}")
-        return p
+        if p not in ("fp32", "bf16", "fp16", "auto"):
+            raise ValueError(
+                f"model.test.precision must be 'fp32', 'bf16', 'fp16' or 'auto'; got {p!r}"
+            )
+        return fastest(self.device) if p == "auto" else p
 
     def _autocast(self):
-        p = self._precision
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(p)
+        p = self.precision
+        if self._checked_precision != (p, self.device):
+            warn_if_emulated(self.device, p, "model.test.precision", auto_hint=True)
+            self._checked_precision = (p, self.device)
+        dtype = DTYPES[p]
         return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
 
     def vocabulary(self, vocab: VocabularyLike = None) -> Vocabulary:

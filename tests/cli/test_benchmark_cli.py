@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from ovseg_testing import REPO
 
 from ovseg.cli.benchmark import main
@@ -54,6 +55,15 @@ def test_benchmark_reports_split_ratios_and_params(tmp_path, capsys):
     from ovseg.utils.host_memory import host_allocator
 
     assert r["train_step"]["host_allocator"] == host_allocator()
+    # --amp auto: bf16 only where this CPU computes it natively
+    from ovseg.utils.precision import fastest, native
+
+    assert r["train_step"]["amp"] == {"fp32": "none"}.get(fastest("cpu"), fastest("cpu"))
+    assert r["precision"] == "fp32"
+    assert r["native"] == {
+        "bf16": native("cpu", torch.bfloat16),
+        "fp16": native("cpu", torch.float16),
+    }
     ts = r["train_step"]["seconds"]
     assert ts["total"]["median"] > 0
     parts = ("backbone", "pixel_decoder", "transformer_decoder", "criterion")
@@ -69,6 +79,11 @@ def test_benchmark_reports_split_ratios_and_params(tmp_path, capsys):
     assert "ratio total / tower" in printed and "batch 2:" in printed
     assert "forward: backbone" in printed
     assert f"malloc {host_allocator()}, host memory reuse" in printed
+    yes = {True: "yes", False: "no"}
+    assert (
+        f"inference precision fp32; native on this device: bf16 {yes[r['native']['bf16']]}, "
+        f"fp16 {yes[r['native']['fp16']]}" in printed
+    )
 
 
 def test_benchmark_bad_batch_sizes(capsys):
