@@ -4,7 +4,6 @@ serve the web app (see :mod:`ovseg.app`)."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -66,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         seg = load_segmenter(args)
     except Exception as e:  # one line; OVSEG_DEBUG=1 shows the traceback
-        if os.environ.get("OVSEG_DEBUG"):
+        from ovseg.cli.common import is_debug
+
+        if is_debug():
             raise
         print(f"error: could not set up the model: {type(e).__name__}: {e}", file=sys.stderr)
         return 2

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import glob
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ovseg.text.vocabulary import Vocabulary, builtin_names, load_descriptions
+from ovseg.utils.env import env_flag
 from ovseg.utils.image import IMAGE_EXTENSIONS
 
 if TYPE_CHECKING:
@@ -206,5 +206,9 @@ def model_spec(
 
 
 def is_debug() -> bool:
-    """``OVSEG_DEBUG=1``: let exceptions show their traceback instead of one line."""
-    return bool(os.environ.get("OVSEG_DEBUG"))
+    """``OVSEG_DEBUG=1``: let exceptions show their traceback instead of one line. Asked while
+    reporting another error, so a value that is not a switch counts as on (show it all)."""
+    try:
+        return env_flag("OVSEG_DEBUG", False)
+    except ValueError:
+        return True

@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         seg = _build_segmenter(args)
         seg.encode_vocabulary(vocab)  # once; predict() reuses the cached text classifier
     except Exception as e:  # one line for the user; OVSEG_DEBUG=1 shows the traceback
-        if os.environ.get("OVSEG_DEBUG"):
+        if common.is_debug():
             raise
         print(f"error: could not set up the model: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             failures.append(path)
             _error(str(e))
         except Exception as e:  # keep going past one bad image; report it with its path
-            if os.environ.get("OVSEG_DEBUG"):
+            if common.is_debug():
                 raise
             failures.append(path)
             _error(f"{path}: {type(e).__name__}: {e}")

@@ -115,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
                 seg, os.path.join(args.output, "seam.pt2"), size=size, dynamic=args.dynamic
             )
     except Exception as e:  # one line for the user; OVSEG_DEBUG=1 shows the traceback
-        if os.environ.get("OVSEG_DEBUG"):
+        from ovseg.cli.common import is_debug
+
+        if is_debug():
             raise
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         return 2

@@ -119,6 +119,14 @@ def train(args: argparse.Namespace) -> dict:
         from ovseg.utils.host_memory import reuse_freed_host_memory
 
         reuse_freed_host_memory()
+    if info.device.type == "cpu":
+        from ovseg.utils.host_memory import host_allocator, reusing_freed_host_memory
+
+        logger.info(
+            "host malloc: %s (freed-memory reuse %s)",
+            host_allocator(),
+            "on" if reusing_freed_host_memory() else "off",
+        )
     work_dir = Path(cfg.runtime.work_dir)
     with contextlib.ExitStack() as stack:
         if dist.is_main_process():
@@ -211,10 +219,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ovseg.config import ConfigError
     from ovseg.data import DatasetError
     from ovseg.engine.workdir import WorkDirBusyError
+    from ovseg.utils.env import EnvError
 
     try:
         result = train(args)
-    except (ConfigError, DatasetError, CheckpointError, WorkDirBusyError, FileNotFoundError) as e:
+    except (
+        ConfigError,
+        DatasetError,
+        CheckpointError,
+        WorkDirBusyError,
+        EnvError,
+        FileNotFoundError,
+    ) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if os.environ.get("RANK", "0") == "0":

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from ovseg.utils.env import env_int
+
 __all__ = [
     "DistInfo",
     "all_gather_object",
@@ -51,16 +53,6 @@ class DistInfo:
     device: torch.device
 
 
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
-
-
 def init_distributed(
     device: str = "auto", backend: str | None = None, timeout_s: float = 1800.0
 ) -> DistInfo:
@@ -81,9 +73,9 @@ def init_distributed(
     use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
     if use_cuda and not torch.cuda.is_available():
         raise RuntimeError("device='cuda' was asked for but CUDA is not available; use 'cpu'")
-    world_size = _env_int("WORLD_SIZE", 1)
-    rank = _env_int("RANK", 0)
-    local_rank = _env_int("LOCAL_RANK", rank)
+    world_size = env_int("WORLD_SIZE", 1)
+    rank = env_int("RANK", 0)
+    local_rank = env_int("LOCAL_RANK", rank)
     if use_cuda:
         torch.cuda.set_device(local_rank)
         torch_device = torch.device("cuda", local_rank)
@@ -125,7 +117,7 @@ def get_rank() -> int:
 
 def get_local_rank() -> int:
     """Rank on this node, from ``LOCAL_RANK`` (0 when unset)."""
-    return _env_int("LOCAL_RANK", 0)
+    return env_int("LOCAL_RANK", 0)
 
 
 def get_world_size() -> int:

@@ -30,6 +30,8 @@ import ctypes
 import os
 import platform
 
+from ovseg.utils.env import env_flag
+
 __all__ = [
     "ENV_VAR",
     "RELEASE_PERIOD",
@@ -110,7 +112,7 @@ def reuse_freed_host_memory() -> bool:
     global _applied
     if _applied:
         return True
-    if os.environ.get(ENV_VAR, "1").strip().lower() in ("0", "false", "no", "off"):
+    if not env_flag(ENV_VAR, True):
         return False
     if platform.system() != "Linux" or host_allocator() != "glibc":
         return False

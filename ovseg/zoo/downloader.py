@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
+from ovseg.utils.env import env_flag
 from ovseg.utils.io import atomic_write_text
 from ovseg.utils.paths import ovseg_home  # noqa: F401 (re-exported by ovseg.zoo)
 from ovseg.zoo.lock import FileLock, lock_path
@@ -103,8 +104,9 @@ def checkpoint_dir(cache_dir: str | Path | None = None) -> Path:
 
 
 def is_offline() -> bool:
-    """True when ``$OVSEG_OFFLINE`` is set to 1/true/yes/on."""
-    return os.environ.get(ENV_OFFLINE, "").strip().lower() in ("1", "true", "yes", "on")
+    """True when ``$OVSEG_OFFLINE`` is on (1/true/yes/on; a value that is not a switch is an
+    error naming it)."""
+    return env_flag(ENV_OFFLINE, False)
 
 
 def cached_path(entry: ZooEntry, cache_dir: str | Path | None = None) -> Path:

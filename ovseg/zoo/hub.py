@@ -23,6 +23,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from ovseg.utils.env import TRUE, env_flag
 from ovseg.zoo.downloader import ChecksumError, DownloadError, sha256_file
 
 HUB_SCHEME = "hf://"
@@ -93,11 +94,10 @@ def parse_hub_url(url: str) -> HubRef:
 
 
 def hub_offline() -> bool:
-    """``HF_HUB_OFFLINE`` or ``OVSEG_OFFLINE`` set to 1/true/yes/on, read now."""
-    return any(
-        os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
-        for v in ("HF_HUB_OFFLINE", "OVSEG_OFFLINE")
-    )
+    """``HF_HUB_OFFLINE`` (huggingface_hub's own reading: 1/true/yes/on, anything else off) or
+    ``OVSEG_OFFLINE`` (:func:`~ovseg.utils.env.env_flag`: a bad value is an error), read now."""
+    hf = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in TRUE
+    return hf or env_flag("OVSEG_OFFLINE", False)
 
 
 def hub_cache_dir() -> str | None:

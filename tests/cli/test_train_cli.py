@@ -182,6 +182,25 @@ def test_cpu_training_reuses_host_memory_unless_turned_off(tmp_path, synth, monk
     assert len(calls) == (1 if reuse else 0)
 
 
+def test_a_bad_host_memory_switch_is_one_line_naming_it(
+    tmp_path, synth, monkeypatch, capsys, caplog
+):
+    from ovseg.utils import host_memory
+
+    monkeypatch.setattr(host_memory, "_applied", False)
+    monkeypatch.setenv(host_memory.ENV_VAR, "sometimes")
+    assert run(tmp_path / "env", synth, "runtime.device=cpu") == 2
+    err = capsys.readouterr().err
+    assert f"error: environment variable {host_memory.ENV_VAR}='sometimes' is not a switch" in err
+    assert "Traceback" not in err
+
+    monkeypatch.setenv(host_memory.ENV_VAR, "0")
+    bad = "data.train.panoptic_json=/no/such/panoptic.json"  # stops right after the set-up
+    with caplog.at_level("INFO", logger="ovseg.train"):
+        assert run(tmp_path / "env2", synth, "runtime.device=cpu", bad) == 2
+    assert f"host malloc: {host_memory.host_allocator()} (freed-memory reuse off)" in caplog.text
+
+
 def test_unknown_override_is_named(tmp_path, synth, capsys):
     assert run(tmp_path / "typo", synth, "schedule.max_iters=3") == 2
     assert "did you mean 'schedule.max_iter'" in capsys.readouterr().err

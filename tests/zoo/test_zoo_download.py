@@ -417,3 +417,15 @@ def test_killed_downloader_leaves_no_stale_lock_and_is_resumed(server, make_zoo,
     assert last.range is not None and last.range.startswith("bytes=")
     assert int(last.range[6:-1]) == have  # resumed where the killed process stopped
     assert _leftovers(tmp_path) == []
+
+
+def test_offline_switch_with_a_bad_value_is_refused_before_any_download(
+    server, tmp_path, monkeypatch
+):
+    """OVSEG_OFFLINE=ture must not read as "online" (and download): it is an error naming it."""
+    data = payload(1_000, seed=14)
+    entry = _entry("typo", [server.add("/typo.pth", data)], data)
+    monkeypatch.setenv("OVSEG_OFFLINE", "ture")
+    with pytest.raises(ValueError, match=r"OVSEG_OFFLINE='ture' is not a switch"):
+        zoo.download(entry, cache_dir=tmp_path, **FAST)
+    assert server.log == [] and not (tmp_path / "typo.pth").exists()

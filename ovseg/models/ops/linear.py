@@ -14,15 +14,15 @@ Only where nothing needs a gradient; autocast, other devices and dtypes, tracing
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 
 from ovseg.models.layers import capturing_graph
+from ovseg.utils.env import env_flag
 
-_enabled = os.environ.get("OVSEG_ONEDNN_LINEAR", "1").strip().lower() not in ("0", "false", "no")
+_enabled = env_flag("OVSEG_ONEDNN_LINEAR", True)
 
 
 def _onednn_op_available() -> bool:
