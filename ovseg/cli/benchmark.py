@@ -162,6 +162,7 @@ def _vocabulary(spec: str):
 def run(args: argparse.Namespace) -> dict:
     from ovseg import Segmenter
     from ovseg.utils import precision
+    from ovseg.utils.host_memory import release_freed_host_memory, reuse_freed_host_memory
     from ovseg.utils.timing import StageTimer
 
     if args.batch_sizes:
@@ -169,6 +170,8 @@ def run(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    # As the tools and workers run a CPU model (ModelSpec.build); OVSEG_REUSE_HOST_MEMORY=0: off.
+    reuse = reuse_freed_host_memory() if device.type == "cpu" else False
     overrides = list(args.overrides) + ["model.text.disk_cache=false"]
     if not args.weights:
         overrides.append("model.backbone.pretrained=null")
@@ -190,6 +193,7 @@ def run(args: argparse.Namespace) -> dict:
         "threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "precision": seg.precision,
+        "reuse_host_memory": reuse,
         "native": {
             k: precision.native(device, dt)
             for k, dt in (("bf16", torch.bfloat16), ("fp16", torch.float16))
@@ -238,6 +242,7 @@ def run(args: argparse.Namespace) -> dict:
     if getattr(model, "context_decoder", None) is not None:  # DenseCLIP's per-image refinement
         stages.insert(stages.index("backbone") + 1, "context_decoder")
     splits = {k: [] for k in (*stages, "text")}
+    release_freed_host_memory()  # each peak from a trimmed heap (where reuse holds pages)
     with PeakMemory(device) as mem:
         for _ in range(args.repeats):
             tower.append(tower_once())
@@ -252,6 +257,7 @@ def run(args: argparse.Namespace) -> dict:
             for k in splits:
                 splits[k].append(timer.times.get(k, 0.0))
             text_share.append(timer.times.get("text", 0.0) / total)
+    release_freed_host_memory()
     with PeakMemory(device) as tower_mem:
         tower_once()
     input_size = pred.extras["input_size"]
@@ -303,6 +309,8 @@ def batched_inference(
     """Images/s of :meth:`Segmenter.predict_batch` on B different random images of the
     benchmark's size (one forward pass of B images padded to a common size, then per-image
     post-processing), for each B of ``--batch-sizes``; medians over ``--repeats``."""
+    from ovseg.utils.host_memory import release_freed_host_memory
+
     rng = np.random.default_rng(1)
     out: dict = {}
     for b in parse_batch_sizes(args.batch_sizes):
@@ -310,6 +318,7 @@ def batched_inference(
         for _ in range(args.warmup):
             seg.predict_batch(images, vocab, task=args.task)
         times = []
+        release_freed_host_memory()
         with PeakMemory(device) as mem:
             for _ in range(args.repeats):
                 t0 = time.perf_counter()
@@ -383,7 +392,11 @@ def train_step(seg, args: argparse.Namespace, device: torch.device) -> dict:
     memory reuse that ``ovseg-train`` sets (``runtime.reuse_host_memory``; off with
     ``OVSEG_REUSE_HOST_MEMORY=0``)."""
     from ovseg.utils import precision
-    from ovseg.utils.host_memory import host_allocator, reuse_freed_host_memory
+    from ovseg.utils.host_memory import (
+        host_allocator,
+        release_freed_host_memory,
+        reuse_freed_host_memory,
+    )
     from ovseg.utils.timing import StageTimer
 
     reuse = reuse_freed_host_memory()
@@ -417,6 +430,7 @@ def train_step(seg, args: argparse.Namespace, device: torch.device) -> dict:
     times: dict[str, list[float]] = {
         k: [] for k in ("forward_loss", *forward_stages, "backward", "optimizer", "total")
     }
+    release_freed_host_memory()
     with PeakMemory(device) as mem:
         for i in range(args.warmup + args.repeats):
             timer = StageTimer(device=device)
@@ -455,7 +469,8 @@ def format_table(r: dict) -> str:
     lines = [
         f"ovseg benchmark — {r['config']} on {r['device']} ({r['threads']} threads, torch {r['torch']})",
         f"inference precision {r.get('precision', '?')}; native on this device: "
-        + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in r.get("native", {}).items()),
+        + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in r.get("native", {}).items())
+        + f"; host memory reuse {'on' if r.get('reuse_host_memory') else 'off'}",
         f"image {r['image_size'][0]}x{r['image_size'][1]} -> model input {inf['model_input_size'][0]}x"
         f"{inf['model_input_size'][1]} (padded {inf['padded_size'][0]}x{inf['padded_size'][1]}), "
         f"task {r['task']}, vocabulary {r['vocabulary']} ({r['num_classes']} classes, {r['num_prompts']} prompts)",

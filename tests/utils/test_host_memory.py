@@ -142,3 +142,45 @@ def test_preloaded_tcmalloc_is_told_apart_reuse_skipped_and_values_unchanged():
     # glibc's mallopt settings would tune a malloc nobody calls: not applied under tcmalloc.
     assert tc["allocator"] == "tcmalloc" and tc["reuse"] is False
     assert tc["loss"] == plain["loss"] and tc["grads"] == plain["grads"]
+
+
+# A CPU model built as the tools build theirs turns reuse on, and its predictions are the ones
+# a process without reuse computes (only where tensors live moves).
+_SPEC_PROBE = """
+import hashlib, json
+import numpy as np
+from ovseg.inference.spec import ModelSpec
+from ovseg.utils.host_memory import reusing_freed_host_memory
+seg = ModelSpec(config="tests/fcclip_tiny.yaml", device="cpu").build()
+img = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+pred = seg.predict(img, "cat; dog; grass [stuff]", task="all")
+digest = hashlib.sha256(pred.sem_seg.numpy().tobytes() + pred.panoptic_seg.numpy().tobytes())
+print(json.dumps({"reuse": reusing_freed_host_memory(), "digest": digest.hexdigest()}))
+"""
+
+
+def test_tools_models_reuse_freed_memory_with_the_same_predictions():
+    def probe(**env: str) -> dict:
+        out = subprocess.run(
+            [sys.executable, "-c", _SPEC_PROBE],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, **env},
+            check=True,
+        )
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    on, off = probe(), probe(**{host_memory.ENV_VAR: "0"})
+    assert on["reuse"] and not off["reuse"]
+    assert on["digest"] == off["digest"]
+
+
+def test_count_work_releases_every_period(monkeypatch):
+    monkeypatch.setattr(host_memory, "_applied", False)
+    monkeypatch.setattr(host_memory, "_work_done", 0)
+    assert not host_memory.count_work(host_memory.RELEASE_PERIOD)  # reuse off: nothing to do
+    monkeypatch.setattr(host_memory, "_applied", True)  # what reuse_freed_host_memory() sets
+    released = [host_memory.count_work(1) for _ in range(2 * host_memory.RELEASE_PERIOD)]
+    # The 50th and 100th image (nothing is counted while reuse is off).
+    assert [i + 1 for i, r in enumerate(released) if r] == [50, 100]

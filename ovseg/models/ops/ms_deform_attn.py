@@ -82,7 +82,11 @@ class _WeightedPointSum(torch.autograd.Function):
         # As autograd forms it (on the incoming layout, so its sum over D rounds the same).
         grad_weights = (grad.unsqueeze(-1) * sampled).sum(1, keepdim=True)
         spread = grad.contiguous().unsqueeze(-1).expand(*grad.shape, sampled.shape[-1])
-        grad_sampled = mul_into(spread.contiguous(), weights)  # (N*M, D, Lq, P)
+        # One pass into a contiguous buffer (a copy of the spread, then an in-place product,
+        # took two).
+        dtype = torch.promote_types(spread.dtype, weights.dtype)
+        grad_sampled = torch.empty(spread.shape, dtype=dtype, device=grad.device)
+        torch.mul(spread, weights, out=grad_sampled)  # (N*M, D, Lq, P)
         return grad_sampled.to(sampled.dtype), grad_weights.to(weights.dtype)
 
 
