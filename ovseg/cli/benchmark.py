@@ -162,7 +162,7 @@ def _vocabulary(spec: str):
 def run(args: argparse.Namespace) -> dict:
     from ovseg import Segmenter
     from ovseg.utils import precision
-    from ovseg.utils.host_memory import release_freed_host_memory, reuse_freed_host_memory
+    from ovseg.utils.host_memory import release_freed_host_memory, reusing_freed_host_memory
     from ovseg.utils.timing import StageTimer
 
     if args.batch_sizes:
@@ -170,8 +170,6 @@ def run(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    # As the tools and workers run a CPU model (ModelSpec.build); OVSEG_REUSE_HOST_MEMORY=0: off.
-    reuse = reuse_freed_host_memory() if device.type == "cpu" else False
     overrides = list(args.overrides) + ["model.text.disk_cache=false"]
     if not args.weights:
         overrides.append("model.backbone.pretrained=null")
@@ -193,7 +191,9 @@ def run(args: argparse.Namespace) -> dict:
         "threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "precision": seg.precision,
-        "reuse_host_memory": reuse,
+        # Inference runs as the tools run it: reuse off (ovseg.utils.host_memory), unless
+        # the process turned it on; the training step turns it on, as ovseg-train does.
+        "reuse_host_memory": reusing_freed_host_memory(),
         "native": {
             k: precision.native(device, dt)
             for k, dt in (("bf16", torch.bfloat16), ("fp16", torch.float16))

@@ -287,10 +287,7 @@ def _build_segmenter(config_path, cfg, weights, overrides, device, rank):
     from ovseg.checkpoint import CheckpointError
     from ovseg.inference.onnx_backend import ExportFormatError
     from ovseg.inference.segmenter import Segmenter
-    from ovseg.utils.host_memory import reuse_freed_host_memory
 
-    if torch.device(device).type == "cpu":  # as ModelSpec.build: see ovseg.utils.host_memory
-        reuse_freed_host_memory()
     # The same random initialisation on every rank and run (whatever weights do not overwrite).
     torch.manual_seed(0)
     try:

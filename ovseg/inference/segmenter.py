@@ -32,7 +32,6 @@ from ovseg.models.postprocess import MaskResize, semantic_argmax_rows
 from ovseg.models.segmentors.fcclip import FCCLIP, TASKS
 from ovseg.structures import Instances, Prediction, TextClassifier
 from ovseg.text.vocabulary import Vocabulary, load_descriptions, resolve_vocabulary
-from ovseg.utils.host_memory import count_work
 from ovseg.utils.image import check_resizable, load_image, resize_shortest_edge
 from ovseg.utils.precision import DTYPES, fastest, warn_if_emulated
 from ovseg.utils.timing import NULL_TIMER, StageTimer
@@ -312,7 +311,6 @@ class Segmenter:
                 "return_intermediates needs the PyTorch model; this one runs an export"
             )
         vocabulary = self.vocabulary(vocab)
-        count_work(1)  # a no-op unless the process reuses freed memory (ovseg.utils.host_memory)
         with timer("text"):
             text = self.encode_vocabulary(vocabulary)
         with timer("preprocess"):
@@ -352,7 +350,6 @@ class Segmenter:
             return [self.predict(im, vocab, task) for im in images]
         self._select_task(task)
         vocabulary = self.vocabulary(vocab)
-        count_work(len(images))
         text = self.encode_vocabulary(vocabulary)
         seen = self.model.seen_mask(vocabulary)
         preds: list[Prediction | None] = [None] * len(images)

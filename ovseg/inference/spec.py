@@ -42,17 +42,12 @@ class ModelSpec:
 
     def build(self, device: str | None = None) -> Segmenter:
         """The Segmenter; whatever the weights do not overwrite (everything, for a config
-        without weights) is initialised the same way in every process (seed 0). A CPU model
-        also turns on this process's freed-memory reuse (:mod:`ovseg.utils.host_memory`; off
-        with ``OVSEG_REUSE_HOST_MEMORY=0``): the tools' and workers' jobs are whole processes."""
+        without weights) is initialised the same way in every process (seed 0)."""
         import torch
 
         from ovseg.inference.segmenter import Segmenter
-        from ovseg.utils.host_memory import reuse_freed_host_memory
 
         dev = device or self.resolved_device()
-        if torch.device(dev).type == "cpu":
-            reuse_freed_host_memory()
         torch.manual_seed(0)
         if self.config is not None:
             return Segmenter.from_config(

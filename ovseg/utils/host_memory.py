@@ -1,4 +1,4 @@
-"""Host (CPU) memory reuse for training steps and inference jobs on glibc's malloc.
+"""Host (CPU) memory reuse for training steps on glibc's malloc.
 
 glibc serves every allocation above its mmap threshold (at most 32 MiB) with a fresh ``mmap``
 and hands it back with ``munmap`` on free. A CPU training step at 1024x1024 allocates and frees
@@ -7,21 +7,20 @@ so the kernel page-faults in and zeroes every one of them again on first touch: 
 project's 2-core CI machine that was ~20% of an fp32 step of the FC-CLIP ConvNeXt-L
 architecture (``tools/benchmark.py --train``). :func:`reuse_freed_host_memory` makes malloc
 serve them from its heap and keep what is freed, so the next allocation reuses pages that are
-already mapped. Results are unchanged: only where tensors live moves. CPU inference pays the
-same toll on its 20-70 MB temporaries: the ConvNeXt-L pixel decoder at the ADE size took
-2.1-2.2 s with reuse against 2.5-3.0 s without (paired runs, 2 threads), so the command-line
-tools and labelling workers, which build their model through
-:meth:`ovseg.inference.spec.ModelSpec.build`, turn it on for a CPU model too. A library user's
-process is left as it is unless it calls :func:`reuse_freed_host_memory` itself.
+already mapped. Results are unchanged: only where tensors live moves.
+
+CPU inference is left as it is. There the trade is worse: the ConvNeXt-L pixel decoder at the
+ADE size took 2.1-2.4 s with reuse against 2.5-3.0 s without (2 threads), a few percent of a
+whole image, while the inference peak above the model's weights grew from 0.41-0.47 GB to
+1.0-1.1 GB (freed blocks of one size do not serve the next, larger ones). A process with
+memory to spare can call :func:`reuse_freed_host_memory` itself.
 
 The setting is process-wide and stays: the process keeps its high-water mark of memory (which a
 training loop reaches every step anyway) instead of returning it to the system between
 allocations. The heap also fragments: over the first steps of that model the resident size crept
 from 9.6 to 11.8 GB. :func:`release_freed_host_memory` hands every freed page back
 (``malloc_trim``); the Trainer calls it every :data:`RELEASE_PERIOD` steps, which bounds what a
-long run can hold for the price of faulting the pages in once more (one slower step in 50);
-:meth:`~ovseg.inference.segmenter.Segmenter.predict` counts images (:func:`count_work`) and does
-the same every 50 images.
+long run can hold for the price of faulting the pages in once more (one slower step in 50).
 ``OVSEG_REUSE_HOST_MEMORY=0`` turns it off.
 
 A process started with another malloc preloaded (``LD_PRELOAD`` of tcmalloc or jemalloc) needs
@@ -44,7 +43,6 @@ __all__ = [
     "RELEASE_PERIOD",
     "host_allocator",
     "release_freed_host_memory",
-    "count_work",
     "reuse_freed_host_memory",
     "reusing_freed_host_memory",
 ]
@@ -64,7 +62,6 @@ _TOP_PAD = 64 << 20
 RELEASE_PERIOD = 50
 
 _applied = False
-_work_done = 0  # units counted by count_work()
 
 # Shared-object names of the mallocs that are preloaded in place of the C library's.
 _PRELOADED_MALLOCS = {
@@ -153,17 +150,3 @@ def release_freed_host_memory() -> bool:
     trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
     trim(0)
     return True
-
-
-def count_work(units: int = 1, period: int = RELEASE_PERIOD) -> bool:
-    """Count ``units`` of work done (images predicted); each time the count passes a multiple
-    of ``period``, :func:`release_freed_host_memory` (where reuse is in effect: else a no-op).
-    What bounds heap fragmentation for a long inference job, as the Trainer's release every
-    :data:`RELEASE_PERIOD` steps does for training. Returns whether it released."""
-    global _work_done
-    if not _applied:
-        return False
-    before, _work_done = _work_done, _work_done + units
-    if _work_done // period > before // period:
-        return release_freed_host_memory()
-    return False

@@ -79,10 +79,11 @@ def test_benchmark_reports_split_ratios_and_params(tmp_path, capsys):
     assert "ratio total / tower" in printed and "batch 2:" in printed
     assert "forward: backbone" in printed
     assert f"malloc {host_allocator()}, host memory reuse" in printed
-    yes = {True: "yes", False: "no"}
+    yes, on = {True: "yes", False: "no"}, {True: "on", False: "off"}
     assert (
         f"inference precision fp32; native on this device: bf16 {yes[r['native']['bf16']]}, "
-        f"fp16 {yes[r['native']['fp16']]}" in printed
+        f"fp16 {yes[r['native']['fp16']]}; host memory reuse {on[r['reuse_host_memory']]}"
+        in printed
     )
 
 
