@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ovseg.models.layers import mul_into
+from ovseg.models.layers import add_into, mul_into
 
 IMPLS = ("auto", "grid_sample", "gather", "embedding_bag")
 
@@ -125,10 +125,12 @@ def ms_deform_attn_core_gather(
     _, lq, _, num_levels, p, _ = sampling_locations.shape
     dev, dtype = value.device, sampling_locations.dtype  # locations may be wider (autocast)
     table = value.permute(0, 2, 1, 3).reshape(n * m * s, d)
+    # Row indices in int32 where they fit: half the index traffic of int64.
+    itype = torch.int32 if n * m * s < 2**31 else torch.long
     # Row of (image n, head m) in the table: (n * M + m) * S + level start + y * W + x.
     base = (
-        torch.arange(n, device=dev).view(n, 1, 1, 1) * m
-        + torch.arange(m, device=dev).view(1, 1, m, 1)
+        torch.arange(n, device=dev, dtype=itype).view(n, 1, 1, 1) * m
+        + torch.arange(m, device=dev, dtype=itype).view(1, 1, m, 1)
     ) * s
     grids = 2 * sampling_locations - 1
     half = torch.full((), 0.5, dtype=dtype, device=dev)
@@ -139,32 +141,30 @@ def ms_deform_attn_core_gather(
         y = torch.addcmul(-half, g[..., 1] + 1, torch.full((), h / 2, dtype=dtype, device=dev))
         x0, y0 = x.floor(), y.floor()
         dx, dy = x - x0, y - y0
-        xi, yi = x0.long(), y0.long()
+        xi, yi = x0.to(itype), y0.to(itype)
         # Per axis: the two neighbours' clamped coordinates and weights, zeroed where the
         # neighbour is off the map ((1 - d) * 0 is +0, exactly what masking the product gives).
         zero = torch.zeros((), dtype=dx.dtype, device=dev)
-        wx = torch.stack(
-            [torch.where((xi >= 0) & (xi < w), 1 - dx, zero),
-             torch.where((xi >= -1) & (xi < w - 1), dx, zero)], -1)  # fmt: skip
-        wy = torch.stack(
-            [torch.where((yi >= 0) & (yi < h), 1 - dy, zero),
-             torch.where((yi >= -1) & (yi < h - 1), dy, zero)], -1)  # fmt: skip
-        cols = torch.stack([xi.clamp(0, w - 1), (xi + 1).clamp(0, w - 1)], -1)
-        rows = torch.stack([yi.clamp(0, h - 1), (yi + 1).clamp(0, h - 1)], -1) * w + (
-            start + base[..., None]
-        )
-        # Corners in grid_sample's order nw, ne, sw, se: (y0, x0), (y0, x1), (y1, x0), (y1, x1).
-        idx = (rows[..., :, None] + cols[..., None, :]).flatten(-2)
-        wts = (wy[..., :, None] * wx[..., None, :]).flatten(-2)
+        wx = (torch.where((xi >= 0) & (xi < w), 1 - dx, zero),
+              torch.where((xi >= -1) & (xi < w - 1), dx, zero))  # fmt: skip
+        wy = (torch.where((yi >= 0) & (yi < h), 1 - dy, zero),
+              torch.where((yi >= -1) & (yi < h - 1), dy, zero))  # fmt: skip
+        cols = (xi.clamp(0, w - 1), (xi + 1).clamp(0, w - 1))
+        first = base + start
+        rows = (yi.clamp(0, h - 1) * w + first, (yi + 1).clamp(0, h - 1) * w + first)
+        # Corners in grid_sample's order nw, ne, sw, se: (y0, x0), (y0, x1), (y1, x0), (y1, x1),
+        # written side by side (a broadcast over two trailing dims of 2 is several times slower).
+        corners = ((0, 0), (0, 1), (1, 0), (1, 1))
+        idx = torch.empty((*xi.shape, 4), dtype=itype, device=dev)
+        for k, (a, b) in enumerate(corners):
+            torch.add(rows[a], cols[b], out=idx[..., k])
+        wts = torch.stack([wy[a] * wx[b] for a, b in corners], -1)
         sampled = F.embedding_bag(
-            idx.reshape(-1, 4),
-            table,
-            per_sample_weights=wts.reshape(-1, 4).to(table.dtype),
-            mode="sum",
+            idx.view(-1, 4), table, per_sample_weights=wts.view(-1, 4).to(table.dtype), mode="sum"
         ).view(n, lq, m, p, d)
         # In place where the dtype allows: ``sampled`` (N, Lq, M, P, D) is the layer's largest.
         part = mul_into(sampled, attention_weights[:, :, :, lvl, :, None]).sum(-2)  # (N, Lq, M, D)
-        out = part if out is None else out + part
+        out = part if out is None else add_into(out, part)  # ``out``: the first level's fresh sum
         start += h * w
     return out.reshape(n, lq, m * d)
 
