@@ -256,9 +256,10 @@ class MSDeformAttnPixelDecoder(nn.Module):
         for name, lat_name, out_name in zip(
             fpn_in, self.lateral_names[::-1], self.output_names[::-1]
         ):
-            cur = getattr(self, lat_name)(features[name])
-            y = cur + F.interpolate(
-                outs[-1], size=cur.shape[-2:], mode="bilinear", align_corners=False
+            cur = getattr(self, lat_name)(features[name])  # fresh: the sum goes into it
+            y = add_into(
+                cur,
+                F.interpolate(outs[-1], size=cur.shape[-2:], mode="bilinear", align_corners=False),
             )
             outs.append(getattr(self, out_name)(y))
         return self.mask_features(outs[-1]), outs[: self.num_outputs]
