@@ -214,3 +214,32 @@ def test_weighted_point_sum_has_autograds_gradients_bitwise(dtypes):
     for a, b in zip(grads, ref_grads):
         assert a.dtype == b.dtype and a.is_contiguous()
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("core", ["gather", "embedding_bag"])
+def test_int64_indices_for_tables_past_int32_give_the_same_result(monkeypatch, core):
+    """The row indices are int32 where the value table fits and int64 past it; both give the
+    same samples and gradients (the int64 branch forced here: a real table that large would
+    take 256 GB)."""
+    from ovseg.models.ops import ms_deform_attn as mda
+
+    g = torch.Generator().manual_seed(5)
+    shapes = [(6, 7), (3, 4)]
+    s = sum(h * w for h, w in shapes)
+    value = torch.randn(2, s, 2, 4, generator=g, requires_grad=True)
+    locations = torch.rand(2, 9, 2, 2, 3, 2, generator=g).mul(1.4).sub(0.2).requires_grad_()
+    weights = torch.rand(2, 9, 2, 2, 3, generator=g).softmax(-1).requires_grad_()
+
+    def run():
+        out = mda.CORES[core](value, shapes, locations, weights)
+        grads = torch.autograd.grad(out.square().sum(), (value, locations, weights))
+        return out, grads
+
+    assert mda.index_dtype(2 * 2 * s) == torch.int32
+    out32, grads32 = run()
+    monkeypatch.setattr(mda, "INT32_MAX_ROWS", 2 * 2 * s - 1)
+    assert mda.index_dtype(2 * 2 * s) == torch.long
+    out64, grads64 = run()
+    assert torch.equal(out32, out64)
+    for a, b in zip(grads32, grads64):
+        assert torch.equal(a, b)

@@ -104,6 +104,16 @@ def shape_tensor(
     return torch.cat(rows, 0)
 
 
+#: Value tables with more rows than this are indexed in int64 (the cores' int32 would overflow).
+INT32_MAX_ROWS = 2**31 - 1
+
+
+def index_dtype(rows: int) -> torch.dtype:
+    """int32 for row indices into a table of ``rows`` rows where they fit (half the index
+    memory and traffic of int64; ``embedding_bag`` takes either), else int64."""
+    return torch.int32 if rows <= INT32_MAX_ROWS else torch.long
+
+
 def ms_deform_attn_core_gather(
     value: torch.Tensor,
     spatial_shapes: Sequence[tuple[int, int]],
@@ -125,8 +135,7 @@ def ms_deform_attn_core_gather(
     _, lq, _, num_levels, p, _ = sampling_locations.shape
     dev, dtype = value.device, sampling_locations.dtype  # locations may be wider (autocast)
     table = value.permute(0, 2, 1, 3).reshape(n * m * s, d)
-    # Row indices in int32 where they fit: half the index traffic of int64.
-    itype = torch.int32 if n * m * s < 2**31 else torch.long
+    itype = index_dtype(n * m * s)
     # Row of (image n, head m) in the table: (n * M + m) * S + level start + y * W + x.
     base = (
         torch.arange(n, device=dev, dtype=itype).view(n, 1, 1, 1) * m
@@ -186,8 +195,7 @@ def ms_deform_attn_core_bag(
     n, s, m, d = value.shape
     _, lq, _, num_levels, p, _ = sampling_locations.shape
     dev = value.device
-    # Row indices in int32 where they fit (as the gather core): a third off the forward.
-    itype = torch.int32 if n * m * s < 2**31 else torch.long
+    itype = index_dtype(n * m * s)
     sizes = shape_tensor(spatial_shapes, dev, itype)  # (L, 2) as (H, W)
     h = sizes[:, 0].view(1, 1, 1, -1, 1)
     w = sizes[:, 1].view(1, 1, 1, -1, 1)
