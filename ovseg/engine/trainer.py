@@ -81,12 +81,12 @@ from ovseg.config.engine import ClipGradConfig
 from ovseg.engine.logger import TrainLogger
 from ovseg.engine.optim import clip_gradients
 from ovseg.utils import dist, host_memory
-from ovseg.utils.precision import warn_if_emulated
+from ovseg.utils.precision import DTYPES, warn_if_emulated
 
 __all__ = ["FINAL_WEIGHTS", "Trainer"]
 
 FINAL_WEIGHTS = "model_final.pth"
-_AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+_AMP_DTYPES = {k: DTYPES[k] for k in ("none", "bf16", "fp16")}  # runtime.amp's names
 # Config keys a resume may change: they steer the run (its length, logging, where it runs), not
 # the state restored from the checkpoint. Any other difference is refused (issue 18, case 5).
 RESUME_SAFE_KEYS = (
