@@ -243,3 +243,24 @@ def test_int64_indices_for_tables_past_int32_give_the_same_result(monkeypatch, c
     assert torch.equal(out32, out64)
     for a, b in zip(grads32, grads64):
         assert torch.equal(a, b)
+
+
+def test_gather_core_in_query_blocks_equals_the_whole_level_bitwise(monkeypatch):
+    """Without gradients the gather core samples and sums a block of queries at a time; the
+    blocks (a ragged last one here) give exactly the whole-level computation's values."""
+    import ovseg.models.layers as layers
+    from ovseg.models.ops.ms_deform_attn import ms_deform_attn_core_gather
+
+    g = torch.Generator().manual_seed(3)
+    shapes = [(9, 11), (5, 6), (3, 3)]
+    n, m, d, lq, p = 2, 4, 8, 57, 3
+    s = sum(h * w for h, w in shapes)
+    value = torch.randn(n, s, m, d, generator=g)
+    locations = torch.rand(n, lq, m, len(shapes), p, 2, generator=g) * 1.4 - 0.2
+    weights = torch.rand(n, lq, m, len(shapes), p, generator=g).softmax(-1)
+    whole = ms_deform_attn_core_gather(value, shapes, locations, weights.requires_grad_())
+    monkeypatch.setattr(layers, "BLOCK_BYTES", 10 * m * p * d * 4)  # 10 of the 114 queries
+    with torch.no_grad():
+        blocked = ms_deform_attn_core_gather(value, shapes, locations, weights)
+    assert torch.equal(blocked, whole.detach())
+    torch.testing.assert_close(blocked, ms_deform_attn_core(value, shapes, locations, weights))

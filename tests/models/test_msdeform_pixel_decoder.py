@@ -106,3 +106,43 @@ def test_checkpointing_runs_only_when_gradients_flow(monkeypatch):
 def test_the_config_key_reaches_the_encoder():
     assert build(True).transformer.encoder.activation_checkpointing is True
     assert build(False).transformer.encoder.activation_checkpointing is False
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::torch.jit.TracerWarning")
+def test_cpu_inference_runs_the_encoder_in_row_blocks_with_the_full_size_values(monkeypatch):
+    """CPU inference runs the residual + FFN + norms and the sampling a block of tokens at a
+    time (ragged last block here); the outputs equal the full-size path's and the training
+    path's. Gradients, or a graph capture, take the full-size path."""
+    import ovseg.models.layers as layers
+    import ovseg.models.ops.ms_deform_attn as mda
+    import ovseg.models.pixel_decoders.msdeform as msdeform
+
+    decoder = build(False, dropout=0.0).eval()
+    feats = features()
+    with torch.no_grad():
+        full_mask, full_multi = decoder(feats)  # tokens: 8 * 8 + 4 * 4 + 2 * 2 = 84 per image
+    sizes = []
+
+    def spy(rows, bytes_per_row, budget=None):
+        blocks = list(layers.row_blocks(rows, bytes_per_row, budget))
+        sizes.append([b.stop - b.start for b in blocks])
+        return iter(blocks)
+
+    monkeypatch.setattr(layers, "BLOCK_BYTES", 20 * 64 * 4)  # 20 rows of the 64-wide FFN
+    monkeypatch.setattr(msdeform, "row_blocks", spy)
+    monkeypatch.setattr(mda, "row_blocks", spy)
+    with torch.inference_mode():
+        mask, multi = decoder(feats)
+    # Per layer: the sampling (2 * 84 queries, 4 heads x 2 points x 8 channels = 256 B each:
+    # 20 a block) and the FFN (84 tokens of one image, 20 a block).
+    assert sizes == [[20] * 8 + [8], [20] * 4 + [4]] * 3
+    torch.testing.assert_close(mask, full_mask, rtol=1e-6, atol=1e-6)
+    for a, b in zip(multi, full_multi):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    sizes.clear()
+    trained_mask, _ = decoder(feats)  # gradients flow: full size
+    assert sizes == [] and trained_mask.requires_grad
+    torch.testing.assert_close(trained_mask.detach(), full_mask, rtol=1e-6, atol=1e-6)
+    with torch.no_grad():
+        torch.jit.trace(decoder, (feats,), strict=False, check_trace=False)
+    assert sizes == []  # a trace keeps the full-size ops

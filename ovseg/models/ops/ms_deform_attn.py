@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ovseg.models.layers import add_into, mul_into
+from ovseg.models.layers import add_into, blocked_rows_ok, mul_into, row_blocks
 
 IMPLS = ("auto", "grid_sample", "gather", "embedding_bag")
 
@@ -128,22 +128,64 @@ def ms_deform_attn_core_gather(
     arithmetic is grid_sample's CPU kernel's, FMA for FMA: the source index is
     ``fma(g + 1, size / 2, -0.5)`` (``addcmul``), the weights are ``(1 - dy) * (1 - dx)`` etc.,
     and ``embedding_bag`` accumulates the corners in that order with fused multiply-adds, as the
-    kernel's compiled ``nw_val * nw + ne_val * ne + ...`` does. Shapes as
+    kernel's compiled ``nw_val * nw + ne_val * ne + ...`` does.
+
+    Without gradients on CPU the gather, weighting and sums run a block of queries at a time
+    (:func:`~ovseg.models.layers.row_blocks`): the same values, but the block's (rows, M, P, D)
+    samples stay in the cache instead of a fresh (N, Lq, M, P, D) buffer a level. Shapes as
     :func:`ms_deform_attn_core`.
     """
     n, s, m, d = value.shape
     _, lq, _, num_levels, p, _ = sampling_locations.shape
-    dev, dtype = value.device, sampling_locations.dtype  # locations may be wider (autocast)
-    table = value.permute(0, 2, 1, 3).reshape(n * m * s, d)
-    itype = index_dtype(n * m * s)
-    # Row of (image n, head m) in the table: (n * M + m) * S + level start + y * W + x.
-    base = (
-        torch.arange(n, device=dev, dtype=itype).view(n, 1, 1, 1) * m
-        + torch.arange(m, device=dev, dtype=itype).view(1, 1, m, 1)
-    ) * s
+    table = value.reshape(n * s * m, d)  # row (n * S + position) * M + head: no copy
+    bags = _bilinear_bags(spatial_shapes, sampling_locations, n, s, m, index_dtype(n * s * m))
+    q = n * lq
+    attn = attention_weights.reshape(q, m, num_levels, p, 1)
+    blocked = blocked_rows_ok(value, sampling_locations, attention_weights)
+    out = None
+    for rows in row_blocks(q, m * p * d * table.element_size()) if blocked else [slice(0, q)]:
+        acc = None
+        for lvl, (idx, wts) in enumerate(bags):
+            sampled = F.embedding_bag(
+                idx[rows].reshape(-1, 4),
+                table,
+                per_sample_weights=wts[rows].reshape(-1, 4).to(table.dtype),
+                mode="sum",
+            ).view(-1, m, p, d)
+            # In place where the dtype allows (``sampled`` is fresh); (rows, M, D) per level.
+            part = mul_into(sampled, attn[rows, :, lvl]).sum(-2)
+            acc = part if acc is None else add_into(acc, part)  # the first level's fresh sum
+        if not blocked:
+            out = acc
+            break
+        if out is None:
+            out = torch.empty((q, m, d), dtype=acc.dtype, device=acc.device)
+        out[rows] = acc
+    return out.view(n, lq, m * d)
+
+
+def _bilinear_bags(
+    spatial_shapes: Sequence[tuple[int, int]],
+    sampling_locations: torch.Tensor,
+    n: int,
+    s: int,
+    m: int,
+    itype: torch.dtype,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Each level's bilinear bags for :func:`ms_deform_attn_core_gather`: row indices into the
+    (N * S * M, D) value table and grid_sample's corner weights, both (N * Lq, M * P * 4) with
+    the corners nw, ne, sw, se last. Off-map corners get weight 0 and a clamped, valid row."""
+    _, lq, _, _, p, _ = sampling_locations.shape
+    dev, dtype = sampling_locations.device, sampling_locations.dtype  # may be wider (autocast)
+    # Row of (image n, position, head m): (n * S + level start + y * W + x) * M + m.
+    images = torch.arange(n, device=dev, dtype=itype).view(n, 1, 1, 1)
+    base = images * (s * m) + torch.arange(m, device=dev, dtype=itype).view(1, 1, m, 1)
     grids = 2 * sampling_locations - 1
     half = torch.full((), 0.5, dtype=dtype, device=dev)
-    start, out = 0, None
+    zero = torch.zeros((), dtype=dtype, device=dev)
+    # Corners in grid_sample's order nw, ne, sw, se: (y0, x0), (y0, x1), (y1, x0), (y1, x1).
+    corners = ((0, 0), (0, 1), (1, 0), (1, 1))
+    bags, start = [], 0
     for lvl, (h, w) in enumerate(spatial_shapes):
         g = grids[:, :, :, lvl]  # (N, Lq, M, P, 2)
         x = torch.addcmul(-half, g[..., 0] + 1, torch.full((), w / 2, dtype=dtype, device=dev))
@@ -153,29 +195,21 @@ def ms_deform_attn_core_gather(
         xi, yi = x0.to(itype), y0.to(itype)
         # Per axis: the two neighbours' clamped coordinates and weights, zeroed where the
         # neighbour is off the map ((1 - d) * 0 is +0, exactly what masking the product gives).
-        zero = torch.zeros((), dtype=dx.dtype, device=dev)
         wx = (torch.where((xi >= 0) & (xi < w), 1 - dx, zero),
               torch.where((xi >= -1) & (xi < w - 1), dx, zero))  # fmt: skip
         wy = (torch.where((yi >= 0) & (yi < h), 1 - dy, zero),
               torch.where((yi >= -1) & (yi < h - 1), dy, zero))  # fmt: skip
-        cols = (xi.clamp(0, w - 1), (xi + 1).clamp(0, w - 1))
-        first = base + start
-        rows = (yi.clamp(0, h - 1) * w + first, (yi + 1).clamp(0, h - 1) * w + first)
-        # Corners in grid_sample's order nw, ne, sw, se: (y0, x0), (y0, x1), (y1, x0), (y1, x1),
-        # written side by side (a broadcast over two trailing dims of 2 is several times slower).
-        corners = ((0, 0), (0, 1), (1, 0), (1, 1))
+        cols = (xi.clamp(0, w - 1) * m, (xi + 1).clamp(0, w - 1) * m)
+        first = base + start * m
+        rows = (yi.clamp(0, h - 1) * (w * m) + first, (yi + 1).clamp(0, h - 1) * (w * m) + first)
+        # Written side by side (a broadcast over two trailing dims of 2 is several times slower).
         idx = torch.empty((*xi.shape, 4), dtype=itype, device=dev)
         for k, (a, b) in enumerate(corners):
             torch.add(rows[a], cols[b], out=idx[..., k])
         wts = torch.stack([wy[a] * wx[b] for a, b in corners], -1)
-        sampled = F.embedding_bag(
-            idx.view(-1, 4), table, per_sample_weights=wts.view(-1, 4).to(table.dtype), mode="sum"
-        ).view(n, lq, m, p, d)
-        # In place where the dtype allows: ``sampled`` (N, Lq, M, P, D) is the layer's largest.
-        part = mul_into(sampled, attention_weights[:, :, :, lvl, :, None]).sum(-2)  # (N, Lq, M, D)
-        out = part if out is None else add_into(out, part)  # ``out``: the first level's fresh sum
+        bags.append((idx.view(n * lq, -1), wts.view(n * lq, -1)))
         start += h * w
-    return out.reshape(n, lq, m * d)
+    return bags
 
 
 def ms_deform_attn_core_bag(
