@@ -49,6 +49,16 @@ def assert_same_grads(core, value, shapes, locations, weights, tol):
         torch.testing.assert_close(a, b, atol=tol, rtol=tol)
 
 
+def sampling_inputs(seed, shapes, n, m, d, lq, p):
+    """Random (value, locations, weights) for the cores; a fifth of the locations off the map."""
+    g = torch.Generator().manual_seed(seed)
+    s = sum(h * w for h, w in shapes)
+    value = torch.randn(n, s, m, d, generator=g)
+    locations = torch.rand(n, lq, m, len(shapes), p, 2, generator=g) * 1.4 - 0.2
+    weights = torch.rand(n, lq, m, len(shapes), p, generator=g).softmax(-1)
+    return value, locations, weights
+
+
 def test_core_matches_naive_reference():
     g = torch.Generator().manual_seed(0)
     shapes = [(5, 7), (3, 4), (2, 2)]
@@ -109,13 +119,8 @@ def test_gather_core_is_grid_sample_arithmetic():
     locations outside the map, and its gradients match."""
     from ovseg.models.ops.ms_deform_attn import ms_deform_attn_core_gather
 
-    g = torch.Generator().manual_seed(2)
     shapes = [(13, 17), (7, 9), (4, 5)]
-    n, m, d, lq, p = 2, 8, 32, 400, 4
-    s = sum(h * w for h, w in shapes)
-    value = torch.randn(n, s, m, d, generator=g)
-    locations = torch.rand(n, lq, m, len(shapes), p, 2, generator=g) * 1.4 - 0.2
-    weights = torch.rand(n, lq, m, len(shapes), p, generator=g).softmax(-1)
+    value, locations, weights = sampling_inputs(2, shapes, n=2, m=8, d=32, lq=400, p=4)
     ref = ms_deform_attn_core(value, shapes, locations, weights)
     ours = ms_deform_attn_core_gather(value, shapes, locations, weights)
     assert ours.shape == ref.shape
@@ -251,13 +256,9 @@ def test_gather_core_in_query_blocks_equals_the_whole_level_bitwise(monkeypatch)
     import ovseg.models.layers as layers
     from ovseg.models.ops.ms_deform_attn import ms_deform_attn_core_gather
 
-    g = torch.Generator().manual_seed(3)
     shapes = [(9, 11), (5, 6), (3, 3)]
-    n, m, d, lq, p = 2, 4, 8, 57, 3
-    s = sum(h * w for h, w in shapes)
-    value = torch.randn(n, s, m, d, generator=g)
-    locations = torch.rand(n, lq, m, len(shapes), p, 2, generator=g) * 1.4 - 0.2
-    weights = torch.rand(n, lq, m, len(shapes), p, generator=g).softmax(-1)
+    m, d, p = 4, 8, 3
+    value, locations, weights = sampling_inputs(3, shapes, n=2, m=m, d=d, lq=57, p=p)
     whole = ms_deform_attn_core_gather(value, shapes, locations, weights.requires_grad_())
     monkeypatch.setattr(layers, "BLOCK_BYTES", 10 * m * p * d * 4)  # 10 of the 114 queries
     with torch.no_grad():
