@@ -134,8 +134,8 @@ def test_cpu_inference_runs_the_encoder_in_row_blocks_with_the_full_size_values(
     with torch.inference_mode():
         mask, multi = decoder(feats)
     # Per layer: the sampling (2 * 84 queries, 4 heads x 2 points x 8 channels = 256 B each:
-    # 20 a block) and the FFN (84 tokens of one image, 20 a block).
-    assert sizes == [[20] * 8 + [8], [20] * 4 + [4]] * 3
+    # 20 a block) and the FFN (84 tokens, each row of a block in both images: 10 a block).
+    assert sizes == [[20] * 8 + [8], [10] * 8 + [4]] * 3
     torch.testing.assert_close(mask, full_mask, rtol=1e-6, atol=1e-6)
     for a, b in zip(multi, full_multi):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)

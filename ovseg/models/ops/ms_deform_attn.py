@@ -141,9 +141,9 @@ def ms_deform_attn_core_gather(
     bags = _bilinear_bags(spatial_shapes, sampling_locations, n, s, m, index_dtype(n * s * m))
     q = n * lq
     attn = attention_weights.reshape(q, m, num_levels, p, 1)
-    blocked = blocked_rows_ok(value, sampling_locations, attention_weights)
-    out = None
-    for rows in row_blocks(q, m * p * d * table.element_size()) if blocked else [slice(0, q)]:
+
+    def weighted_sum(rows: slice) -> torch.Tensor:
+        """(rows, M, D): the attention-weighted samples of queries ``rows``, level by level."""
         acc = None
         for lvl, (idx, wts) in enumerate(bags):
             sampled = F.embedding_bag(
@@ -155,12 +155,17 @@ def ms_deform_attn_core_gather(
             # In place where the dtype allows (``sampled`` is fresh); (rows, M, D) per level.
             part = mul_into(sampled, attn[rows, :, lvl]).sum(-2)
             acc = part if acc is None else add_into(acc, part)  # the first level's fresh sum
-        if not blocked:
-            out = acc
-            break
-        if out is None:
-            out = torch.empty((q, m, d), dtype=acc.dtype, device=acc.device)
-        out[rows] = acc
+        return acc
+
+    if not blocked_rows_ok(value, sampling_locations, attention_weights):
+        return weighted_sum(slice(0, q)).view(n, lq, m * d)
+    blocks = iter(row_blocks(q, m * p * d * table.element_size()))
+    first = next(blocks)
+    part = weighted_sum(first)
+    out = part.new_empty((q, m, d))  # the samples' dtype (bf16 values under autocast)
+    out[first] = part
+    for rows in blocks:
+        out[rows] = weighted_sum(rows)
     return out.view(n, lq, m * d)
 
 

@@ -68,14 +68,21 @@ class MSDeformAttnEncoderLayer(nn.Module):
         every op is row-wise, so the values are the full-size ops' (the GEMMs split by rows),
         while the (rows, d_ffn) hidden block stays in the cache instead of a fresh (N, S, d_ffn)
         buffer (73 MB at the ADE size). Dropout is the identity in eval."""
-        out = None
-        for rows in row_blocks(src.shape[1], self.linear1.out_features * attn.element_size()):
+
+        def block(rows: slice) -> torch.Tensor:
             x = self.norm1(add_into(self.dropout1(attn[:, rows]), src[:, rows]))
             y = self.linear2(self.dropout2(F.relu(self.linear1(x), inplace=True)))
-            y = self.norm2(add_into(self.dropout3(y), x))
-            if out is None:  # the norm's dtype, as the full-size path returns (autocast)
-                out = y.new_empty(src.shape)
-            out[:, rows] = y
+            return self.norm2(add_into(self.dropout3(y), x))
+
+        # A block holds the rows of every image: (N, rows, d_ffn) hidden values.
+        hidden_bytes = src.shape[0] * self.linear1.out_features * attn.element_size()
+        blocks = iter(row_blocks(src.shape[1], hidden_bytes))
+        first = next(blocks)
+        y = block(first)
+        out = y.new_empty(src.shape)  # the norm's dtype, as the full-size path returns it
+        out[:, first] = y
+        for rows in blocks:
+            out[:, rows] = block(rows)
         return out
 
 
