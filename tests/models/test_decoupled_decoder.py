@@ -70,8 +70,7 @@ def test_thing_queries_do_not_see_stuff_queries_attention_masks(batch):
     pos = [torch.randn(hw, batch, 16, generator=g) for _ in range(3)]
     output = torch.randn(q, batch, 16, generator=g)
     query_embed = torch.randn(q, batch, 16, generator=g)
-    shape = (q, hw) if batch == 1 else (batch * HEADS, q, hw)
-    mask = torch.rand(shape, generator=g) < 0.5
+    mask = torch.rand((batch, q, hw), generator=g) < 0.5  # every head's "may not attend"
     seen = {}
 
     def record(name):

@@ -115,7 +115,7 @@ class DecoupledTransformerDecoder(MaskedTransformerDecoder):
         Args:
             output, query_embed: (Q, B, hidden) query features and positions.
             src, pos: per-level (HW, B, hidden) memories and their positions.
-            attn_mask: (B * heads, Q, HW) or, for one image, (Q, HW) bool "may not attend".
+            attn_mask: (B, Q, HW) bool "may not attend" (every head's).
 
         Returns:
             (Q, B, hidden).
