@@ -258,7 +258,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
                 padding=1,
                 bias=use_bias,
                 norm=build_norm(norm, conv_dim),
-                activation=F.relu,
+                activation=torch.relu_,  # in the norm's fresh output (GN's backward needs its input)
             )
             c2_xavier_fill(lateral)
             c2_xavier_fill(output)
