@@ -308,8 +308,11 @@ def batched_inference(
 ) -> dict:
     """Images/s of :meth:`Segmenter.predict_batch` on B different random images of the
     benchmark's size (one forward pass of B images padded to a common size, then per-image
-    post-processing), for each B of ``--batch-sizes``; medians over ``--repeats``."""
+    post-processing), for each B of ``--batch-sizes``; medians over ``--repeats``, with each
+    stage's median per image (which stage scales badly with B; the whole call's time moves
+    with the machine's load as much as with B)."""
     from ovseg.utils.host_memory import release_freed_host_memory
+    from ovseg.utils.timing import StageTimer
 
     rng = np.random.default_rng(1)
     out: dict = {}
@@ -317,25 +320,35 @@ def batched_inference(
         images = [seg.prepare(rng.integers(0, 256, image.shape, dtype=np.uint8)) for _ in range(b)]
         for _ in range(args.warmup):
             seg.predict_batch(images, vocab, task=args.task)
-        times = []
+        times, splits = [], {k: [] for k in STAGES}
         release_freed_host_memory()
         with PeakMemory(device) as mem:
             for _ in range(args.repeats):
+                timer = StageTimer(device=device)
                 t0 = time.perf_counter()
-                seg.predict_batch(images, vocab, task=args.task)
+                seg.predict_batch(images, vocab, task=args.task, timer=timer)
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 times.append(time.perf_counter() - t0)
+                for k in splits:
+                    splits[k].append(timer.times.get(k, 0.0))
         med = statistics.median(times)
         out[str(b)] = {
             "seconds": _stats(times),
             "images_per_second": b / med,
             "seconds_per_image": med / b,
+            "split_seconds_per_image": {k: statistics.median(v) / b for k, v in splits.items()},
             "peak_memory_mb": mem.peak,
         }
-    first = out[next(iter(out))]["seconds_per_image"]
+    first = out[next(iter(out))]
     for v in out.values():
-        v["per_image_relative_to_first"] = v["seconds_per_image"] / first
+        v["per_image_relative_to_first"] = v["seconds_per_image"] / first["seconds_per_image"]
+        v["split_relative_to_first"] = {
+            k: t / first["split_seconds_per_image"][k]
+            if first["split_seconds_per_image"][k]
+            else 0.0
+            for k, t in v["split_seconds_per_image"].items()
+        }
     return out
 
 
@@ -543,6 +556,15 @@ def format_table(r: dict) -> str:
                 f"{v['seconds_per_image']:.3f} s per image "
                 f"({v['per_image_relative_to_first']:.2f}x batch {next(iter(r['batched']))}), "
                 f"peak memory {v['peak_memory_mb']:.0f} MB"
+            )
+            split, rel = v.get("split_seconds_per_image", {}), v.get("split_relative_to_first", {})
+            lines.append(
+                "    per image: "
+                + ", ".join(
+                    f"{k} {split[k]:.3f} s ({rel[k]:.2f}x)"
+                    for k in ("backbone", "pixel_decoder", "transformer_decoder")
+                    if k in split
+                )
             )
     return "\n".join(lines)
 

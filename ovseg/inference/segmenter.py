@@ -337,31 +337,37 @@ class Segmenter:
 
     @torch.inference_mode()
     def predict_batch(
-        self, images: Sequence[PreparedImage], vocab: VocabularyLike = None, task: str = "panoptic"
+        self,
+        images: Sequence[PreparedImage],
+        vocab: VocabularyLike = None,
+        task: str = "panoptic",
+        timer: StageTimer = NULL_TIMER,
     ) -> list[Prediction]:
         """Segment several prepared images (:meth:`prepare`); one forward pass per run of
         images of equal model-resolution size, so no image is padded for another's sake and each
         result is the one :meth:`predict` gives (up to float rounding of batched kernels). Slide
-        mode and export backends take one image per pass."""
+        mode and export backends take one image per pass. ``timer`` sums each stage over the
+        images (tools/benchmark.py)."""
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
         slide = self._slide_settings(task, False)
         if slide is not None or self.backend is not None:
-            return [self.predict(im, vocab, task) for im in images]
+            return [self.predict(im, vocab, task, timer=timer) for im in images]
         self._select_task(task)
         vocabulary = self.vocabulary(vocab)
-        text = self.encode_vocabulary(vocabulary)
+        with timer("text"):
+            text = self.encode_vocabulary(vocabulary)
         seen = self.model.seen_mask(vocabulary)
         preds: list[Prediction | None] = [None] * len(images)
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, im in enumerate(images):
             groups.setdefault(tuple(im.resized.shape), []).append(i)
         for idx in groups.values():
-            run = self._forward([images[i].resized for i in idx], text, seen)
+            run = self._forward([images[i].resized for i in idx], text, seen, timer)
             for j, i in enumerate(idx):
                 im = images[i]
                 preds[i] = self._prediction(
-                    run, j, im.resized, im.original_size, vocabulary, task, NULL_TIMER
+                    run, j, im.resized, im.original_size, vocabulary, task, timer
                 )
         return preds  # type: ignore[return-value]
 

@@ -75,8 +75,14 @@ def test_benchmark_reports_split_ratios_and_params(tmp_path, capsys):
     for b, v in batched.items():
         assert v["images_per_second"] * v["seconds_per_image"] == pytest.approx(1.0)
         assert v["seconds"]["median"] == pytest.approx(int(b) * v["seconds_per_image"])
+        # each stage per image, timed inside the same calls (so within the call's time)
+        split = v["split_seconds_per_image"]
+        assert all(split[k] > 0 for k in ("backbone", "pixel_decoder", "transformer_decoder"))
+        assert sum(split.values()) <= v["seconds"]["max"] / int(b) * 1.05
+    assert all(r == 1.0 for r in batched["1"]["split_relative_to_first"].values() if r)
     printed = capsys.readouterr().out
     assert "ratio total / tower" in printed and "batch 2:" in printed
+    assert "    per image: backbone" in printed
     assert "forward: backbone" in printed
     assert f"malloc {host_allocator()}, host memory reuse" in printed
     yes, on = {True: "yes", False: "no"}, {True: "on", False: "off"}
