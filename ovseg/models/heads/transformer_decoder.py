@@ -165,6 +165,15 @@ class FFNLayer(nn.Module):
         return self.norm(tgt + self.linear2(F.relu(self.linear1(tgt))))
 
 
+def _sequence_first(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, HW) -> (HW, B, C), the layout the attention layers take. For one image the
+    permuted view is a transposed matrix that the linear layers read as it is; for several it
+    is not a matrix, and every key and value projection of every layer copied it, so it is
+    copied once here (the same values either way)."""
+    x = x.permute(2, 0, 1)
+    return x if x.shape[1] == 1 else x.contiguous()
+
+
 class MaskedTransformerDecoder(nn.Module):
     """Mask2Former decoder with FC-CLIP's CLIP-space class head.
 
@@ -262,11 +271,11 @@ class MaskedTransformerDecoder(nn.Module):
         src, pos, sizes = [], [], []
         for i, x in enumerate(features):
             sizes.append(x.shape[-2:])
-            pos.append(self.pe_layer(x).flatten(2).permute(2, 0, 1))
+            pos.append(_sequence_first(self.pe_layer(x).flatten(2)))
             src.append(
-                (
+                _sequence_first(
                     self.input_proj[i](x).flatten(2) + self.level_embed.weight[i][None, :, None]
-                ).permute(2, 0, 1)
+                )
             )
         bs = src[0].shape[1]
         query_embed = self.query_embed.weight.unsqueeze(1).repeat(1, bs, 1)
