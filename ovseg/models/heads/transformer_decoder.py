@@ -129,11 +129,18 @@ def masked_attention(
     Returns:
         (Q, B, C).
     """
+    if attn.batch_first or not attn._qkv_same_embed_dim or attn.bias_k is not None or attn.dropout:
+        raise ValueError(
+            "masked_attention computes a sequence-first nn.MultiheadAttention with a packed "
+            "in-projection, no bias_k / bias_v and dropout 0; got batch_first="
+            f"{attn.batch_first}, packed={attn._qkv_same_embed_dim}, "
+            f"bias_kv={attn.bias_k is not None}, dropout={attn.dropout}"
+        )
     q_len, b, c = query.shape
     heads = attn.num_heads
     hd = c // heads
     w_q, w_k, w_v = attn.in_proj_weight.chunk(3)
-    b_q, b_k, b_v = attn.in_proj_bias.chunk(3)
+    b_q, b_k, b_v = (None,) * 3 if attn.in_proj_bias is None else attn.in_proj_bias.chunk(3)
 
     def heads_first(x: torch.Tensor) -> torch.Tensor:  # (L, B, C) -> (B, heads, L, hd)
         return x.view(x.shape[0], b * heads, hd).transpose(0, 1).view(b, heads, -1, hd)

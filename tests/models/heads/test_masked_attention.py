@@ -69,3 +69,28 @@ def test_masked_attention_keeps_each_image_to_its_own_mask():
     torch.testing.assert_close(both[:, 1:], alone, rtol=1e-6, atol=1e-6)
     assert torch.equal(other[:, 1], both[:, 1])
     assert not torch.allclose(other[:, 0], both[:, 0])
+
+
+@pytest.mark.parametrize(
+    "kwargs, culprit",
+    [
+        ({"dropout": 0.1}, "dropout=0.1"),
+        ({"batch_first": True}, "batch_first=True"),
+        ({"add_bias_kv": True}, "bias_kv=True"),
+        ({"kdim": 16, "vdim": 16}, "packed=False"),
+    ],
+)
+def test_masked_attention_refuses_modules_it_does_not_compute(kwargs, culprit):
+    m = nn.MultiheadAttention(32, HEADS, **kwargs)
+    query, key, value, mask = _inputs(1)
+    with pytest.raises(ValueError, match=culprit):
+        masked_attention(m, query, key, value, mask)
+
+
+def test_masked_attention_without_projection_biases_equals_the_module():
+    torch.manual_seed(0)
+    m = nn.MultiheadAttention(32, HEADS, bias=False)
+    query, key, value, mask = _inputs(2)
+    with torch.no_grad():
+        ref = m(query, key, value, attn_mask=_module_mask(mask), need_weights=False)[0]
+        assert torch.equal(masked_attention(m, query, key, value, mask), ref)
