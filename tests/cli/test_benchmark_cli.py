@@ -79,7 +79,13 @@ def test_benchmark_reports_split_ratios_and_params(tmp_path, capsys):
         split = v["split_seconds_per_image"]
         assert all(split[k] > 0 for k in ("backbone", "pixel_decoder", "transformer_decoder"))
         assert sum(split.values()) <= v["seconds"]["max"] / int(b) * 1.05
-    assert all(r == 1.0 for r in batched["1"]["split_relative_to_first"].values() if r)
+    one, two = batched["1"], batched["2"]
+    for k, t in two["split_seconds_per_image"].items():
+        if one["split_seconds_per_image"][k]:
+            assert one["split_relative_to_first"][k] == 1.0
+            assert two["split_relative_to_first"][k] == pytest.approx(
+                t / one["split_seconds_per_image"][k]
+            )
     printed = capsys.readouterr().out
     assert "ratio total / tower" in printed and "batch 2:" in printed
     assert "    per image: backbone" in printed

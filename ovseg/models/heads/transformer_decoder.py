@@ -137,6 +137,11 @@ def masked_attention(
             f"bias_kv={attn.bias_k is not None}, dropout={attn.dropout}"
         )
     q_len, b, c = query.shape
+    if mask.shape != (b, q_len, key.shape[0]):
+        raise ValueError(
+            f"mask must be (B, Q, S) = ({b}, {q_len}, {key.shape[0]}), one per image shared by "
+            f"the heads; got {tuple(mask.shape)}"
+        )
     heads = attn.num_heads
     hd = c // heads
     w_q, w_k, w_v = attn.in_proj_weight.chunk(3)
@@ -179,6 +184,12 @@ def _sequence_first(x: torch.Tensor) -> torch.Tensor:
     copied once here (the same values either way)."""
     x = x.permute(2, 0, 1)
     return x if x.shape[1] == 1 else x.contiguous()
+
+
+def _may_not_attend(mask_logits: torch.Tensor) -> torch.Tensor:
+    """(B, Q, h, w) mask logits -> (B, Q, h * w) bool attention mask, True where a query's mask
+    is below 0.5 (Mask2Former's masked attention; every head's)."""
+    return (mask_logits.sigmoid().flatten(2) < 0.5).detach()
 
 
 class MaskedTransformerDecoder(nn.Module):
@@ -374,7 +385,7 @@ class MaskedTransformerDecoder(nn.Module):
     def _attn_mask(self, output, features):
         mask_embed = self.mask_embed(self.decoder_norm(output).transpose(0, 1))
         attn = torch.einsum("bqc,bchw->bqhw", mask_embed, features)
-        return (attn.sigmoid().flatten(2) < 0.5).detach()
+        return _may_not_attend(attn)
 
     def _heads(
         self,
@@ -409,7 +420,7 @@ class MaskedTransformerDecoder(nn.Module):
         return (
             outputs_class,
             outputs_mask,
-            (attn.sigmoid().flatten(2) < 0.5).detach(),  # (B, Q, h * w) "may not attend"
+            _may_not_attend(attn),
             *extra,
         )
 

@@ -94,3 +94,13 @@ def test_masked_attention_without_projection_biases_equals_the_module():
     with torch.no_grad():
         ref = m(query, key, value, attn_mask=_module_mask(mask), need_weights=False)[0]
         assert torch.equal(masked_attention(m, query, key, value, mask), ref)
+
+
+def test_masked_attention_names_a_mask_of_the_wrong_layout():
+    """The old per-head layout (B * heads, Q, S) or a 2-D (Q, S) mask is refused with the
+    expected and the given shapes, not broadcast into a wrong result."""
+    m = _module()
+    query, key, value, mask = _inputs(2)
+    for wrong in (_module_mask(mask), mask[0]):
+        with pytest.raises(ValueError, match=r"\(2, 10, 24\).*got \(" + str(wrong.shape[0])):
+            masked_attention(m, query, key, value, wrong)
