@@ -108,7 +108,7 @@ class DecoupledTransformerDecoder(MaskedTransformerDecoder):
                 o["query_is_thing"] = self.query_is_thing
         return out
 
-    def cross_attend(self, i, output, src, pos, query_embed, attn_mask) -> torch.Tensor:
+    def cross_attend(self, i, output, src, pos, query_embed, attn_mask, keys=None) -> torch.Tensor:
         """Layer ``i``'s masked cross-attention: thing queries through the thing layer under their
         own rows of ``attn_mask``, stuff queries through the stuff layer under theirs.
 
@@ -116,6 +116,7 @@ class DecoupledTransformerDecoder(MaskedTransformerDecoder):
             output, query_embed: (Q, B, hidden) query features and positions.
             src, pos: per-level (HW, B, hidden) memories and their positions.
             attn_mask: (B, Q, HW) bool "may not attend" (every head's).
+            keys: per-level ``src + pos`` where already formed (inference), else None.
 
         Returns:
             (Q, B, hidden).
@@ -136,13 +137,14 @@ class DecoupledTransformerDecoder(MaskedTransformerDecoder):
                     memory_mask=attn_mask[..., rows, :],
                     pos=pos[level],
                     query_pos=query_embed[rows],
+                    key=None if keys is None else keys[level],
                 )
                 for layer, rows in groups
             ]
         )
 
-    def _layer(self, i, output, src, pos, query_embed, attn_mask):
-        output = self.cross_attend(i, output, src, pos, query_embed, attn_mask)
+    def _layer(self, i, output, src, pos, query_embed, attn_mask, keys=None):
+        output = self.cross_attend(i, output, src, pos, query_embed, attn_mask, keys)
         output = self.transformer_self_attention_layers[i](output, query_pos=query_embed)
         t = self.num_thing_queries
         return torch.cat(

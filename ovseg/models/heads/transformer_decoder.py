@@ -92,13 +92,13 @@ class CrossAttentionLayer(nn.Module):
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
 
-    def forward(self, tgt, memory, memory_mask, pos, query_pos):
+    def forward(self, tgt, memory, memory_mask, pos, query_pos, key=None):
         """tgt / query_pos (Q, B, C) queries, memory / pos (HW, B, C), memory_mask (B, Q, HW)
-        bool, True where a query may not attend -> (Q, B, C)."""
+        bool, True where a query may not attend -> (Q, B, C). ``key``: ``memory + pos`` where
+        the caller has formed it (inference forms it once per level for all its layers)."""
         t = self.norm(tgt) if self.normalize_before else tgt
-        out = masked_attention(
-            self.multihead_attn, t + query_pos, memory + pos, memory, memory_mask
-        )
+        key = memory + pos if key is None else key
+        out = masked_attention(self.multihead_attn, t + query_pos, key, memory, memory_mask)
         return tgt + out if self.normalize_before else self.norm(tgt + out)
 
 
@@ -342,12 +342,18 @@ class MaskedTransformerDecoder(nn.Module):
         out["queries"] = self.decoder_norm(output).transpose(0, 1)
         return out
 
-    def _layer(self, i, output, src, pos, query_embed, attn_mask):
+    def _layer(self, i, output, src, pos, query_embed, attn_mask, keys=None):
+        """Decoder layer ``i``; ``keys``: each level's ``src + pos``, where already formed."""
         level = i % self.num_feature_levels
         # A query whose mask covers nothing would attend to nothing: let it see everything.
         attn_mask[torch.where(attn_mask.sum(-1) == attn_mask.shape[-1])] = False
         output = self.transformer_cross_attention_layers[i](
-            output, src[level], memory_mask=attn_mask, pos=pos[level], query_pos=query_embed
+            output,
+            src[level],
+            memory_mask=attn_mask,
+            pos=pos[level],
+            query_pos=query_embed,
+            key=None if keys is None else keys[level],
         )
         output = self.transformer_self_attention_layers[i](output, query_pos=query_embed)
         return self.transformer_ffn_layers[i](output)
@@ -373,8 +379,11 @@ class MaskedTransformerDecoder(nn.Module):
             for sz in sizes
         ]
         attn_mask = self._attn_mask(output, small[0])
+        # Each level's attention key, formed once for the layers that attend to it (training
+        # forms it per layer: one sum per use keeps autograd's gradient sums as they were).
+        keys = [m + p for m, p in zip(src, pos)]
         for i in range(self.num_layers):
-            output = self._layer(i, output, src, pos, query_embed, attn_mask)
+            output = self._layer(i, output, src, pos, query_embed, attn_mask, keys)
             if i + 1 < self.num_layers:
                 attn_mask = self._attn_mask(output, small[(i + 1) % self.num_feature_levels])
         cls, mask, _ = self._heads(

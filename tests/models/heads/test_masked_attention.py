@@ -104,3 +104,44 @@ def test_masked_attention_names_a_mask_of_the_wrong_layout():
     for wrong in (_module_mask(mask), mask[0]):
         with pytest.raises(ValueError, match=r"\(2, 10, 24\).*got \(" + str(wrong.shape[0])):
             masked_attention(m, query, key, value, wrong)
+
+
+def test_inference_forms_each_levels_key_once_with_the_same_outputs(monkeypatch):
+    """The decoder's inference path hands every cross-attention layer its level's
+    ``memory + pos`` formed once (layers i and i + 3 attend to the same level); a layer given
+    that key computes what it computes from ``pos`` itself, bitwise."""
+    import torch.nn.functional as F
+
+    from ovseg.models.heads.transformer_decoder import CrossAttentionLayer, MaskedTransformerDecoder
+
+    torch.manual_seed(0)
+    decoder = MaskedTransformerDecoder(
+        8,
+        hidden_dim=16,
+        num_queries=5,
+        num_heads=2,
+        dim_feedforward=32,
+        num_layers=6,
+        mask_dim=16,
+        clip_embedding_dim=12,
+    ).eval()
+    g = torch.Generator().manual_seed(1)
+    features = [torch.randn(2, 8, s, s, generator=g) for s in (2, 4, 8)]
+    mask_features = torch.randn(2, 16, 16, 16, generator=g)
+    classifier = F.normalize(torch.randn(5, 12, generator=g), dim=-1)
+    keys, outputs = [], []
+    forward = CrossAttentionLayer.forward
+
+    def spy(self, tgt, memory, memory_mask, pos, query_pos, key=None):
+        keys.append(key)
+        out = forward(self, tgt, memory, memory_mask, pos, query_pos, key)
+        outputs.append(torch.equal(out, forward(self, tgt, memory, memory_mask, pos, query_pos)))
+        return out
+
+    monkeypatch.setattr(CrossAttentionLayer, "forward", spy)
+    with torch.no_grad():
+        decoder(features, mask_features, classifier, torch.arange(4), 4, aux_outputs=False)
+    assert len(keys) == 6 and all(k is not None for k in keys)
+    assert all(keys[i] is keys[i + 3] for i in range(3))
+    assert keys[0] is not keys[1] and keys[0].shape == (2 * 2, 2, 16)
+    assert outputs == [True] * 6
