@@ -145,8 +145,9 @@ def ms_deform_attn_core_gather(
     q = n * lq
     attn = attention_weights.reshape(q, m, num_levels, p, 1)
 
-    def weighted_sum(rows: slice) -> torch.Tensor:
-        """(rows, M, D): the attention-weighted samples of queries ``rows``, level by level."""
+    def weighted_sum(rows: slice, out: torch.Tensor | None = None) -> torch.Tensor:
+        """(rows, M, D): the attention-weighted samples of queries ``rows``, level by level,
+        summed into ``out`` where given (else into the first level's fresh sum)."""
         acc = None
         for lvl, (idx, wts) in enumerate(bags):
             sampled = F.embedding_bag(
@@ -156,19 +157,22 @@ def ms_deform_attn_core_gather(
                 mode="sum",
             ).view(-1, m, p, d)
             # In place where the dtype allows (``sampled`` is fresh); (rows, M, D) per level.
-            part = mul_into(sampled, attn[rows, :, lvl]).sum(-2)
-            acc = part if acc is None else add_into(acc, part)  # the first level's fresh sum
+            weighted = mul_into(sampled, attn[rows, :, lvl])
+            if acc is None and out is not None:
+                acc = torch.sum(weighted, -2, out=out)
+            elif acc is None:
+                acc = weighted.sum(-2)
+            else:
+                acc = add_into(acc, weighted.sum(-2))
         return acc
 
     if not blocked_rows_ok(value, sampling_locations, attention_weights):
         return weighted_sum(slice(0, q)).view(n, lq, m * d)
-    blocks = iter(row_blocks(q, m * p * d * table.element_size()))
-    first = next(blocks)
-    part = weighted_sum(first)
-    out = part.new_empty((q, m, d))  # the samples' dtype (bf16 values under autocast)
-    out[first] = part
-    for rows in blocks:
-        out[rows] = weighted_sum(rows)
+    # The samples' dtype (bf16 values under autocast, promoted by fp32 attention weights).
+    dtype = torch.promote_types(table.dtype, attention_weights.dtype)
+    out = torch.empty((q, m, d), dtype=dtype, device=value.device)
+    for rows in row_blocks(q, m * p * d * table.element_size()):
+        weighted_sum(rows, out[rows])  # each block's sums written in place: no copy
     return out.view(n, lq, m * d)
 
 
