@@ -265,3 +265,37 @@ def test_gather_core_in_query_blocks_equals_the_whole_level_bitwise(monkeypatch)
         blocked = ms_deform_attn_core_gather(value, shapes, locations, weights)
     assert torch.equal(blocked, whole.detach())
     torch.testing.assert_close(blocked, ms_deform_attn_core(value, shapes, locations, weights))
+
+
+def test_gather_core_far_off_the_map_and_at_non_finite_locations():
+    """The gather core reads off-map corners from a zero border and clamps coordinates far
+    outside it: locations up to 40 maps away give grid_sample's outputs bitwise, a NaN
+    location gives NaN as grid_sample does, and +-inf samples zeros (grid_sample: NaN); no
+    location reads a row outside the table."""
+    from ovseg.models.ops.ms_deform_attn import ms_deform_attn_core_gather
+
+    shapes = [(5, 7), (3, 4)]
+    # 3 heads: a NaN's arbitrary integer (INT_MIN on x86) times 3 wraps out of range.
+    value, locations, weights = sampling_inputs(4, shapes, n=2, m=3, d=4, lq=30, p=2)
+    locations[:, :10] = locations[:, :10] * 80 - 40
+    ref = ms_deform_attn_core(value, shapes, locations, weights)
+    with torch.no_grad():
+        assert torch.equal(ms_deform_attn_core_gather(value, shapes, locations, weights), ref)
+    locations[0, 10, 0, 0, 0, 0] = float("inf")
+    locations[0, 11, 1, 1, 1, 1] = float("-inf")
+    locations[1, 12, 0, 1, 0, 0] = float("nan")
+    with torch.no_grad():
+        ours = ms_deform_attn_core_gather(value, shapes, locations, weights)
+    ref = ms_deform_attn_core(value, shapes, locations, weights)
+    assert ours[1, 12, :4].isnan().all() and ref[1, 12, :4].isnan().all()
+    assert ours.isnan().sum() == 4  # head 0 of that query only
+    inf_rows = (ours[0, 10, :4], ours[0, 11, 4:])
+    finite = locations.clone()
+    finite[0, 10, 0, 0, 0, 0], finite[0, 11, 1, 1, 1, 1] = 40.0, -40.0  # as far, finite
+    expected = ms_deform_attn_core(value, shapes, finite, weights)
+    torch.testing.assert_close(
+        torch.cat(inf_rows), torch.cat((expected[0, 10, :4], expected[0, 11, 4:]))
+    )
+    keep = torch.ones_like(ours, dtype=torch.bool)
+    keep[1, 12, :4] = keep[0, 10, :4] = keep[0, 11, 4:] = False
+    assert torch.equal(ours[keep], ref[keep])
