@@ -78,10 +78,13 @@ def mask_pooling(features: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """
     if masks.shape[-2:] != features.shape[-2:]:
         masks = F.interpolate(masks, size=features.shape[-2:], mode="bilinear", align_corners=False)
+    needs_grad = torch.is_grad_enabled() and features.requires_grad
+    if not needs_grad and _float_counts_exact(features, masks):
+        return torch.einsum("bchw,bqhw->bqc", features, _inside_weights(masks.detach()))
     with torch.no_grad():
         inside = masks.detach() > 0
         denom = _count_inside(inside).to(features.dtype) + 1e-8
-    if torch.is_grad_enabled() and features.requires_grad:
+    if needs_grad:
         return _MaskPooling.apply(features, inside, denom)
     return torch.einsum("bchw,bqhw->bqc", features, _normalised(inside, denom))
 
@@ -103,6 +106,23 @@ def _normalised(inside: torch.Tensor, denom: torch.Tensor) -> torch.Tensor:
         return inside / denom
     weights = torch.empty(inside.shape, dtype=denom.dtype, device=inside.device)
     return weights.copy_(inside).div_(denom)
+
+
+def _float_counts_exact(features: torch.Tensor, masks: torch.Tensor) -> bool:
+    """Whether :func:`_inside_weights` gives :func:`mask_pooling`'s numbers: fp32 features
+    (a float sum of 0/1 values counts exactly up to 2**24 pixels), eager."""
+    pixels = masks.shape[-1] * masks.shape[-2]
+    return features.dtype == torch.float32 and pixels <= 2**24 and not capturing_graph()
+
+
+def _inside_weights(masks: torch.Tensor) -> torch.Tensor:
+    """(B, Q, H, W) mask logits -> fp32 ``inside / (count + 1e-8)``, bitwise
+    :func:`_normalised`'s, in one buffer: the comparison is written as 0/1 floats, counted by
+    their sum (exact, see :func:`_float_counts_exact`) and divided in place. Inference only:
+    no bool mask (and its copy to floats) besides, ~2x faster at stride 4 of the ADE size."""
+    weights = torch.empty(masks.shape, dtype=torch.float32, device=masks.device)
+    torch.gt(masks, 0, out=weights)
+    return weights.div_(weights.sum(dim=(-1, -2), keepdim=True).add_(1e-8))
 
 
 def capturing_graph() -> bool:

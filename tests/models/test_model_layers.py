@@ -103,6 +103,30 @@ def test_mask_pooling_counts_and_weights_equal_the_plain_division_bitwise():
     assert torch.equal(_normalised(view, denom), view / denom)
 
 
+def test_mask_pooling_inference_weights_equal_the_bool_path_bitwise():
+    """Inference builds the fp32 pooling weights from a float comparison counted by a float
+    sum; weights and pooled features are bitwise those of the bool masks' path (which
+    gradients, other dtypes and huge masks keep)."""
+    from ovseg.models.layers import _count_inside, _inside_weights, _normalised
+
+    g = torch.Generator().manual_seed(3)
+    masks = torch.randn(2, 9, 37, 53, generator=g)
+    masks[0, 3] = -1.0  # empty
+    masks[1, 4] = 1.0  # full
+    masks[1, 5, 0, :7] = 0.0  # exactly 0 is outside
+    inside = masks > 0
+    expected = _normalised(inside, _count_inside(inside).float() + 1e-8)
+    weights = _inside_weights(masks)
+    assert weights.dtype == torch.float32 and torch.equal(weights, expected)
+    assert not torch.signbit(weights[0, 3]).any()
+    features = torch.randn(2, 16, 37, 53, generator=g, requires_grad=True)
+    trained = mask_pooling(features, masks)  # gradients: the bool path
+    with torch.no_grad():
+        inferred = mask_pooling(features, masks)
+    assert torch.equal(inferred, trained.detach())
+    assert torch.equal(inferred, torch.einsum("bchw,bqhw->bqc", features.detach(), expected))
+
+
 def test_mask_pooling_traces_to_the_eager_result():
     # The eager path views the bool masks as bytes, which the TorchScript / ONNX tracer cannot
     # record; under a trace the plain formulas run and give the same numbers.
