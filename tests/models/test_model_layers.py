@@ -103,7 +103,7 @@ def test_mask_pooling_counts_and_weights_equal_the_plain_division_bitwise():
     assert torch.equal(_normalised(view, denom), view / denom)
 
 
-def test_mask_pooling_inference_weights_equal_the_bool_path_bitwise():
+def test_mask_pooling_inference_weights_equal_the_bool_path_bitwise(monkeypatch):
     """Inference builds the fp32 pooling weights from a float comparison counted by a float
     sum; weights and pooled features are bitwise those of the bool masks' path (which
     gradients, other dtypes and huge masks keep)."""
@@ -120,9 +120,18 @@ def test_mask_pooling_inference_weights_equal_the_bool_path_bitwise():
     assert weights.dtype == torch.float32 and torch.equal(weights, expected)
     assert not torch.signbit(weights[0, 3]).any()
     features = torch.randn(2, 16, 37, 53, generator=g, requires_grad=True)
+    import ovseg.models.layers as layers
+
+    calls = []
+    monkeypatch.setattr(
+        layers, "_inside_weights", lambda m: calls.append(m.shape) or _inside_weights(m)
+    )
     trained = mask_pooling(features, masks)  # gradients: the bool path
+    assert calls == []
     with torch.no_grad():
         inferred = mask_pooling(features, masks)
+        mask_pooling(features.double(), masks)  # fp64: the bool path too
+    assert calls == [masks.shape]  # inference in fp32 builds the float weights
     assert torch.equal(inferred, trained.detach())
     assert torch.equal(inferred, torch.einsum("bchw,bqhw->bqc", features.detach(), expected))
 

@@ -158,12 +158,8 @@ def ms_deform_attn_core_gather(
             ).view(-1, m, p, d)
             # In place where the dtype allows (``sampled`` is fresh); (rows, M, D) per level.
             weighted = mul_into(sampled, attn[rows, :, lvl])
-            if acc is None and out is not None:
-                acc = torch.sum(weighted, -2, out=out)
-            elif acc is None:
-                acc = weighted.sum(-2)
-            else:
-                acc = add_into(acc, weighted.sum(-2))
+            part = torch.sum(weighted, -2, out=out if acc is None else None)
+            acc = part if acc is None else add_into(acc, part)
         return acc
 
     if not blocked_rows_ok(value, sampling_locations, attention_weights):
@@ -229,7 +225,8 @@ def _bilinear_bags(
     keeps NaN weights (grid_sample's NaN output) on a border row."""
     _, lq, _, _, p, _ = sampling_locations.shape
     dev, dtype = sampling_locations.device, sampling_locations.dtype  # may be wider (autocast)
-    s_b = sum(hp * wp for hp, wp in _bordered_sizes(spatial_shapes))
+    sizes = _bordered_sizes(spatial_shapes)
+    s_b = sum(hp * wp for hp, wp in sizes)
     # Row of (image n, bordered position, head m): (n * S' + position) * M + m.
     images = torch.arange(n, device=dev, dtype=itype).view(n, 1, 1, 1)
     base = images * (s_b * m) + torch.arange(m, device=dev, dtype=itype).view(1, 1, m, 1)
@@ -238,7 +235,7 @@ def _bilinear_bags(
     # Corners in grid_sample's order nw, ne, sw, se: (y0, x0), (y0, x1), (y1, x0), (y1, x1).
     corners = ((0, 0), (0, 1), (1, 0), (1, 1))
     bags, start = [], 0
-    for lvl, ((h, w), (_, wp)) in enumerate(zip(spatial_shapes, _bordered_sizes(spatial_shapes))):
+    for lvl, ((h, w), (hp, wp)) in enumerate(zip(spatial_shapes, sizes)):
         g = grids[:, :, :, lvl]  # (N, Lq, M, P, 2)
         x = torch.addcmul(-half, g[..., 0] + 1, torch.full((), w / 2, dtype=dtype, device=dev))
         y = torch.addcmul(-half, g[..., 1] + 1, torch.full((), h / 2, dtype=dtype, device=dev))
@@ -256,7 +253,7 @@ def _bilinear_bags(
         wx, wy = (1 - dx, dx), (1 - dy, dy)
         wts = torch.stack([wy[a] * wx[b] for a, b in corners], -1)
         bags.append((idx.view(n * lq, -1), wts.view(n * lq, -1)))
-        start += (h + sum(BORDER)) * wp
+        start += hp * wp
     return bags
 
 
