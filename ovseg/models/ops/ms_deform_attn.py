@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ovseg.models.layers import add_into, blocked_rows_ok, mul_into, row_blocks
+from ovseg.models.ops.bag_sum import weighted_bag_sum
 
 IMPLS = ("auto", "grid_sample", "gather", "embedding_bag")
 
@@ -150,11 +151,8 @@ def ms_deform_attn_core_gather(
         summed into ``out`` where given (else into the first level's fresh sum)."""
         acc = None
         for lvl, (idx, wts) in enumerate(bags):
-            sampled = F.embedding_bag(
-                idx[rows].reshape(-1, 4),
-                table,
-                per_sample_weights=wts[rows].reshape(-1, 4).to(table.dtype),
-                mode="sum",
+            sampled = weighted_bag_sum(
+                idx[rows].reshape(-1, 4), table, wts[rows].reshape(-1, 4).to(table.dtype)
             ).view(-1, m, p, d)
             # In place where the dtype allows (``sampled`` is fresh); (rows, M, D) per level.
             weighted = mul_into(sampled, attn[rows, :, lvl])
@@ -309,11 +307,10 @@ def ms_deform_attn_core_bag(
     ) * s
     idx = idx + base.view(n, 1, m, 1, 1, 1)
     table = value.permute(0, 2, 1, 3).reshape(n * m * s, d)
-    out = F.embedding_bag(
+    out = weighted_bag_sum(
         idx.reshape(n * lq * m, num_levels * p * 4),
         table,
-        per_sample_weights=wts.reshape(n * lq * m, num_levels * p * 4).to(table.dtype),
-        mode="sum",
+        wts.reshape(n * lq * m, num_levels * p * 4).to(table.dtype),
     )
     return out.view(n, lq, m * d)
 
