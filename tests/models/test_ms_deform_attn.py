@@ -141,13 +141,13 @@ def test_gather_core_is_grid_sample_arithmetic():
     assert_same_grads(ms_deform_attn_core_gather, value, small, locations, weights, tol=1e-5)
 
 
-def test_exports_swap_gather_for_grid_sample_and_back():
+def test_exports_swap_the_row_cores_for_grid_sample_and_back():
     from ovseg.models.ops.ms_deform_attn import grid_sample_for_export
 
-    impls = ["gather", "auto", "embedding_bag"]
+    impls = ["gather", "auto", "embedding_bag", "grid_sample"]
     model = torch.nn.Sequential(*(MSDeformAttn(8, 1, 2, 1, impl=i) for i in impls))
     with grid_sample_for_export(model):
-        assert [m.impl for m in model] == ["grid_sample", "grid_sample", "embedding_bag"]
+        assert [m.impl for m in model] == ["grid_sample"] * 4
     assert [m.impl for m in model] == impls
     with pytest.raises(RuntimeError, match="export failed"), grid_sample_for_export(model):
         raise RuntimeError("export failed")
@@ -299,3 +299,27 @@ def test_gather_core_far_off_the_map_and_at_non_finite_locations():
     keep = torch.ones_like(ours, dtype=torch.bool)
     keep[1, 12, :4] = keep[0, 10, :4] = keep[0, 11, 4:] = False
     assert torch.equal(ours[keep], ref[keep])
+
+
+@pytest.mark.parametrize("core", ["gather", "embedding_bag"])
+def test_row_cores_have_grid_samples_gradients_at_the_maps_edges(core):
+    """Coordinates exactly on and around the edges of each map (x or y = -2, -1.5, -1, 0,
+    size - 1, size, size + 1): the row cores' clamp and zero border keep grid_sample's values
+    and gradients there. At exactly -1 one neighbour (0) is on the map, so grid_sample's
+    location gradient is not zero, which a clamp at -1 would lose."""
+    from ovseg.models.ops.ms_deform_attn import CORES
+
+    shapes = [(4, 32), (2, 8)]
+    value, locations, weights = sampling_inputs(5, shapes, n=1, m=2, d=4, lq=7, p=7)
+    edges = torch.tensor([-2.0, -1.5, -1.0, 0.0, -1.0, 0.0, 1.0])  # + size for the last three
+    for lvl, (h, w) in enumerate(shapes):
+        for axis, size in ((0, w), (1, h)):
+            pos = edges + torch.tensor([0, 0, 0, 0, size, size, size])
+            # Point k sits at edge k on this axis (x = loc * size - 0.5) and inside the map
+            # on the other (an edge on both would zero the gradient): x in even queries,
+            # y in odd ones.
+            locations[0, axis::2, :, lvl, :, axis] = ((pos + 0.5) / size).view(1, 1, -1)
+            locations[0, 1 - axis :: 2, :, lvl, :, axis] = 1.3 / size
+    assert_same_grads(CORES[core], value, shapes, locations, weights, tol=1e-5)
+    out = CORES[core](value, shapes, locations, weights)
+    torch.testing.assert_close(out, ms_deform_attn_core(value, shapes, locations, weights))

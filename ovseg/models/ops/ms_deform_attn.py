@@ -170,13 +170,15 @@ def ms_deform_attn_core_gather(
     return out.view(n, lq, m * d)
 
 
-#: The zero border of each level in :func:`_zero_bordered_table`: one row / column before the
-#: map and two after (a coordinate clamped to [-1, size] has its neighbours in [-1, size + 1]).
-BORDER = (1, 2)
+#: The zero border of each level in :func:`_zero_bordered_table`: two rows / columns before the
+#: map and two after. :func:`_bilinear_bags` clamps a coordinate to [-2, size], whose neighbours
+#: lie in [-2, size + 1]. The lower bound is -2, not -1: a clamped value gets no gradient, and at
+#: exactly -1 grid_sample's has one (the neighbour at 0 is on the map).
+BORDER = (2, 2)
 
 
 def _bordered_sizes(spatial_shapes: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
-    """(H + 3, W + 3) of each level with its zero border."""
+    """(H + 4, W + 4) of each level with its zero border."""
     pad = sum(BORDER)
     return [(h + pad, w + pad) for h, w in spatial_shapes]
 
@@ -185,8 +187,8 @@ def _zero_bordered_table(
     value: torch.Tensor, spatial_shapes: Sequence[tuple[int, int]]
 ) -> torch.Tensor:
     """(N, S, M, D) values -> the (N * S' * M, D) row table the gather core reads: each level's
-    (H, W) map inside a zero border (:data:`BORDER`), S' = sum of (H + 3) * (W + 3); row
-    (n * S' + level start + y' * (W + 3) + x') * M + head, x' = x + 1 and y' = y + 1."""
+    (H, W) map inside a zero border (:data:`BORDER`), S' = sum of (H + 4) * (W + 4); row
+    (n * S' + level start + y' * (W + 4) + x') * M + head, x' = x + 2 and y' = y + 2."""
     n, _, m, d = value.shape
     before = BORDER[0]
     sizes = _bordered_sizes(spatial_shapes)
@@ -217,9 +219,10 @@ def _bilinear_bags(
     zero-bordered value table (:func:`_zero_bordered_table`) and grid_sample's corner weights,
     both (N * Lq, M * P * 4) with the corners nw, ne, sw, se last.
 
-    A source coordinate outside [-1, size] has both its neighbours off the map, so it is
-    clamped to that range: its corners stay zero-border rows, whatever their weights, and every
-    other coordinate keeps grid_sample's weights. No validity masks are needed. A NaN location
+    A source coordinate outside [-1, size] has both its neighbours off the map (and no
+    gradient in grid_sample), so it is clamped to [-2, size] (see :data:`BORDER`): its corners
+    stay zero-border rows, whatever their weights, and every other coordinate keeps
+    grid_sample's weights and gradients. No validity masks are needed. A NaN location
     keeps NaN weights (grid_sample's NaN output) on a border row."""
     _, lq, _, _, p, _ = sampling_locations.shape
     dev, dtype = sampling_locations.device, sampling_locations.dtype  # may be wider (autocast)
@@ -232,16 +235,18 @@ def _bilinear_bags(
     half = torch.full((), 0.5, dtype=dtype, device=dev)
     # Corners in grid_sample's order nw, ne, sw, se: (y0, x0), (y0, x1), (y1, x0), (y1, x1).
     corners = ((0, 0), (0, 1), (1, 0), (1, 1))
+    # Clamp range: a coordinate in [lo, size + hi] has its neighbours inside the border.
+    lo, hi = -BORDER[0], BORDER[1] - 2
     bags, start = [], 0
     for lvl, ((h, w), (hp, wp)) in enumerate(zip(spatial_shapes, sizes)):
         g = grids[:, :, :, lvl]  # (N, Lq, M, P, 2)
         x = torch.addcmul(-half, g[..., 0] + 1, torch.full((), w / 2, dtype=dtype, device=dev))
         y = torch.addcmul(-half, g[..., 1] + 1, torch.full((), h / 2, dtype=dtype, device=dev))
-        x, y = x.clamp_(-1, w), y.clamp_(-1, h)
+        x, y = x.clamp_(lo, w + hi), y.clamp_(lo, h + hi)
         x0, y0 = x.floor(), y.floor()
         dx, dy = x.sub_(x0), y.sub_(y0)  # fresh buffers (gradients tested)
         # The integer clamp only catches NaN, whose integer value is arbitrary.
-        xi, yi = x0.to(itype).clamp_(-1, w), y0.to(itype).clamp_(-1, h)
+        xi, yi = x0.to(itype).clamp_(lo, w + hi), y0.to(itype).clamp_(lo, h + hi)
         # nw corner's row, then its neighbours a column and a bordered row further on.
         first = base + (start + BORDER[0] * (wp + 1)) * m
         idx = torch.empty((*xi.shape, 4), dtype=itype, device=dev)
@@ -261,57 +266,26 @@ def ms_deform_attn_core_bag(
     sampling_locations: torch.Tensor,
     attention_weights: torch.Tensor,
 ) -> torch.Tensor:
-    """Same result as :func:`ms_deform_attn_core` (up to float rounding), computed as one
-    weighted ``embedding_bag`` sum: every (query, head) gathers the four bilinear neighbours of
-    each of its L * P sampling points as contiguous D-vectors, weighted by bilinear weight x
-    attention weight (zero for neighbours outside the map, as ``padding_mode='zeros'``).
+    """Same result as :func:`ms_deform_attn_core` up to float rounding, computed as one
+    weighted bag sum per (query, head): the four bilinear neighbours of each of its L * P
+    sampling points (:func:`_bilinear_bags`, from the zero-bordered table), each weighted by
+    grid_sample's bilinear weight x the attention weight, summed in one pass.
 
-    Gathering channel-contiguous rows is cache-friendly where ``grid_sample`` reads each channel
-    plane separately, and the weighting and sum are fused. Shapes as :func:`ms_deform_attn_core`.
+    The weighting and every sum are fused into that pass, so the rounding is not grid_sample's
+    (the "gather" core keeps it); in exchange nothing of (N, Lq, M, L, P, D) is materialised,
+    and backward keeps the indices and weights rather than samples. Shapes as
+    :func:`ms_deform_attn_core`.
     """
-    n, s, m, d = value.shape
+    n, _, m, d = value.shape
     _, lq, _, num_levels, p, _ = sampling_locations.shape
-    dev = value.device
-    itype = index_dtype(n * m * s)
-    sizes = shape_tensor(spatial_shapes, dev, itype)  # (L, 2) as (H, W)
-    h = sizes[:, 0].view(1, 1, 1, -1, 1)
-    w = sizes[:, 1].view(1, 1, 1, -1, 1)
-    starts = torch.cat([sizes.new_zeros(1), (sizes[:, 0] * sizes[:, 1]).cumsum(0)[:-1]]).view(
-        1, 1, 1, -1, 1
-    )
-    # grid_sample's own arithmetic (align_corners=False) on the grid 2 * loc - 1, so that the
-    # bilinear weights are (nearly) the ones grid_sample uses: pixel = ((g + 1) * size - 1) / 2.
-    grid = 2 * sampling_locations - 1
-    x = ((grid[..., 0] + 1) * w.to(value.dtype) - 1) / 2
-    y = ((grid[..., 1] + 1) * h.to(value.dtype) - 1) / 2
-    x0, y0 = x.floor(), y.floor()
-    # Corner weights written as grid_sample writes them (e.g. (x0 + 1 - x) rather than 1 - fx).
-    wx0, wx1 = x0 + 1 - x, x - x0
-    wy0, wy1 = y0 + 1 - y, y - y0
-    x0, y0 = x0.to(itype), y0.to(itype)
-    idx, wts = [], []
-    for dy, wy in ((0, wy0), (1, wy1)):
-        for dx, wx in ((0, wx0), (1, wx1)):
-            xi, yi = x0 + dx, y0 + dy
-            inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
-            flat = starts + yi.clamp(min=0) * w + xi.clamp(min=0)
-            flat = torch.where(inside, flat, torch.zeros_like(flat))
-            idx.append(flat)
-            wts.append(wy * wx * attention_weights * inside)
-    # (N, Lq, M, L, P, 4) -> rows of the value table of head m of image n: (n * M + m) * S + flat
-    idx = torch.stack(idx, -1)
-    wts = torch.stack(wts, -1)
-    base = (
-        torch.arange(n, device=dev, dtype=itype).view(n, 1, 1) * m
-        + torch.arange(m, device=dev, dtype=itype).view(1, 1, m)
-    ) * s
-    idx = idx + base.view(n, 1, m, 1, 1, 1)
-    table = value.permute(0, 2, 1, 3).reshape(n * m * s, d)
-    out = weighted_bag_sum(
-        idx.reshape(n * lq * m, num_levels * p * 4),
-        table,
-        wts.reshape(n * lq * m, num_levels * p * 4).to(table.dtype),
-    )
+    table = _zero_bordered_table(value, spatial_shapes)  # (N * S' * M, D)
+    bags = _bilinear_bags(spatial_shapes, sampling_locations, n, m, index_dtype(table.shape[0]))
+    q = n * lq
+    # (N * Lq, M, L, P * 4): each (query, head)'s bag of L * P * 4 rows, level by level.
+    idx = torch.stack([i.view(q, m, p * 4) for i, _ in bags], 2)
+    wts = torch.stack([w.view(q, m, p, 4) for _, w in bags], 2)
+    wts = wts * attention_weights.reshape(q, m, num_levels, p, 1)
+    out = weighted_bag_sum(idx.view(q * m, -1), table, wts.view(q * m, -1).to(table.dtype))
     return out.view(n, lq, m * d)
 
 
@@ -434,17 +408,17 @@ class MSDeformAttn(nn.Module):
 
 @contextlib.contextmanager
 def grid_sample_for_export(model: nn.Module) -> Iterator[None]:
-    """Run ``model``'s "gather" and "auto" deformable attention as "grid_sample" inside the
-    block.
+    """Run all of ``model``'s deformable attention as "grid_sample" inside the block.
 
-    They compute grid_sample's arithmetic; ONNX has a ``GridSample`` operator and grid_sample
-    traces with symbolic sizes, so exported graphs and programs use it. "embedding_bag" is
-    left as it is.
+    The row cores ("gather", "auto", "embedding_bag") compute grid_sample's arithmetic (the
+    last up to rounding) with in-place writes into slices of their index and value tables,
+    which the ONNX tracer does not record faithfully. ONNX has a ``GridSample`` operator and
+    grid_sample traces with symbolic sizes, so exported graphs and programs use it.
     """
     swapped = [
         (mod, mod.impl)
         for mod in model.modules()
-        if isinstance(mod, MSDeformAttn) and mod.impl in ("gather", "auto")
+        if isinstance(mod, MSDeformAttn) and mod.impl != "grid_sample"
     ]
     for mod, _ in swapped:
         mod.impl = "grid_sample"
