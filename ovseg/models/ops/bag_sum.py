@@ -6,8 +6,10 @@ table rows weighted per sample. PyTorch's CPU backward for the table's gradient 
 at a time (~0.95 s a layer at a 1024 crop). :func:`weighted_bag_sum` computes the same
 gradient as the transposed sum: a stable sort of the indices in their own (int32) dtype
 gives, for each table row, its entries in the order PyTorch adds them, and one more
-``embedding_bag`` sums them (~0.27 s). The values are PyTorch's, bitwise (tested): the same
-products added in the same order with the same fused multiply-adds.
+``embedding_bag`` sums them (~0.27 s). In fp32 from ~32k entries on, where PyTorch's own sort
+is stable, the values are PyTorch's bitwise (tested): the same products added in the same order
+with the same fused multiply-adds. Below that PyTorch's order among equal indices is arbitrary,
+and in bf16 it rounds after every entry where this sums in fp32: the same sums up to rounding.
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ def weighted_bag_sum(
 
 
 class _WeightedBagSum(torch.autograd.Function):
-    """:func:`weighted_bag_sum` with PyTorch's gradients, bitwise, the table's computed by
-    :func:`transposed_bag_sum`."""
+    """:func:`weighted_bag_sum` with PyTorch's gradients (bitwise where the module docstring
+    says), the table's computed by :func:`transposed_bag_sum`."""
 
     @staticmethod
     def forward(
