@@ -11,7 +11,10 @@ requested reduced precision that this device would only emulate gets a
 
 from __future__ import annotations
 
+import contextlib
+import os
 import platform
+import sys
 import warnings
 
 import torch
@@ -111,6 +114,24 @@ def warn_if_emulated(
     warnings.warn(
         f"{setting}={precision} is emulated: {where}, so {cost}. Use fp32{hint}.",
         EmulatedPrecisionWarning,
-        stacklevel=3,
+        stacklevel=_callers_stacklevel(),
     )
     return True
+
+
+#: Frames a warning skips to reach its user's line: ovseg's own, and the context-manager and
+#: decorator wrappers (``contextlib``'s, torch's) that ovseg's calls pass through.
+_LIBRARY_FILES = (
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep,
+    os.path.abspath(contextlib.__file__),
+    os.path.dirname(os.path.abspath(torch.__file__)) + os.sep,
+)
+
+
+def _callers_stacklevel() -> int:
+    """``warnings.warn``'s ``stacklevel``, for the function calling this one, that names the first
+    frame outside ovseg and those wrappers: the user's ``predict`` / ``Trainer`` / CLI call."""
+    level, frame = 1, sys._getframe(1)
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_LIBRARY_FILES):
+        frame, level = frame.f_back, level + 1
+    return level

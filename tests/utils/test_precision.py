@@ -95,3 +95,18 @@ def test_trainer_warns_for_an_emulated_amp(tmp_path):
     if emulated:
         assert str(got[0].message).startswith("runtime.amp=bf16 is emulated")
     assert not _caught(Trainer, model, opt, sched, [], work_dir=tmp_path, max_iter=1, amp="none")
+
+
+def test_the_warning_names_the_users_line_not_ovsegs(monkeypatch):
+    """Raised deep inside ``Segmenter.predict`` (through a context manager), the warning points
+    at the caller's line in this file."""
+    from ovseg import Segmenter
+    from ovseg.text.vocabulary import Vocabulary
+
+    monkeypatch.setattr(precision, "native", lambda device, dtype: False)
+    seg = Segmenter.from_config(TINY, overrides=["model.test.precision=bf16"])
+    img = np.random.default_rng(0).integers(0, 256, (32, 40, 3), dtype=np.uint8)
+    (w,) = _caught(seg.predict, img, Vocabulary(["cat"]))
+    # _caught calls seg.predict from this file: that is the first frame outside ovseg.
+    assert w.filename == __file__
+    assert w.lineno == _caught.__code__.co_firstlineno + 3
