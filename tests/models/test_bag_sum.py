@@ -61,7 +61,7 @@ def test_table_gradient_is_each_rows_entry_sum_where_pytorchs_order_differs(dtyp
     torch.testing.assert_close(g_weights.double(), dots.view(300, 16), rtol=tol, atol=tol * 30)
 
 
-def test_rows_no_entry_reads_get_zero_gradient_and_no_bag_no_sort():
+def test_unread_rows_get_zero_gradient_and_no_entries_give_zeros():
     idx = torch.tensor([[0, 2], [2, 2]], dtype=torch.int32)
     weights = torch.tensor([[0.5, 1.0], [2.0, 0.25]])
     grad = torch.tensor([[1.0, -1.0], [3.0, 4.0]])

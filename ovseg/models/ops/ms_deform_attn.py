@@ -186,7 +186,7 @@ def _bordered_sizes(spatial_shapes: Sequence[tuple[int, int]]) -> list[tuple[int
 def _zero_bordered_table(
     value: torch.Tensor, spatial_shapes: Sequence[tuple[int, int]]
 ) -> torch.Tensor:
-    """(N, S, M, D) values -> the (N * S' * M, D) row table the gather core reads: each level's
+    """(N, S, M, D) values -> the (N * S' * M, D) row table the row cores read: each level's
     (H, W) map inside a zero border (:data:`BORDER`), S' = sum of (H + 4) * (W + 4); row
     (n * S' + level start + y' * (W + 4) + x') * M + head, x' = x + 2 and y' = y + 2."""
     n, _, m, d = value.shape
@@ -215,9 +215,10 @@ def _bilinear_bags(
     m: int,
     itype: torch.dtype,
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Each level's bilinear bags for :func:`ms_deform_attn_core_gather`: row indices into the
-    zero-bordered value table (:func:`_zero_bordered_table`) and grid_sample's corner weights,
-    both (N * Lq, M * P * 4) with the corners nw, ne, sw, se last.
+    """Each level's bilinear bags for the row cores (``gather``, ``embedding_bag``): row
+    indices into the zero-bordered value table (:func:`_zero_bordered_table`) and
+    grid_sample's corner weights, both (N * Lq, M * P * 4) with the corners nw, ne, sw, se
+    last.
 
     A source coordinate outside [-1, size] has both its neighbours off the map (and no
     gradient in grid_sample), so it is clamped to [-2, size] (see :data:`BORDER`): its corners
