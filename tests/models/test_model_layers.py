@@ -77,6 +77,42 @@ def test_mask_pooling_training_path_saves_bool_masks_and_matches_the_plain_gradi
     )
 
 
+def test_mask_pooling_fp32_training_weights_equal_the_bool_path_bitwise(monkeypatch):
+    """Training in fp32 builds the pooling weights and counts from a float comparison (no
+    int32 copy of the masks); output and gradient are bitwise the bool path's, and backward
+    still keeps only the bool masks."""
+    import ovseg.models.layers as layers
+
+    g = torch.Generator().manual_seed(4)
+    features = torch.randn(2, 16, 37, 53, generator=g, requires_grad=True)
+    masks = torch.randn(2, 9, 37, 53, generator=g)
+    masks[0, 3] = -1.0  # empty
+    masks[1, 4] = 1.0  # full
+    masks[1, 5, 0, :7] = 0.0  # exactly 0 is outside
+    upstream = torch.randn(2, 9, 16, generator=g)
+    calls, saved = [], []
+    real = layers._inside_weights_and_denominators
+    monkeypatch.setattr(
+        layers,
+        "_inside_weights_and_denominators",
+        lambda m: calls.append(m.shape) or real(m),
+    )
+    with torch.autograd.graph.saved_tensors_hooks(
+        lambda t: saved.append((t.dtype, tuple(t.shape))) or t, lambda t: t
+    ):
+        out = mask_pooling(features, masks)
+    assert calls == [masks.shape]
+    assert (torch.float32, tuple(masks.shape)) not in saved
+    assert (torch.bool, tuple(masks.shape)) in saved
+    (grad,) = torch.autograd.grad(out, features, upstream)
+    monkeypatch.setattr(layers, "_float_counts_exact", lambda f, m: False)  # the bool path
+    ref = mask_pooling(features, masks)
+    (ref_grad,) = torch.autograd.grad(ref, features, upstream)
+    assert calls == [masks.shape]
+    assert torch.equal(out, ref) and torch.equal(grad, ref_grad)
+    assert torch.equal(out.detach(), _plain_mask_pooling(features, masks).detach())
+
+
 def test_mask_pooling_counts_and_weights_equal_the_plain_division_bitwise():
     # The pooling weights are built without the plain formula's full-size int64 / float copies
     # of the bool masks; the numbers must stay those of ``inside.sum()`` and ``inside / denom``.
