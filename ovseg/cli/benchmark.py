@@ -14,7 +14,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -288,7 +288,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.onnx:
         result["onnx"] = compare_onnx(seg, image, vocab, args, tuple(x.shape[-2:]))
     if args.train:
-        result["train_step"] = train_step(seg, args, device)
+        result["train_step"] = train_step(seg, args, device, tower_once)
     return result
 
 
@@ -400,10 +400,19 @@ def compare_onnx(seg, image: np.ndarray, vocab, args: argparse.Namespace, padded
     return out
 
 
-def train_step(seg, args: argparse.Namespace, device: torch.device) -> dict:
+def train_step(
+    seg,
+    args: argparse.Namespace,
+    device: torch.device,
+    tower_once: Callable[[], float] | None = None,
+) -> dict:
     """Time forward + loss, backward and the optimizer step on random targets, with the host
     memory reuse that ``ovseg-train`` sets (``runtime.reuse_host_memory``; off with
-    ``OVSEG_REUSE_HOST_MEMORY=0``)."""
+    ``OVSEG_REUSE_HOST_MEMORY=0``).
+
+    ``tower_once`` (the inference part's frozen tower alone, in seconds) runs right before
+    each timed step: the step's ratio to it is then taken under the same machine load, which
+    makes steps measured on different days (or machines) comparable in tower units."""
     from ovseg.utils import precision
     from ovseg.utils.host_memory import (
         host_allocator,
@@ -443,9 +452,14 @@ def train_step(seg, args: argparse.Namespace, device: torch.device) -> dict:
     times: dict[str, list[float]] = {
         k: [] for k in ("forward_loss", *forward_stages, "backward", "optimizer", "total")
     }
+    towers: list[float] = []
     release_freed_host_memory()
     with PeakMemory(device) as mem:
         for i in range(args.warmup + args.repeats):
+            if tower_once is not None and i >= args.warmup:
+                model.eval()
+                towers.append(tower_once())
+                model.train()
             timer = StageTimer(device=device)
             t0 = time.perf_counter()
             with (
@@ -465,6 +479,12 @@ def train_step(seg, args: argparse.Namespace, device: torch.device) -> dict:
                     times[k].append(timer.times.get(k, 0.0))
                 times["total"].append(total)
     model.eval()
+    paired = {}
+    if towers:
+        paired = {
+            "tower_alone_seconds": _stats(towers),
+            "ratio_to_tower": statistics.median(t / w for t, w in zip(times["total"], towers)),
+        }
     return {
         "batch": args.batch,
         "crop": s,
@@ -474,6 +494,7 @@ def train_step(seg, args: argparse.Namespace, device: torch.device) -> dict:
         "seconds": {k: _stats(v) for k, v in times.items()},
         "peak_memory_mb": mem.peak,
         "peak_memory_total_mb": mem.peak_total,
+        **paired,
     }
 
 
@@ -548,6 +569,11 @@ def format_table(r: dict) -> str:
                 for k in ("backbone", "pixel_decoder", "transformer_decoder", "criterion")
             )
         )
+        if "ratio_to_tower" in ts:
+            lines.append(
+                f"  step / tower alone at the inference size, paired: {ts['ratio_to_tower']:.2f}x "
+                f"(tower {ts['tower_alone_seconds']['median']:.3f} s)"
+            )
     if "batched" in r:
         lines.append("batched inference (predict_batch):")
         for b, v in r["batched"].items():

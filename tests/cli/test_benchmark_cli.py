@@ -69,6 +69,12 @@ def test_benchmark_reports_split_ratios_and_params(tmp_path, capsys):
     parts = ("backbone", "pixel_decoder", "transformer_decoder", "criterion")
     assert all(ts[k]["median"] > 0 for k in parts)
     assert sum(ts[k]["median"] for k in parts) <= ts["forward_loss"]["max"] * 1.05
+    # Each timed step is paired with a run of the tower alone right before it.
+    step = r["train_step"]
+    assert step["tower_alone_seconds"]["median"] > 0
+    lo = ts["total"]["min"] / step["tower_alone_seconds"]["max"]
+    hi = ts["total"]["max"] / step["tower_alone_seconds"]["min"]
+    assert lo <= step["ratio_to_tower"] <= hi
     batched = r["batched"]
     assert list(batched) == ["1", "2"]
     assert batched["1"]["per_image_relative_to_first"] == 1.0
@@ -90,6 +96,10 @@ def test_benchmark_reports_split_ratios_and_params(tmp_path, capsys):
     assert "ratio total / tower" in printed and "batch 2:" in printed
     assert "    per image: backbone" in printed
     assert "forward: backbone" in printed
+    assert (
+        f"step / tower alone at the inference size, paired: {step['ratio_to_tower']:.2f}x"
+        in printed
+    )
     assert f"malloc {host_allocator()}, host memory reuse" in printed
     yes, on = {True: "yes", False: "no"}, {True: "on", False: "off"}
     assert (
