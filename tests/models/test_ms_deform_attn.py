@@ -226,6 +226,7 @@ def test_int64_indices_for_tables_past_int32_give_the_same_result(monkeypatch, c
     """The row indices are int32 where the value table fits and int64 past it; both give the
     same samples and gradients (the int64 branch forced here: a real table that large would
     take 256 GB)."""
+    from ovseg.models.ops import bag_sum
     from ovseg.models.ops import ms_deform_attn as mda
 
     g = torch.Generator().manual_seed(5)
@@ -242,7 +243,7 @@ def test_int64_indices_for_tables_past_int32_give_the_same_result(monkeypatch, c
 
     assert mda.index_dtype(2 * 2 * s) == torch.int32
     out32, grads32 = run()
-    monkeypatch.setattr(mda, "INT32_MAX_ROWS", 2 * 2 * s - 1)
+    monkeypatch.setattr(bag_sum, "INT32_MAX_ROWS", 2 * 2 * s - 1)
     assert mda.index_dtype(2 * 2 * s) == torch.long
     out64, grads64 = run()
     assert torch.equal(out32, out64)

@@ -19,6 +19,15 @@ import torch.nn.functional as F
 
 from ovseg.models.layers import capturing_graph
 
+#: Tables (and sort permutations) with more entries than this are indexed in int64.
+INT32_MAX_ROWS = 2**31 - 1
+
+
+def index_dtype(rows: int) -> torch.dtype:
+    """int32 for indices into ``rows`` rows (or positions) where they fit (half the index
+    memory and traffic of int64; ``embedding_bag`` takes either), else int64."""
+    return torch.int32 if rows <= INT32_MAX_ROWS else torch.long
+
 
 def weighted_bag_sum(
     indices: torch.Tensor, table: torch.Tensor, weights: torch.Tensor
@@ -91,8 +100,8 @@ def transposed_bag_sum(
         return grad.new_zeros((rows, grad.shape[1]))
     # Each row's entries side by side, in their original order (a stable sort), as bags.
     # The permutation in int32 where it fits: half the traffic of the gathers that follow
-    # (``index_select`` gathers a permutation ~1.5x faster than ``[order]``).
-    itype = torch.int32 if flat.numel() <= torch.iinfo(torch.int32).max else torch.long
+    # (``index_select`` gathers a permutation faster than ``[order]``).
+    itype = index_dtype(flat.numel())
     order = torch.argsort(flat, stable=True).to(itype)
     counts = torch.bincount(flat, minlength=rows)
     offsets = torch.zeros(rows + 1, dtype=itype, device=flat.device)

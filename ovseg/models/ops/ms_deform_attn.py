@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ovseg.models.layers import add_into, blocked_rows_ok, mul_into, row_blocks
-from ovseg.models.ops.bag_sum import weighted_bag_sum
+from ovseg.models.ops.bag_sum import index_dtype, weighted_bag_sum
 
 IMPLS = ("auto", "grid_sample", "gather", "embedding_bag")
 
@@ -103,16 +103,6 @@ def shape_tensor(
         for h, w in spatial_shapes
     ]  # fmt: skip
     return torch.cat(rows, 0)
-
-
-#: Value tables with more rows than this are indexed in int64 (the cores' int32 would overflow).
-INT32_MAX_ROWS = 2**31 - 1
-
-
-def index_dtype(rows: int) -> torch.dtype:
-    """int32 for row indices into a table of ``rows`` rows where they fit (half the index
-    memory and traffic of int64; ``embedding_bag`` takes either), else int64."""
-    return torch.int32 if rows <= INT32_MAX_ROWS else torch.long
 
 
 def ms_deform_attn_core_gather(
