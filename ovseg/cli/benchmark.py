@@ -411,8 +411,10 @@ def train_step(
     ``OVSEG_REUSE_HOST_MEMORY=0``).
 
     ``tower_once`` (the inference part's frozen tower alone, in seconds) runs right before
-    each timed step: the step's ratio to it is then taken under the same machine load, which
-    makes steps measured on different days (or machines) comparable in tower units."""
+    and right after each timed step, and the step's ratio is to the mean of the two: taken
+    under the same machine load, it makes steps measured on different days (or machines)
+    comparable in tower units. One tower run is ~5x shorter than a step, so a burst of load
+    moves it more; the bracket halves a single run's weight."""
     from ovseg.utils import precision
     from ovseg.utils.host_memory import (
         host_allocator,
@@ -452,14 +454,19 @@ def train_step(
     times: dict[str, list[float]] = {
         k: [] for k in ("forward_loss", *forward_stages, "backward", "optimizer", "total")
     }
-    towers: list[float] = []
+    towers: list[tuple[float, float]] = []  # (before, after) each timed step
+
+    def tower_alone() -> float:
+        model.eval()
+        seconds = tower_once()
+        model.train()
+        return seconds
+
     release_freed_host_memory()
     with PeakMemory(device) as mem:
         for i in range(args.warmup + args.repeats):
-            if tower_once is not None and i >= args.warmup:
-                model.eval()
-                towers.append(tower_once())
-                model.train()
+            bracket = tower_once is not None and i >= args.warmup
+            before = tower_alone() if bracket else 0.0
             timer = StageTimer(device=device)
             t0 = time.perf_counter()
             with (
@@ -474,6 +481,8 @@ def train_step(
                 opt.step()
                 opt.zero_grad(set_to_none=True)
             total = time.perf_counter() - t0
+            if bracket:
+                towers.append((before, tower_alone()))
             if i >= args.warmup:
                 for k in ("forward_loss", *forward_stages, "backward", "optimizer"):
                     times[k].append(timer.times.get(k, 0.0))
@@ -481,9 +490,14 @@ def train_step(
     model.eval()
     paired = {}
     if towers:
+        brackets = [(a + b) / 2 for a, b in towers]
         paired = {
-            "tower_alone_seconds": _stats(towers),
-            "ratio_to_tower": statistics.median(t / w for t, w in zip(times["total"], towers)),
+            "tower_alone_seconds": _stats([t for pair in towers for t in pair]),
+            "ratio_to_tower": statistics.median(t / w for t, w in zip(times["total"], brackets)),
+            "per_step": [
+                {"seconds": t, "tower_before": a, "tower_after": b}
+                for t, (a, b) in zip(times["total"], towers)
+            ],
         }
     return {
         "batch": args.batch,
@@ -571,7 +585,8 @@ def format_table(r: dict) -> str:
         )
         if "ratio_to_tower" in ts:
             lines.append(
-                f"  step / tower alone at the inference size, paired: {ts['ratio_to_tower']:.2f}x "
+                "  step / tower alone at the inference size (before and after each step): "
+                f"{ts['ratio_to_tower']:.2f}x "
                 f"(tower {ts['tower_alone_seconds']['median']:.3f} s)"
             )
     if "batched" in r:
