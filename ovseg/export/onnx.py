@@ -50,6 +50,7 @@ from ovseg.inference.onnx_backend import (
     image_graph_name,
 )
 from ovseg.inference.segmenter import Segmenter
+from ovseg.models.oneformer import TASK_NAMES
 from ovseg.models.ops.ms_deform_attn import grid_sample_for_export
 from ovseg.text.templates import resolve_templates
 from ovseg.utils.io import atomic_write_text
@@ -199,6 +200,16 @@ def _export_dynamic(
         onnxscript_log.setLevel(level)
 
 
+def exported_task_token(model: nn.Module) -> str | None:
+    """The OneFormer task token a graph traced from ``model`` now carries ("semantic",
+    "instance" or "panoptic"; the token is a constant of the graph), or None for a model
+    without task conditioning."""
+    head = getattr(model, "oneformer", None)
+    if head is None or not head.task_conditioning:
+        return None
+    return TASK_NAMES[head.task_index]
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -329,6 +340,7 @@ def export_onnx(
                 + "; text tokens (text.batch, text.context_length)"
             ),
         },
+        "task_token": exported_task_token(model),
         "export_seconds": round(seconds, 2),
     }
     atomic_write_text(out / METADATA_FILE, json.dumps(meta, indent=2) + "\n")

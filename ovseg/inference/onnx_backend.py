@@ -8,7 +8,8 @@ An export folder holds two graphs and one metadata file, no PyTorch weights::
                    (image_dynamic.onnx, ``tools/export.py --dynamic``)
     text.onnx      the CLIP text tower: tokens (N, L) int64 -> un-normalised features (N, D)
     ovseg_export.json   format version, ovseg version, the resolved config, tokenizer, templates,
-                   pixel mean/std, test sizes, size divisibility, dynamic axes, graph files
+                   pixel mean/std, test sizes, size divisibility, dynamic axes, graph files,
+                   and the OneFormer task token the image graph carries ("task_token")
 
 Pre-processing (resize, normalise, pad), the text classifier (tokenise, template ensemble,
 cache) and post-processing are the library's own (the same methods the PyTorch path calls);
@@ -29,6 +30,7 @@ from torch import nn
 
 from ovseg.config import Config, config_from_yaml_string
 from ovseg.models.backbones.clip import register_clip_configs
+from ovseg.models.oneformer import REQUEST_TOKEN, TASK_NAMES
 from ovseg.models.segmentors.fcclip import FCCLIP
 from ovseg.text.registry import PROMPT_BUILDERS
 from ovseg.text.vocabulary import Vocabulary, resolve_vocabulary
@@ -233,8 +235,10 @@ class ExportedFCCLIP(nn.Module):
     encode_vocabulary = FCCLIP.encode_vocabulary
     device = FCCLIP.device
 
-    def __init__(self, cfg: Config, text_encoder: Any):
+    def __init__(self, cfg: Config, text_encoder: Any, task_token: str | None = None):
+        """``task_token``: the OneFormer task token the image graph carries (None: none)."""
         super().__init__()
+        self.task_token = task_token
         m, t = cfg.model, cfg.model.test
         self.register_buffer("pixel_mean", torch.tensor(m.pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(m.pixel_std).view(-1, 1, 1), False)
@@ -248,6 +252,37 @@ class ExportedFCCLIP(nn.Module):
         self.train_vocabulary: Vocabulary | None = (
             resolve_vocabulary(m.text.train_vocabulary) if m.text.train_vocabulary else None
         )
+
+    def select_task(self, task: str) -> None:
+        """A OneFormer graph answers every request with the task token traced into it, so a
+        request whose token differs is refused instead of answered with the wrong token
+        (unknown tasks are left to the caller's own check)."""
+        if self.task_token is None or task not in REQUEST_TOKEN:
+            return
+        needed = TASK_NAMES[REQUEST_TOKEN[task]]
+        if needed != self.task_token:
+            asks = [t for t, k in REQUEST_TOKEN.items() if TASK_NAMES[k] == self.task_token]
+            raise ValueError(
+                f"task={task!r} needs OneFormer's {needed!r} task token, but this export's "
+                f"image graph carries the {self.task_token!r} token (it answers "
+                f"{' / '.join(map(repr, asks))} only): export once more for it, e.g. "
+                f"tools/export.py ... model.test.task={needed}"
+            )
+
+
+def _task_token(folder: Path, meta: dict[str, Any], cfg: Config) -> str | None:
+    """The metadata's ``task_token``, checked; exports written before it was recorded carry
+    the token of their config's ``model.test.task`` (what the exporter selected initially)."""
+    if "task_token" in meta:
+        token = meta["task_token"]
+        if token is not None and token not in TASK_NAMES:
+            raise ExportFormatError(
+                f"{folder}: task_token {token!r} is none of {TASK_NAMES} (or null)"
+            )
+        return token
+    if not cfg.model.decoder.task_conditioning:
+        return None
+    return TASK_NAMES[REQUEST_TOKEN.get(cfg.model.test.task, REQUEST_TOKEN["panoptic"])]
 
 
 def load_export(
@@ -274,5 +309,5 @@ def load_export(
         f"onnx:{meta.get('text_graph_sha256', '')}" if meta.get("text_graph_sha256") else ""
     )
     encoder = PROMPT_BUILDERS.get(cfg.model.text.type)(cfg.model.text, tower, weights_id)
-    host = ExportedFCCLIP(cfg, encoder)
+    host = ExportedFCCLIP(cfg, encoder, _task_token(folder, meta, cfg))
     return host, cfg, OnnxSeam(folder, meta["image_graphs"], providers)

@@ -253,8 +253,9 @@ class Segmenter:
         return prepare_image(image, t.min_size, t.max_size, t.max_image_pixels)
 
     def _select_task(self, task: str) -> None:
-        """OneFormer's task token follows the requested output (a model without one, or an
-        exported graph, which carries the token chosen at export, ignores it)."""
+        """OneFormer's task token follows the requested output (a model without one ignores
+        it; an exported graph carries the token chosen at export and refuses a request that
+        needs another, :meth:`ExportedFCCLIP.select_task`)."""
         select = getattr(self.model, "select_task", None)
         if select is not None:
             select(task)
