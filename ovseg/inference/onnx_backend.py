@@ -30,7 +30,7 @@ from torch import nn
 
 from ovseg.config import Config, config_from_yaml_string
 from ovseg.models.backbones.clip import register_clip_configs
-from ovseg.models.oneformer import REQUEST_TOKEN, TASK_NAMES
+from ovseg.models.oneformer import REQUEST_TOKEN, TASK_NAMES, token_name
 from ovseg.models.segmentors.fcclip import FCCLIP
 from ovseg.text.registry import PROMPT_BUILDERS
 from ovseg.text.vocabulary import Vocabulary, resolve_vocabulary
@@ -259,9 +259,9 @@ class ExportedFCCLIP(nn.Module):
         (unknown tasks are left to the caller's own check)."""
         if self.task_token is None or task not in REQUEST_TOKEN:
             return
-        needed = TASK_NAMES[REQUEST_TOKEN[task]]
+        needed = token_name(task)
         if needed != self.task_token:
-            asks = [t for t, k in REQUEST_TOKEN.items() if TASK_NAMES[k] == self.task_token]
+            asks = [t for t in REQUEST_TOKEN if token_name(t) == self.task_token]
             raise ValueError(
                 f"task={task!r} needs OneFormer's {needed!r} task token, but this export's "
                 f"image graph carries the {self.task_token!r} token (it answers "
@@ -282,7 +282,7 @@ def _task_token(folder: Path, meta: dict[str, Any], cfg: Config) -> str | None:
         return token
     if not cfg.model.decoder.task_conditioning:
         return None
-    return TASK_NAMES[REQUEST_TOKEN.get(cfg.model.test.task, REQUEST_TOKEN["panoptic"])]
+    return token_name(cfg.model.test.task)
 
 
 def load_export(

@@ -33,6 +33,15 @@ TASK_NAMES = ("semantic", "instance", "panoptic")
 # The token of each test-time request: "all" computes every output from one pass, which needs
 # one token; the panoptic targets contain the other two tasks' segments.
 REQUEST_TOKEN = {"semantic": 0, "instance": 1, "panoptic": 2, "all": 2}
+
+
+def token_name(request: str) -> str:
+    """The name of the task token a test-time request uses (``"all"``: "panoptic"); a request
+    that is not a task (a config's ``model.test.task`` may be anything) falls back to the
+    panoptic token, the one a OneFormer head selects initially then."""
+    return TASK_NAMES[REQUEST_TOKEN.get(request, REQUEST_TOKEN["panoptic"])]
+
+
 TASK_PROMPT = "the task is {}"
 ENTRY_PROMPT = "a photo with a {}"
 PAD_PROMPT = "a {} photo"
@@ -236,7 +245,7 @@ def build_oneformer_head(cfg: ModelConfig, backbone: Any) -> OneFormerHead | Non
     task_text = None
     if d.task_conditioning:
         task_text = encode_sentences(backbone, [TASK_PROMPT.format(t) for t in TASK_NAMES], device)
-    task = cfg.test.task if cfg.test.task in REQUEST_TOKEN else "panoptic"
+    task = token_name(cfg.test.task)
     return OneFormerHead(
         task_text=task_text,
         embed_dim=backbone.embed_dim,

@@ -8,6 +8,7 @@ by 0.34).
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -88,8 +89,6 @@ def test_a_request_needing_another_token_is_refused(exports, token, task, needed
 
 
 def test_older_exports_without_the_key_take_their_configs_token(exports, tmp_path):
-    import shutil
-
     _, work, _ = exports
     old = tmp_path / "old"
     shutil.copytree(work / "panoptic", old)
@@ -103,8 +102,6 @@ def test_older_exports_without_the_key_take_their_configs_token(exports, tmp_pat
 
 
 def test_a_tampered_token_is_a_format_error(exports, tmp_path):
-    import shutil
-
     _, work, _ = exports
     bad = tmp_path / "bad"
     shutil.copytree(work / "panoptic", bad)
