@@ -10,11 +10,12 @@ from .criterion import (
     sigmoid_ce_loss,
 )
 from .gkc import GKCCriterion, build_gkc_criterion
-from .matcher import HungarianMatcher, batch_dice_cost, batch_sigmoid_ce_cost
+from .matcher import HungarianMatcher, batch_dice_cost, batch_sigmoid_ce_cost, mask_feature_rows
 from .point_sample import (
     calculate_uncertainty,
     get_uncertain_point_coords_with_randomness,
     point_sample,
+    point_sample_rows,
 )
 
 __all__ = [
@@ -29,7 +30,9 @@ __all__ = [
     "calculate_uncertainty",
     "dice_loss",
     "get_uncertain_point_coords_with_randomness",
+    "mask_feature_rows",
     "matched_masks",
     "point_sample",
+    "point_sample_rows",
     "sigmoid_ce_loss",
 ]

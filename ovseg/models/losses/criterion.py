@@ -14,7 +14,7 @@ from torch import nn
 from ovseg.config.loss import LossConfig
 from ovseg.models.registry import LOSSES
 
-from .matcher import HungarianMatcher
+from .matcher import HungarianMatcher, mask_feature_rows
 from .point_sample import (
     calculate_uncertainty,
     get_uncertain_point_coords_with_randomness,
@@ -242,9 +242,14 @@ class SetCriterion(nn.Module):
             )
         num_masks = self.get_num_masks(targets, outputs["pred_logits"].device)
         main = {k: v for k, v in outputs.items() if k != "aux_outputs"}
+        rows = mask_feature_rows(main)
+        if rows is not None:
+            main["mask_feature_rows"] = rows
         losses = self._compute(main, targets, num_masks, suffix="")
         aux_outputs = (outputs.get("aux_outputs") or []) if self.deep_supervision else []
         for i, aux in enumerate(aux_outputs):
+            if rows is not None and aux.get("mask_features") is main["mask_features"]:
+                aux = {**aux, "mask_feature_rows": rows}  # the decoder's layers share one map
             losses.update(self._compute(aux, targets, num_masks, suffix=f"_{i}"))
         return losses
 

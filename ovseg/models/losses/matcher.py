@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
-from .point_sample import point_sample
+from .point_sample import point_sample, point_sample_rows
 
 
 def batch_dice_cost(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -80,6 +80,11 @@ class HungarianMatcher(nn.Module):
         Args:
             outputs: ``pred_logits`` (B, Q, C + 1) float class logits (last = no object) and
                 ``pred_masks`` (B, Q, h, w) float mask logits.
+                Optionally ``mask_embed`` (B, Q, mask_dim) with ``mask_feature_rows``
+                (B, h * w, mask_dim) float, the transposed ``mask_features`` of which
+                ``pred_masks`` is the product (:func:`mask_feature_rows`): the mask costs then
+                sample the features' rows and multiply, ~2.5x faster than sampling the Q
+                masks, equal up to float rounding.
                 Optionally ``query_is_thing`` (Q,) bool (OpenSD's decoupled decoder): thing
                 queries are then matched to thing targets only and stuff queries to stuff
                 targets only (see :func:`grouped_assignment`).
@@ -96,6 +101,7 @@ class HungarianMatcher(nn.Module):
         pred_logits = outputs["pred_logits"]
         pred_masks = outputs["pred_masks"]
         num_queries = pred_logits.shape[1]
+        rows = outputs.get("mask_feature_rows") if "mask_embed" in outputs else None
         query_is_thing = outputs.get("query_is_thing")
         if query_is_thing is not None:
             query_is_thing = query_is_thing.detach().cpu().bool()
@@ -123,7 +129,11 @@ class HungarianMatcher(nn.Module):
                 tgt_mask = target["masks"].to(out_mask)[None]  # (1, N, H, W)
                 coords = torch.rand(1, self.num_points, 2, device=out_mask.device)
                 tgt_points = point_sample(tgt_mask, coords)[0]  # (N, P)
-                out_points = point_sample(out_mask, coords)[0]  # (Q, P)
+                if rows is None:
+                    out_points = point_sample(out_mask, coords)[0]  # (Q, P)
+                else:  # the masks are mask_embed x mask_features: sample the features instead
+                    sampled = point_sample_rows(rows[b], out_mask.shape[-2:], coords[0])
+                    out_points = outputs["mask_embed"][b].float() @ sampled.T  # (Q, P)
                 cost_mask = batch_sigmoid_ce_cost(out_points, tgt_points)
                 cost_dice = batch_dice_cost(out_points, tgt_points)
                 cost = (
@@ -156,6 +166,19 @@ class HungarianMatcher(nn.Module):
             f"cost_class={self.cost_class}, cost_mask={self.cost_mask}, "
             f"cost_dice={self.cost_dice}, num_points={self.num_points}"
         )
+
+
+def mask_feature_rows(outputs: dict) -> torch.Tensor | None:
+    """(B, h * w, mask_dim) float rows of ``outputs["mask_features"]`` (B, mask_dim, h, w),
+    detached, for :class:`HungarianMatcher`: formed once a step and shared by every decoder
+    layer's matching. None where the outputs do not carry ``mask_embed`` and
+    ``mask_features`` (the masks are then sampled themselves)."""
+    features = outputs.get("mask_features")
+    if features is None or "mask_embed" not in outputs:
+        return None
+    if outputs["pred_masks"].shape[-2:] != features.shape[-2:]:
+        return None  # masks resized after the product: sample them as they are
+    return features.detach().flatten(2).transpose(1, 2).float().contiguous()
 
 
 def _target_is_thing(b: int, target: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -37,6 +37,43 @@ def point_sample(
     return output.squeeze(3) if add_dim else output
 
 
+def point_sample_rows(
+    rows: torch.Tensor, size: tuple[int, int], point_coords: torch.Tensor
+) -> torch.Tensor:
+    """:func:`point_sample` of one map held as channel-contiguous rows, up to float rounding.
+
+    ``grid_sample`` walks the map one channel plane at a time; here each point is one weighted
+    bag of its four corner rows (``embedding_bag``), ~4x faster for a few hundred channels.
+    Same bilinear weights, zero padding and ``align_corners=False`` convention.
+
+    Args:
+        rows: (H * W, C) float, row ``i * W + j`` the channels of pixel (i, j).
+        size: (H, W).
+        point_coords: (P, 2) float ``(x, y)`` in [0, 1] over the whole map.
+
+    Returns:
+        (P, C) in ``rows``' dtype.
+    """
+    h, w = size
+    if rows.shape[0] != h * w:
+        raise ValueError(f"rows has {rows.shape[0]} rows, but a {h}x{w} map has {h * w}")
+    x = point_coords[:, 0].to(rows.dtype) * w - 0.5
+    y = point_coords[:, 1].to(rows.dtype) * h - 0.5
+    x0, y0 = x.floor(), y.floor()
+    fx, fy = x - x0, y - y0
+    x0, y0 = x0.long(), y0.long()
+    index, weight = [], []
+    for dy, wy in ((0, 1 - fy), (1, fy)):
+        for dx, wx in ((0, 1 - fx), (1, fx)):
+            xi, yi = x0 + dx, y0 + dy
+            inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+            index.append(yi.clamp(0, h - 1) * w + xi.clamp(0, w - 1))
+            weight.append(wy * wx * inside)
+    return F.embedding_bag(
+        torch.stack(index, 1), rows, per_sample_weights=torch.stack(weight, 1), mode="sum"
+    )
+
+
 def calculate_uncertainty(logits: torch.Tensor) -> torch.Tensor:
     """Mask2Former's uncertainty of binary mask logits: ``-|logit|`` (highest at the boundary).
 

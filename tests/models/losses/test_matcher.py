@@ -2,7 +2,12 @@
 
 import torch
 
-from ovseg.models.losses import HungarianMatcher, batch_dice_cost, batch_sigmoid_ce_cost
+from ovseg.models.losses import (
+    HungarianMatcher,
+    batch_dice_cost,
+    batch_sigmoid_ce_cost,
+    mask_feature_rows,
+)
 
 
 def _perfect_outputs(masks: torch.Tensor, labels: torch.Tensor, num_queries: int, num_classes: int):
@@ -89,3 +94,32 @@ def test_batch_costs_match_hand_computation():
             bce[i, j] = -(y * p.log() + (1 - y) * (1 - p).log()).mean()
     torch.testing.assert_close(batch_dice_cost(inputs, targets), dice)
     torch.testing.assert_close(batch_sigmoid_ce_cost(inputs, targets), bce)
+
+
+def test_matching_on_feature_rows_equals_matching_on_the_masks():
+    """Training outputs carry mask_embed x mask_features = pred_masks: the matcher samples the
+    features' rows and multiplies; the assignment is that of sampling the masks themselves."""
+    torch.manual_seed(0)
+    embed, features = torch.randn(2, 30, 16), torch.randn(2, 16, 12, 12)
+    outputs = {
+        "pred_logits": torch.randn(2, 30, 5),
+        "pred_masks": torch.einsum("bqc,bchw->bqhw", embed, features),
+        "mask_embed": embed,
+        "mask_features": features,
+    }
+    targets = [
+        {"labels": torch.randint(0, 4, (n,)), "masks": torch.rand(n, 48, 48) > 0.5} for n in (6, 3)
+    ]
+    matcher = HungarianMatcher(num_points=300)
+    rows = mask_feature_rows(outputs)
+    assert rows.shape == (2, 144, 16)
+    torch.manual_seed(1)
+    plain = matcher(outputs, targets)
+    torch.manual_seed(1)  # the same points
+    fast = matcher({**outputs, "mask_feature_rows": rows}, targets)
+    for (q0, t0), (q1, t1) in zip(plain, fast):
+        assert torch.equal(q0, q1) and torch.equal(t0, t1)
+    # Without mask_embed (inference-style outputs) there are no rows to share.
+    assert (
+        mask_feature_rows({"pred_masks": outputs["pred_masks"], "mask_features": features}) is None
+    )

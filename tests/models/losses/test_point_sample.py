@@ -6,6 +6,7 @@ from ovseg.models.losses import (
     calculate_uncertainty,
     get_uncertain_point_coords_with_randomness,
     point_sample,
+    point_sample_rows,
 )
 
 
@@ -24,6 +25,28 @@ def test_point_sample_interpolates_bilinearly_between_centres():
     x = torch.tensor([[[[0.0, 10.0]]]])  # (1, 1, 1, 2)
     coords = torch.tensor([[[0.5, 0.5]]])  # midway between the two pixel centres
     assert point_sample(x, coords).item() == 5.0
+
+
+def test_point_sample_rows_equals_grid_sample_including_the_zero_border():
+    torch.manual_seed(0)
+    x = torch.randn(1, 40, 9, 13)
+    # Uniform points plus points in the outer half-pixel, where corners fall off the map.
+    coords = torch.cat(
+        [torch.rand(500, 2), torch.tensor([[0.0, 0.0], [0.999, 0.999], [0.01, 0.6]])]
+    )
+    rows = x[0].flatten(1).T.contiguous()  # (H * W, C)
+    out = point_sample_rows(rows, (9, 13), coords)
+    assert out.shape == (503, 40)
+    torch.testing.assert_close(out, point_sample(x, coords[None])[0].T, rtol=1e-5, atol=1e-6)
+    # The corner point of the map is a quarter of its corner pixel (three corners are off it).
+    torch.testing.assert_close(out[500], x[0, :, 0, 0] / 4)
+
+
+def test_point_sample_rows_refuses_a_map_of_another_size():
+    import pytest
+
+    with pytest.raises(ValueError, match="a 3x4 map has 12"):
+        point_sample_rows(torch.zeros(10, 2), (3, 4), torch.rand(5, 2))
 
 
 def test_uncertain_points_are_the_most_uncertain_candidates():
