@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -174,6 +174,109 @@ class _MaskPooling(torch.autograd.Function):
         weights = _normalised(inside, denom.to(grad.dtype))
         grad_features = torch.einsum("bqc,bqhw->bchw", grad, weights)
         return grad_features.to(ctx.features_dtype), None, None, None
+
+
+#: Decoder layers whose mask sets :class:`_LayeredMaskPooling`'s backward multiplies at once:
+#: 500 rows of inner dimension instead of 250 (~1.5x the throughput of single layers at stride
+#: 4 of a 1024 crop), for a 131 MB buffer.
+LAYERS_PER_PRODUCT = 2
+
+
+def mask_pooling_layers(
+    features: torch.Tensor, masks: Sequence[torch.Tensor]
+) -> list[torch.Tensor]:
+    """:func:`mask_pooling` of one feature map by each of several mask sets (a decoder's
+    layers), with one backward for all of them.
+
+    Each set's pooling is :func:`mask_pooling`'s, bitwise. The features' gradient, the sum of
+    every set's, is formed as a few products over several sets' masks at once, accumulated in
+    one buffer, instead of one product and one full-size sum per set (~1.5x faster for the ten
+    sets of a training step; equal up to float rounding). Where no gradient is recorded, or
+    the fp32 eager path does not apply, it is one :func:`mask_pooling` per set.
+
+    Args:
+        features: (B, C, H, W).
+        masks: L mask-logit sets (B, Q, H, W), the features' size.
+
+    Returns:
+        L pooled (B, Q, C).
+    """
+    needs_grad = torch.is_grad_enabled() and features.requires_grad
+    if (
+        not needs_grad
+        or len(masks) < 2
+        or any(m.shape[-2:] != features.shape[-2:] for m in masks)
+        or not all(_float_counts_exact(features, m) for m in masks)
+    ):
+        return [mask_pooling(features, m) for m in masks]
+    return list(_LayeredMaskPooling.apply(features, *masks).unbind(0))
+
+
+class _LayeredMaskPooling(torch.autograd.Function):
+    """:func:`mask_pooling_layers`' fp32 training path. Keeps each set's bool masks and
+    counts for backward, as :class:`_MaskPooling` does; the returned (L, B, Q, C) is the
+    sets' poolings stacked."""
+
+    @staticmethod
+    def forward(ctx, features: torch.Tensor, *masks: torch.Tensor) -> torch.Tensor:
+        pooled, insides, denoms = [], [], []
+        for m in masks:
+            m = m.detach()
+            weights, denom = _inside_weights_and_denominators(m)
+            pooled.append(torch.einsum("bchw,bqhw->bqc", features, weights))
+            del weights
+            insides.append(m > 0)
+            denoms.append(denom)
+        ctx.save_for_backward(*insides, *denoms)
+        ctx.features_shape = features.shape
+        return torch.stack(pooled)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        saved = ctx.saved_tensors
+        n = len(saved) // 2
+        insides, denoms = saved[:n], saved[n:]
+        b, c, h, w = ctx.features_shape
+        q = insides[0].shape[1]
+        # sum_l (inside_l / denom_l)^T grad_l = sum_l inside_l^T (grad_l / denom_l): the
+        # counts go into the small (Q, C) gradients, the masks into the product as 0 / 1.
+        scaled = [grad[i] / denoms[i][..., 0] for i in range(n)]  # (B, Q, C) each
+        grad_features = grad.new_zeros(b, c, h * w)
+        buffer = grad.new_empty(min(n, LAYERS_PER_PRODUCT) * q, h * w)
+        for start in range(0, n, LAYERS_PER_PRODUCT):
+            group = range(start, min(n, start + LAYERS_PER_PRODUCT))
+            rows = buffer[: len(group) * q]
+            for i in range(b):
+                for k, layer in enumerate(group):
+                    rows[k * q : (k + 1) * q].copy_(insides[layer][i].flatten(1))
+                lhs = torch.cat([scaled[layer][i] for layer in group])  # (k * Q, C)
+                grad_features[i].addmm_(lhs.T, rows)
+        return grad_features.view(b, c, h, w), *(None for _ in range(n))
+
+
+#: Row width that PyTorch's CPU softmax over the last dim vectorises (fp32 AVX-512 lanes).
+SOFTMAX_LANES = 16
+
+
+def softmax_padded(x: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last dim, which on CPU is first padded with ``-inf`` to a multiple of
+    :data:`SOFTMAX_LANES`: PyTorch's CPU kernel runs short rows of another width element by
+    element (deformable attention's 3 levels x 4 points: 20 ms for 21,504 x 8 rows of 12,
+    against 2.7 ms padded to 16). The padding adds exact zeros, but the vector ``exp`` and sum
+    round differently (3.6e-7 at most on random rows), so exact inference keeps
+    :func:`torch.softmax` and training uses this; autograd differentiates the pad and slice.
+
+    Args:
+        x: (..., K) float.
+
+    Returns:
+        (..., K), each row summing to 1.
+    """
+    k = x.shape[-1]
+    pad = -k % SOFTMAX_LANES
+    if x.device.type != "cpu" or pad == 0 or k >= 4 * SOFTMAX_LANES or capturing_graph():
+        return x.softmax(-1)
+    return F.pad(x, (0, pad), value=float("-inf")).softmax(-1)[..., :k].contiguous()
 
 
 def add_into(fresh: torch.Tensor, other: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from ovseg.models.layers import add_into, mask_pooling, mul_into
@@ -180,3 +181,46 @@ def test_mask_pooling_traces_to_the_eager_result():
     traced = torch.jit.trace(mask_pooling, (features, masks))
     other = torch.randn(1, 3, 8, 8, generator=g)
     assert torch.equal(traced(features, other), mask_pooling(features, other))
+
+
+def test_softmax_padded_equals_softmax_to_rounding_with_its_gradient():
+    from ovseg.models.layers import softmax_padded
+
+    torch.manual_seed(0)
+    x = (torch.randn(3, 50, 8, 12) * 4).requires_grad_()
+    g = torch.randn(3, 50, 8, 12)
+    ref = x.softmax(-1)
+    (grad_ref,) = torch.autograd.grad(ref, x, g)
+    out = softmax_padded(x)
+    (grad,) = torch.autograd.grad(out, x, g)
+    assert out.shape == ref.shape and out.is_contiguous()
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
+    torch.testing.assert_close(grad, grad_ref, rtol=1e-5, atol=1e-5)
+    # Rows already a multiple of the lanes, or long, are PyTorch's own softmax, bitwise.
+    for width in (16, 100):
+        y = torch.randn(4, width)
+        assert torch.equal(softmax_padded(y), y.softmax(-1))
+
+
+@pytest.mark.parametrize("layers", [2, 3, 5])
+def test_mask_pooling_layers_pools_bitwise_and_sums_the_gradients_to_rounding(layers):
+    from ovseg.models.layers import mask_pooling_layers
+
+    torch.manual_seed(0)
+    features = torch.randn(2, 6, 9, 11, requires_grad=True)
+    masks = [torch.randn(2, 7, 9, 11) for _ in range(layers)]
+    masks[0][1, 3] = -1.0  # an empty mask pools to zeros and passes no gradient
+    grads = [torch.randn(2, 7, 6) for _ in range(layers)]
+    plain = [mask_pooling(features, m) for m in masks]
+    (grad_plain,) = torch.autograd.grad(plain, features, grads)
+    pooled = mask_pooling_layers(features, masks)
+    (grad,) = torch.autograd.grad(pooled, features, grads)
+    assert len(pooled) == layers
+    for a, b in zip(pooled, plain):
+        assert torch.equal(a, b)
+    assert torch.equal(pooled[0][1, 3], torch.zeros(6))
+    torch.testing.assert_close(grad, grad_plain, rtol=1e-5, atol=1e-6)
+    # Without a recorded gradient it is one mask_pooling per set.
+    with torch.no_grad():
+        for a, b in zip(mask_pooling_layers(features, masks), plain):
+            assert torch.equal(a, b)

@@ -324,3 +324,33 @@ def test_row_cores_have_grid_samples_gradients_at_the_maps_edges(core):
     assert_same_grads(CORES[core], value, shapes, locations, weights, tol=1e-5)
     out = CORES[core](value, shapes, locations, weights)
     torch.testing.assert_close(out, ms_deform_attn_core(value, shapes, locations, weights))
+
+
+def test_training_takes_the_padded_softmax_and_inference_the_reference_one(monkeypatch):
+    """Train mode normalises the attention weights with the faster padded softmax (rounding
+    apart), eval mode (exact inference) with torch's own: bitwise the unpatched module."""
+    import ovseg.models.ops.ms_deform_attn as mod
+
+    torch.manual_seed(0)
+    attn = MSDeformAttn(d_model=16, n_levels=3, n_heads=4, n_points=4, impl="grid_sample")
+    torch.nn.init.normal_(attn.attention_weights.weight, std=1.0)  # non-uniform weights
+    shapes = [(6, 8), (3, 4), (2, 2)]
+    s = sum(h * w for h, w in shapes)
+    src, ref = torch.randn(1, s, 16), torch.rand(1, s, 3, 2)
+    with torch.no_grad():
+        exact = attn.eval()(src, ref, src, shapes)
+        trained = attn.train()(src, ref, src, shapes)
+    torch.testing.assert_close(trained, exact, rtol=1e-5, atol=1e-6)
+    # Replace the padded softmax by torch's: train mode then gives the eval outputs bitwise,
+    # so the padded one is what train mode ran, and eval mode never calls it.
+    calls = []
+
+    def plain(x):
+        calls.append(x.shape)
+        return x.softmax(-1)
+
+    monkeypatch.setattr(mod, "softmax_padded", plain)
+    with torch.no_grad():
+        assert torch.equal(attn.train()(src, ref, src, shapes), exact)
+        assert torch.equal(attn.eval()(src, ref, src, shapes), exact)
+    assert calls == [torch.Size([1, s, 4, 12])]

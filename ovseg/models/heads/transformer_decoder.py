@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ovseg.config.schema import TransformerDecoderConfig
-from ovseg.models.layers import MLP, c2_xavier_fill, mask_pooling
+from ovseg.models.layers import MLP, c2_xavier_fill, mask_pooling, mask_pooling_layers
 from ovseg.models.position_encoding import PositionEmbeddingSine
 from ovseg.models.registry import TRANSFORMER_DECODERS
 
@@ -313,23 +313,23 @@ class MaskedTransformerDecoder(nn.Module):
                 synonym_index,
                 num_classes,
             )
-        predictions = []
-        cls, mask, attn_mask, *embeds = self._heads(
-            output, mask_features, sizes[0], text_classifier, synonym_index, num_classes, True
-        )
-        predictions.append((cls, mask, *embeds))
+        # Each layer's masks (without gradient, see _mask_head) come first and steer the next
+        # layer's attention; the class heads, which nothing downstream in the loop reads, run
+        # after the loop, on one mask pooling of all layers (one backward for all of them).
+        heads = [self._mask_head(output, mask_features, sizes[0])]
         for i in range(self.num_layers):
-            output = self._layer(i, output, src, pos, query_embed, attn_mask)
-            cls, mask, attn_mask, *embeds = self._heads(
-                output,
-                mask_features,
-                sizes[(i + 1) % self.num_feature_levels],
-                text_classifier,
-                synonym_index,
-                num_classes,
-                True,
+            output = self._layer(i, output, src, pos, query_embed, heads[-1][3])
+            heads[-1] = heads[-1][:3]  # the attention mask is spent
+            heads.append(
+                self._mask_head(output, mask_features, sizes[(i + 1) % self.num_feature_levels])
             )
-            predictions.append((cls, mask, *embeds))
+        pooled = mask_pooling_layers(mask_features, [mask for _, _, mask, *_ in heads])
+        predictions = []
+        for (decoder_output, mask_embed, mask, *_), p in zip(heads, pooled):
+            cls, class_embed = self._class_head(
+                p, decoder_output, text_classifier, synonym_index, num_classes
+            )
+            predictions.append((cls, mask, class_embed, mask_embed))
         # ``class_embed`` (B, Q, D): the queries' embeddings before the text classifier (losses
         # that build their own classifier or distil into them read it, e.g. GKC's).
         # ``mask_embed`` (B, Q, mask_dim) with ``mask_features``: what the gradient of the
@@ -386,9 +386,7 @@ class MaskedTransformerDecoder(nn.Module):
             output = self._layer(i, output, src, pos, query_embed, attn_mask, keys)
             if i + 1 < self.num_layers:
                 attn_mask = self._attn_mask(output, small[(i + 1) % self.num_feature_levels])
-        cls, mask, _ = self._heads(
-            output, mask_features, None, text_classifier, synonym_index, num_classes
-        )
+        cls, mask = self._heads(output, mask_features, text_classifier, synonym_index, num_classes)
         return {"pred_logits": cls, "pred_masks": mask}
 
     def _attn_mask(self, output, features):
@@ -396,42 +394,40 @@ class MaskedTransformerDecoder(nn.Module):
         attn = torch.einsum("bqc,bchw->bqhw", mask_embed, features)
         return _may_not_attend(attn)
 
-    def _heads(
-        self,
-        output,
-        mask_features,
-        attn_size,
-        text_classifier,
-        synonym_index,
-        num_classes,
-        with_embed: bool = False,
-    ):
+    def _heads(self, output, mask_features, text_classifier, synonym_index, num_classes):
+        """Inference's last layer: (B, Q, C + 1) class logits and (B, Q, H/4, W/4) masks."""
+        decoder_output, _, outputs_mask, _ = self._mask_head(output, mask_features, None, False)
+        pooled = mask_pooling(mask_features, outputs_mask)
+        outputs_class, _ = self._class_head(
+            pooled, decoder_output, text_classifier, synonym_index, num_classes
+        )
+        return outputs_class, outputs_mask
+
+    def _mask_head(self, output, mask_features, attn_size, detach_masks: bool = True):
+        """A layer's (B, Q, D) normalised queries, (B, Q, mask_dim) ``mask_embed``, (B, Q, H/4,
+        W/4) mask logits and, at ``attn_size``, the next layer's attention mask (else None).
+
+        ``detach_masks`` (training) computes the stride-4 masks without gradient: they feed the matcher, the
+        attention masks and the pooling weights, none of which back-propagates into them; the
+        loss routes the matched rows' gradient to ``mask_embed`` / ``mask_features``
+        (``matched_masks``), so no (B, Q, H/4, W/4) gradient is ever formed."""
         decoder_output = self.decoder_norm(output).transpose(0, 1)
         mask_embed = self.mask_embed(decoder_output)
-        if with_embed:
-            # Training: the stride-4 masks feed the matcher, the attention masks and the pooling
-            # weights, none of which back-propagates into them; the loss routes the matched
-            # rows' gradient to ``mask_embed`` / ``mask_features`` (``matched_masks``), so no
-            # (B, Q, H/4, W/4) gradient is ever formed.
-            with torch.no_grad():
-                outputs_mask = torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
-        else:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not detach_masks):
             outputs_mask = torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
-        pooled = self._mask_pooling_proj(mask_pooling(mask_features, outputs_mask))
-        class_embed = self.class_embed(pooled + decoder_output)
+        if attn_size is None:
+            return decoder_output, mask_embed, outputs_mask, None
+        attn = F.interpolate(outputs_mask, size=attn_size, mode="bilinear", align_corners=False)
+        return decoder_output, mask_embed, outputs_mask, _may_not_attend(attn)
+
+    def _class_head(self, pooled, decoder_output, text_classifier, synonym_index, num_classes):
+        """(B, Q, C + 1) class logits and the (B, Q, D) class embeddings they compare, from a
+        layer's (B, Q, mask_dim) mask-pooled pixel features and its normalised queries."""
+        class_embed = self.class_embed(self._mask_pooling_proj(pooled) + decoder_output)
         outputs_class = classification_logits(
             class_embed, text_classifier, self.logit_scale, synonym_index, num_classes
         )
-        extra = (class_embed, mask_embed) if with_embed else ()
-        if attn_size is None:
-            return outputs_class, outputs_mask, None, *extra
-        attn = F.interpolate(outputs_mask, size=attn_size, mode="bilinear", align_corners=False)
-        return (
-            outputs_class,
-            outputs_mask,
-            _may_not_attend(attn),
-            *extra,
-        )
+        return outputs_class, class_embed
 
 
 @TRANSFORMER_DECODERS.register("masked_attention")
