@@ -66,8 +66,9 @@ class PixelDecoderConfig:
     deform_attn_impl: str = "auto"
     # Training only: recompute each deformable encoder layer in backward instead of keeping its
     # activations (torch.utils.checkpoint). The same gradients, bitwise on CPU; at 1024x1024 the
-    # encoder's ~3 GB of saved tensors go, for one more encoder forward per step.
-    activation_checkpointing: bool = False
+    # encoder's ~3 GB of saved tensors go, for one more encoder forward per step. An integer N
+    # recomputes the first N layers only (memory and time in between; true = all).
+    activation_checkpointing: Union[bool, int] = False  # noqa: UP007 (OmegaConf needs Union)
 
 
 @dataclass

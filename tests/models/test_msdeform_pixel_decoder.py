@@ -146,3 +146,28 @@ def test_cpu_inference_runs_the_encoder_in_row_blocks_with_the_full_size_values(
     with torch.no_grad():
         torch.jit.trace(decoder, (feats,), strict=False, check_trace=False)
     assert sizes == []  # a trace keeps the full-size ops
+
+
+def test_checkpointing_the_first_layers_only_saves_between_none_and_all_bitwise():
+    """An integer N recomputes the first N encoder layers: the same loss and gradients
+    bitwise, and autograd saves less than without checkpointing but more than with all."""
+    feats = features()
+    plain = build(False, 0.1).train()
+    loss_a, grads_a, saved_a = run(plain, feats)
+    some = build(1, 0.1).train()
+    some.load_state_dict(plain.state_dict())
+    assert some.transformer.encoder.checkpointed_layers == 1
+    loss_b, grads_b, saved_b = run(some, feats)
+    everything = build(True, 0.1).train()
+    everything.load_state_dict(plain.state_dict())
+    _, _, saved_all = run(everything, feats)
+    assert torch.equal(loss_a, loss_b)
+    for k in grads_a:
+        assert torch.equal(grads_a[k], grads_b[k]), k
+    assert saved_all < saved_b < saved_a, (saved_all, saved_b, saved_a)
+    assert build(7).transformer.encoder.checkpointed_layers == 3  # at most every layer
+
+
+def test_a_negative_number_of_checkpointed_layers_is_refused_at_build():
+    with pytest.raises(ValueError, match="activation_checkpointing must be true, false or"):
+        build(-1)

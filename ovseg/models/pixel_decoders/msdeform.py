@@ -87,15 +87,32 @@ class MSDeformAttnEncoderLayer(nn.Module):
 
 
 class MSDeformAttnEncoder(nn.Module):
-    """The encoder layers in sequence. With ``activation_checkpointing``, a forward that
-    needs gradients keeps only each layer's input and recomputes the layer in backward."""
+    """The encoder layers in sequence. With ``activation_checkpointing`` (true: every layer;
+    an integer N: the first N), a forward that needs gradients keeps only those layers'
+    inputs and recomputes them in backward."""
 
     def __init__(
-        self, layers: Sequence[MSDeformAttnEncoderLayer], activation_checkpointing: bool = False
+        self,
+        layers: Sequence[MSDeformAttnEncoderLayer],
+        activation_checkpointing: bool | int = False,
     ):
         super().__init__()
         self.layers = nn.ModuleList(layers)
         self.activation_checkpointing = activation_checkpointing
+        _ = self.checkpointed_layers  # a bad value fails when the model is built
+
+    @property
+    def checkpointed_layers(self) -> int:
+        """How many of the first layers a training forward recomputes in backward."""
+        value = self.activation_checkpointing
+        if isinstance(value, bool):
+            return len(self.layers) if value else 0
+        if not isinstance(value, int) or value < 0:
+            raise ValueError(
+                "model.pixel_decoder.activation_checkpointing must be true, false or a number "
+                f"of encoder layers >= 0; got {value!r}"
+            )
+        return min(value, len(self.layers))
 
     @staticmethod
     def reference_points(spatial_shapes, batch: int, device, dtype) -> torch.Tensor:
@@ -115,9 +132,9 @@ class MSDeformAttnEncoder(nn.Module):
 
     def forward(self, src, spatial_shapes, pos):
         ref = self.reference_points(spatial_shapes, src.shape[0], src.device, src.dtype)
-        recompute = self.activation_checkpointing and torch.is_grad_enabled()
-        for layer in self.layers:
-            if recompute:
+        recompute = self.checkpointed_layers if torch.is_grad_enabled() else 0
+        for i, layer in enumerate(self.layers):
+            if i < recompute:
                 src = checkpoint(layer, src, pos, ref, spatial_shapes, use_reentrant=False)
             else:
                 src = layer(src, pos, ref, spatial_shapes)
@@ -137,7 +154,7 @@ class MSDeformAttnTransformer(nn.Module):
         num_levels,
         n_points,
         impl: str = "auto",
-        activation_checkpointing: bool = False,
+        activation_checkpointing: bool | int = False,
     ):
         super().__init__()
         self.encoder = MSDeformAttnEncoder(
@@ -182,7 +199,8 @@ class MSDeformAttnPixelDecoder(nn.Module):
             "grid_sample" (reference), "gather" (the same arithmetic by row gathers) or
             "embedding_bag" (fastest on CPU, float-rounding differences).
         activation_checkpointing: recompute the deformable encoder layers in backward
-            (training memory for time; see :class:`MSDeformAttnEncoder`).
+            (true: all, an integer N: the first N; training memory for time; see
+            :class:`MSDeformAttnEncoder`).
 
     Forward returns ``mask_features`` (B, mask_dim, H/4, W/4) and ``multi_scale_features``:
     three (B, conv_dim, h, w) maps at strides 32, 16, 8 (the decoder's memory).
@@ -203,7 +221,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
         dropout: float = 0.0,
         common_stride: int = 4,
         deform_attn_impl: str = "auto",
-        activation_checkpointing: bool = False,
+        activation_checkpointing: bool | int = False,
     ):
         super().__init__()
         ordered = sorted(input_shape.items(), key=lambda kv: kv[1].stride)
