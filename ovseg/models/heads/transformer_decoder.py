@@ -407,10 +407,11 @@ class MaskedTransformerDecoder(nn.Module):
         """A layer's (B, Q, D) normalised queries, (B, Q, mask_dim) ``mask_embed``, (B, Q, H/4,
         W/4) mask logits and, at ``attn_size``, the next layer's attention mask (else None).
 
-        ``detach_masks`` (training) computes the stride-4 masks without gradient: they feed the matcher, the
-        attention masks and the pooling weights, none of which back-propagates into them; the
-        loss routes the matched rows' gradient to ``mask_embed`` / ``mask_features``
-        (``matched_masks``), so no (B, Q, H/4, W/4) gradient is ever formed."""
+        ``detach_masks`` (training) computes the stride-4 masks without gradient: they feed
+        the matcher, the attention masks and the pooling weights, none of which
+        back-propagates into them; the loss routes the matched rows' gradient to
+        ``mask_embed`` / ``mask_features`` (``matched_masks``), so no (B, Q, H/4, W/4)
+        gradient is ever formed."""
         decoder_output = self.decoder_norm(output).transpose(0, 1)
         mask_embed = self.mask_embed(decoder_output)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not detach_masks):
