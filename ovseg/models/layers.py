@@ -228,13 +228,16 @@ class _LayeredMaskPooling(torch.autograd.Function):
             insides.append(m > 0)
             denoms.append(denom)
         ctx.save_for_backward(*insides, *denoms)
-        ctx.features_shape = features.shape
+        ctx.features_shape, ctx.features_dtype = features.shape, features.dtype
         return torch.stack(pooled)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         saved = ctx.saved_tensors
         n = len(saved) // 2
+        # Under autocast the poolings ran in bf16 / fp16; their gradient is formed in the
+        # features' own (fp32) precision.
+        grad = grad.to(ctx.features_dtype)
         insides, denoms = saved[:n], saved[n:]
         b, c, h, w = ctx.features_shape
         q = insides[0].shape[1]

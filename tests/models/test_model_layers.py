@@ -224,3 +224,18 @@ def test_mask_pooling_layers_pools_bitwise_and_sums_the_gradients_to_rounding(la
     with torch.no_grad():
         for a, b in zip(mask_pooling_layers(features, masks), plain):
             assert torch.equal(a, b)
+
+
+def test_mask_pooling_layers_under_bf16_autocast_returns_an_fp32_gradient():
+    from ovseg.models.layers import mask_pooling_layers
+
+    torch.manual_seed(0)
+    features = torch.randn(1, 8, 6, 6, requires_grad=True)
+    masks = [torch.randn(1, 5, 6, 6) for _ in range(3)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        pooled = mask_pooling_layers(features, masks)
+        plain = [mask_pooling(features, m) for m in masks]
+    (grad,) = torch.autograd.grad(sum(p.float().sum() for p in pooled), features)
+    (grad_plain,) = torch.autograd.grad(sum(p.float().sum() for p in plain), features)
+    assert grad.dtype == torch.float32
+    torch.testing.assert_close(grad, grad_plain, rtol=1e-2, atol=1e-2)
