@@ -216,6 +216,8 @@ def test_mask_pooling_layers_pools_bitwise_and_sums_the_gradients_to_rounding(la
     pooled = mask_pooling_layers(features, masks)
     (grad,) = torch.autograd.grad(pooled, features, grads)
     assert len(pooled) == layers
+    # One autograd node for all the sets (not one mask_pooling each).
+    assert "_LayeredMaskPooling" in pooled[0].grad_fn.next_functions[0][0].name()
     for a, b in zip(pooled, plain):
         assert torch.equal(a, b)
     assert torch.equal(pooled[0][1, 3], torch.zeros(6))

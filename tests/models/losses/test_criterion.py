@@ -249,3 +249,47 @@ def test_matched_masks_from_mask_embed_give_the_dense_losses_and_gradients():
     )
     for a, b in zip(lean, ref):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_every_layers_matching_samples_the_shared_feature_rows(monkeypatch):
+    """Training outputs (mask_embed x mask_features, two aux layers): the criterion forms the
+    features' rows once and every layer's matcher samples them; the losses are those of
+    matching on the masks themselves."""
+    import ovseg.models.losses.matcher as matcher_mod
+
+    torch.manual_seed(0)
+    features = torch.randn(1, 8, 8, 8)
+
+    def layer():
+        embed = torch.randn(1, 6, 8)
+        return {
+            "pred_logits": torch.randn(1, 6, 4),
+            "pred_masks": torch.einsum("bqc,bchw->bqhw", embed, features),
+            "mask_embed": embed,
+            "mask_features": features,
+        }
+
+    main, aux = layer(), [layer(), layer()]
+    training = {**main, "aux_outputs": aux}
+    plain = {
+        **{k: main[k] for k in ("pred_logits", "pred_masks")},
+        "aux_outputs": [{k: a[k] for k in ("pred_logits", "pred_masks")} for a in aux],
+    }
+    crit = build_criterion(LossConfig(train_num_points=64), num_decoder_layers=2)
+    calls = []
+    real = matcher_mod.point_sample_rows
+
+    def counting(*args, **kwargs):
+        calls.append(args[0].data_ptr())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(matcher_mod, "point_sample_rows", counting)
+    torch.manual_seed(1)
+    fast = crit(training, _targets())
+    assert len(calls) == 3 and len(set(calls)) == 1  # three layers, one shared table
+    torch.manual_seed(1)
+    reference = crit(plain, _targets())
+    assert len(calls) == 3  # outputs without mask_embed sample the masks
+    assert fast.keys() == reference.keys()
+    for k in fast:
+        torch.testing.assert_close(fast[k], reference[k], rtol=1e-5, atol=1e-6)

@@ -119,6 +119,10 @@ def test_matching_on_feature_rows_equals_matching_on_the_masks():
     fast = matcher({**outputs, "mask_feature_rows": rows}, targets)
     for (q0, t0), (q1, t1) in zip(plain, fast):
         assert torch.equal(q0, q1) and torch.equal(t0, t1)
+    # The rows are what the costs come from: negated rows (inverted masks) match otherwise.
+    torch.manual_seed(1)
+    flipped = matcher({**outputs, "mask_feature_rows": -rows}, targets)
+    assert any(not torch.equal(t0, t1) for (_, t0), (_, t1) in zip(plain, flipped))
     # Without mask_embed (inference-style outputs) there are no rows to share.
     assert (
         mask_feature_rows({"pred_masks": outputs["pred_masks"], "mask_features": features}) is None
